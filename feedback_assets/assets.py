@@ -1,0 +1,194 @@
+"""The asset graph: raw_feedback -> anonymized_pairs -> deduplicated_pairs -> training_csv, and
+seen_pair_hashes, the dedupe state.
+
+Each asset reads its partition window, calls the pure functions of `transforms`, writes its own
+files (an IO manager cannot store one output per day of a ranged run) and reports each day's
+statistics as that day's metadata, also when one run covers a range of days.
+"""
+
+
+import time
+from collections.abc import Iterator, Mapping
+
+import dagster as dg
+import polars as pl
+
+from feedback_assets import transforms
+from feedback_assets.partitions import daily_partitions, single_run_backfill
+from feedback_assets.resources import FeedbackSettings, dedupe_state, partition_store, source_for
+from feedback_assets.settings import CONTRACT_VERSION
+from feedback_assets.storage import split_by_partition
+from feedback_assets.training_csv import write_training_csv
+
+Event = dg.MaterializeResult | dg.AssetMaterialization
+GROUP = "feedback_export"
+
+
+def _column_schema(schema: pl.Schema) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()])
+
+
+def _report(
+    context: dg.AssetExecutionContext, per_partition: Mapping[str, Mapping[str, object]], started: float
+) -> Iterator[Event]:
+    """One materialization per day with that day's own numbers.
+
+    In a ranged run Dagster records the output for every day of the range with the same metadata;
+    the per-day events that follow it become each day's latest materialization, so the UI shows
+    the day's own figures.
+    """
+    seconds = round(time.perf_counter() - started, 3)
+    keys = list(per_partition)
+    common = {"execution_seconds": seconds, "partitions_in_run": len(keys)}
+    if len(keys) == 1:
+        yield dg.MaterializeResult(metadata={**per_partition[keys[0]], **common})
+        return
+    yield dg.MaterializeResult(metadata={"partition_range": f"{keys[0]}...{keys[-1]}", **common})
+    for key, metadata in per_partition.items():
+        yield dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata={**metadata, **common})
+
+
+def _asset(**kwargs: object):  # type: ignore[no-untyped-def]
+    return dg.asset(partitions_def=daily_partitions, backfill_policy=single_run_backfill, group_name=GROUP, **kwargs)
+
+
+@_asset()
+def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
+    """The day's feedback rows joined with their user, analysis and recommendation record, as read
+    from the app's database; still personal data (user ids, ages), kept in the private storage dir."""
+    started = time.perf_counter()
+    settings = feedback_settings.resolve()
+    keys = list(context.partition_keys)
+    window = context.partition_time_window
+    source = source_for(settings)
+    source.check_schema()
+    needs_history = settings.dedupe_scope == "first_per_pair"
+    context.log.info(f"reading {len(keys)} day(s) from the {settings.source.describe()}")
+    raw = transforms.join_source(source.read_window(window.start, window.end, with_history=needs_history))
+    if needs_history:
+        raw = transforms.with_history(raw)
+    parts = split_by_partition(raw, keys)
+    partition_store(settings).write("raw_feedback", parts)
+    yield from _report(
+        context,
+        {
+            key: {
+                "dagster/row_count": part.filter(~pl.col("is_history")).height,
+                "history_rows": part.filter(pl.col("is_history")).height,
+            }
+            for key, part in parts.items()
+        },
+        started,
+    )
+
+
+@_asset(deps=[raw_feedback])
+def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
+    """The eligible feedback rows, pseudonymised: keyed HMAC user pseudonyms, age ranges instead of
+    ages, normalised conditions; no user id, free text or unconsented image URL."""
+    started = time.perf_counter()
+    settings = feedback_settings.resolve()
+    keys = list(context.partition_keys)
+    store = partition_store(settings)
+    classified = transforms.classify(store.read("raw_feedback", keys), settings.min_feedback_fields)
+    pairs = transforms.anonymize(classified, settings.hmac_key, settings.include_image_urls)
+    counts = transforms.outcome_counts(classified, keys)
+    parts = split_by_partition(pairs, keys)
+    store.write("anonymized_pairs", parts)
+    store.write_stats("anonymized_pairs", counts)
+    yield from _report(
+        context,
+        {
+            key: {
+                "dagster/row_count": parts[key].filter(~pl.col("is_history")).height,
+                "dagster/column_schema": _column_schema(pairs.schema),
+                "hmac_key_id": settings.hmac_key_id,
+                **counts[key],
+            }
+            for key in keys
+        },
+        started,
+    )
+
+
+@_asset(deps=[anonymized_pairs])
+def deduplicated_pairs(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
+    """The pseudonymised pairs with duplicates removed: one row per dedupe key (CONTRACT section 5),
+    and none whose key the dedupe state gives to an earlier day."""
+    started = time.perf_counter()
+    settings = feedback_settings.resolve()
+    keys = list(context.partition_keys)
+    store = partition_store(settings)
+    pairs = store.read("anonymized_pairs", keys)
+    candidate_keys = pairs.select(transforms.dedupe_key(settings.dedupe_scope)).to_series()
+    owners = dedupe_state(settings).owners(candidate_keys, excluding=keys).rename({"partition": "owner"})
+    deduplicated = transforms.deduplicate(pairs, settings.dedupe_scope, owners)
+    counts = transforms.dedupe_counts(deduplicated, keys)
+    parts = split_by_partition(deduplicated, keys)
+    store.write("deduplicated_pairs", parts)
+    store.write_stats("deduplicated_pairs", counts)
+    yield from _report(
+        context,
+        {
+            key: {
+                "dagster/row_count": counts[key]["exported_records"],
+                "dedupe_scope": settings.dedupe_scope,
+                **counts[key],
+            }
+            for key in keys
+        },
+        started,
+    )
+
+
+@_asset(deps=[deduplicated_pairs])
+def seen_pair_hashes(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
+    """The dedupe state: the keys each day exported and so owns. A key is stored once, in its owner's file."""
+    started = time.perf_counter()
+    settings = feedback_settings.resolve()
+    keys = list(context.partition_keys)
+    deduplicated = partition_store(settings).read("deduplicated_pairs", keys)
+    owned = deduplicated.filter(pl.col("kept")).select("dedupe_key", "partition")
+    state = dedupe_state(settings)
+    state.write(split_by_partition(owned, keys))
+    total = state.all_keys().height
+    per_day = {key: part.height for key, part in split_by_partition(owned, keys).items()}
+    yield from _report(
+        context,
+        {
+            key: {"keys_owned_by_partition": n, "keys_total": total, "dedupe_scope": settings.dedupe_scope}
+            for key, n in per_day.items()
+        },
+        started,
+    )
+
+
+@_asset(deps=[deduplicated_pairs])
+def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
+    """The daily training file for the data science team: feedback_training_YYYYMMDD.csv, the
+    12 columns of CONTRACT section 4, one row per exported pair."""
+    started = time.perf_counter()
+    settings = feedback_settings.resolve()
+    keys = list(context.partition_keys)
+    store = partition_store(settings)
+    deduplicated = store.read("deduplicated_pairs", keys)
+    per_partition: dict[str, dict[str, object]] = {}
+    for key, part in split_by_partition(deduplicated, keys).items():
+        rows = transforms.training_rows(part, settings.include_image_urls)
+        counts = {**store.read_stats("anonymized_pairs", key), **store.read_stats("deduplicated_pairs", key)}
+        if counts["exported_records"] != rows.height or transforms.unaccounted_rows(counts):
+            raise dg.Failure(
+                description=f"statistics of {key} do not add up: {counts} with {rows.height} rows to export",
+                allow_retries=False,
+            )
+        path = write_training_csv(settings.export_dir, key, rows)
+        per_partition[key] = {
+            "dagster/row_count": rows.height,
+            "dagster/column_schema": _column_schema(rows.schema),
+            "path": dg.MetadataValue.path(str(path)),
+            "hmac_key_id": settings.hmac_key_id,
+            "dedupe_scope": settings.dedupe_scope,
+            "contract_version": CONTRACT_VERSION,
+            **counts,
+        }
+    yield from _report(context, per_partition, started)

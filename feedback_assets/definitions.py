@@ -1,0 +1,19 @@
+"""The code location Dagster loads (`dagster dev`, workspace.yaml, `dagster job execute -m`)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from feedback_assets.assets import anonymized_pairs, deduplicated_pairs, raw_feedback, seen_pair_hashes, training_csv
+from feedback_assets.resources import FeedbackSettings
+from feedback_assets.schedules import feedback_export_job, nightly_feedback_export
+
+defs = dg.Definitions(
+    assets=[raw_feedback, anonymized_pairs, deduplicated_pairs, seen_pair_hashes, training_csv],
+    jobs=[feedback_export_job],
+    schedules=[nightly_feedback_export],
+    resources={"feedback_settings": FeedbackSettings()},
+    # Polars already uses every core inside a step; a process per step only adds seconds of
+    # start-up to every run (FACTS.md: 20 s against 4.8 s for one partition).
+    executor=dg.in_process_executor,
+)

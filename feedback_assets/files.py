@@ -1,0 +1,56 @@
+"""Atomic file writes: a reader sees a file as it was before or complete, never half-written."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+TEMP_PREFIX = ".tmp-"
+
+
+def temp_path_for(path: Path) -> Path:
+    # Hidden and without the final suffix, so nothing that globs for exports can take it for one.
+    return path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None], mode: int = 0o640) -> None:
+    """Write through `write` into a temporary file beside `path`, sync it, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_path_for(path)
+    try:
+        with open(temp, "xb") as handle:
+            os.chmod(temp, mode)
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_bytes_atomically(path: Path, data: bytes, mode: int = 0o640) -> None:
+    write_atomically(path, lambda handle: handle.write(data), mode)
+
+
+def remove_stale_temp_files(directory: Path) -> int:
+    """Delete temporary files a killed run left behind; returns how many."""
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    for temp in directory.glob(f"{TEMP_PREFIX}*"):
+        temp.unlink(missing_ok=True)
+        removed += 1
+    return removed

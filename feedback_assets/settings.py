@@ -1,0 +1,152 @@
+"""The pipeline's settings (CONTRACT section 2), validated before anything is read or written."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+DedupeScope = Literal["exact", "first_per_pair"]
+DEDUPE_SCOPES: tuple[DedupeScope, ...] = ("exact", "first_per_pair")
+MIN_KEY_HEX_DIGITS = 64
+CONTRACT_VERSION = "1"
+
+DEMO_SOURCE_PATH = Path("data/demo_feedback.sqlite")
+DEFAULT_EXPORT_DIR = Path("ml/feedback_training")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names the setting and what to do."""
+
+
+@dataclass(frozen=True)
+class SourceLocation:
+    """Where the source database is, without its password in any printable form."""
+
+    url: URL
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.url.database or "")
+
+    def describe(self) -> str:
+        """A loggable description: the file, or the host and database, never the password."""
+        if self.dialect == "sqlite":
+            return f"sqlite file {self.sqlite_path}"
+        return f"postgresql database {self.url.database!r} on {self.url.host}:{self.url.port or 5432}"
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    source: SourceLocation
+    export_dir: Path
+    storage_dir: Path
+    hmac_key: bytes = field(repr=False)
+    hmac_key_id: str
+    dedupe_scope: DedupeScope
+    min_feedback_fields: int
+    include_image_urls: bool
+
+
+def parse_source_url(raw: str) -> SourceLocation:
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError(
+            "FEEDBACK_SOURCE_URL is not a database URL; expected sqlite:///path/to/file.sqlite "
+            "or postgresql://user:password@host:port/database"
+        ) from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise ConfigError("FEEDBACK_SOURCE_URL names no SQLite file; expected sqlite:///path/to/file.sqlite")
+    elif backend == "postgresql":
+        if not url.database:
+            raise ConfigError("FEEDBACK_SOURCE_URL names no PostgreSQL database; expected postgresql://user@host:port/database")
+    else:
+        raise ConfigError(f"FEEDBACK_SOURCE_URL uses {backend!r}; only sqlite and postgresql sources are supported")
+    return SourceLocation(url)
+
+
+def parse_hmac_key(raw: str | None) -> bytes:
+    """Decode the pseudonymisation key; the message never echoes any part of it."""
+    hint = "set FEEDBACK_HMAC_KEY to at least 64 hex digits, e.g. the output of `python -c 'import secrets; print(secrets.token_hex(32))'`"
+    if raw is None or not raw.strip():
+        raise ConfigError(f"FEEDBACK_HMAC_KEY is not set: {hint}")
+    text = raw.strip()
+    if any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise ConfigError(f"FEEDBACK_HMAC_KEY is not hexadecimal: {hint}")
+    if len(text) < MIN_KEY_HEX_DIGITS:
+        raise ConfigError(f"FEEDBACK_HMAC_KEY has {len(text)} hex digits, fewer than {MIN_KEY_HEX_DIGITS}: {hint}")
+    if len(text) % 2:
+        raise ConfigError(f"FEEDBACK_HMAC_KEY has an odd number of hex digits: {hint}")
+    return bytes.fromhex(text)
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def parse_min_fields(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"FEEDBACK_MIN_FEEDBACK_FIELDS must be a whole number from 0 to 4, not {raw!r}") from None
+    if not 0 <= value <= 4:
+        raise ConfigError(f"FEEDBACK_MIN_FEEDBACK_FIELDS must be from 0 to 4, not {value}")
+    return value
+
+
+def parse_scope(raw: str) -> DedupeScope:
+    value = raw.strip()
+    for scope in DEDUPE_SCOPES:
+        if value == scope:
+            return scope
+    raise ConfigError(f"FEEDBACK_DEDUPE_SCOPE must be one of {', '.join(DEDUPE_SCOPES)}, not {raw!r}")
+
+
+def default_storage_dir(env: Mapping[str, str]) -> Path:
+    home = env.get("DAGSTER_HOME")
+    if not home:
+        raise ConfigError("FEEDBACK_STORAGE_DIR is not set and neither is DAGSTER_HOME: set one of them")
+    return Path(home) / "storage" / "feedback_assets"
+
+
+def settings_from(values: Mapping[str, str | None], env: Mapping[str, str] | None = None) -> ExportSettings:
+    """Build settings from explicit values (None: not given), falling back to the environment."""
+    environ = os.environ if env is None else env
+
+    def pick(name: str) -> str | None:
+        given = values.get(name)
+        return given if given is not None else environ.get(name)
+
+    source = parse_source_url(pick("FEEDBACK_SOURCE_URL") or f"sqlite:///{DEMO_SOURCE_PATH}")
+    key = parse_hmac_key(environ.get("FEEDBACK_HMAC_KEY"))
+    key_id = (pick("FEEDBACK_HMAC_KEY_ID") or "k1").strip()
+    if not key_id or not all(c.isalnum() or c in "-_." for c in key_id):
+        raise ConfigError("FEEDBACK_HMAC_KEY_ID must be a short label of letters, digits, '-', '_' or '.'")
+    storage = pick("FEEDBACK_STORAGE_DIR")
+    return ExportSettings(
+        source=source,
+        export_dir=Path(pick("FEEDBACK_EXPORT_DIR") or DEFAULT_EXPORT_DIR),
+        storage_dir=Path(storage) if storage else default_storage_dir(environ),
+        hmac_key=key,
+        hmac_key_id=key_id,
+        dedupe_scope=parse_scope(pick("FEEDBACK_DEDUPE_SCOPE") or "exact"),
+        min_feedback_fields=parse_min_fields(pick("FEEDBACK_MIN_FEEDBACK_FIELDS") or "1"),
+        include_image_urls=parse_bool("FEEDBACK_INCLUDE_IMAGE_URLS", pick("FEEDBACK_INCLUDE_IMAGE_URLS") or "false"),
+    )

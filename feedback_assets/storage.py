@@ -1,0 +1,72 @@
+"""Where the intermediate partitions live: one Parquet file per asset and day under the storage dir.
+
+The storage dir holds personal data (raw_feedback keeps user ids and ages until pseudonymised), so
+directories are created owner-only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from feedback_assets.files import write_atomically, write_bytes_atomically
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+class MissingPartitionError(RuntimeError):
+    """An upstream partition a run needs was never written, or its file is gone."""
+
+
+class PartitionStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, asset: str, partition: str) -> Path:
+        return self.root / asset / f"{partition}.parquet"
+
+    def write(self, asset: str, frames: dict[str, pl.DataFrame]) -> None:
+        """Write one file per partition key; each replaces exactly its own day."""
+        directory = self.root / asset
+        directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        for partition, frame in frames.items():
+            write_atomically(self.path(asset, partition), frame.write_parquet, PRIVATE_FILE_MODE)
+
+    def read(self, asset: str, partitions: list[str]) -> pl.DataFrame:
+        """The rows of several partitions in one frame; fails naming the first missing day."""
+        paths = [self.path(asset, p) for p in partitions]
+        for partition, path in zip(partitions, paths, strict=True):
+            if not path.is_file():
+                raise MissingPartitionError(
+                    f"{asset} has no stored partition {partition} (expected {path}); "
+                    f"materialize {asset} for {partition} first"
+                )
+        return pl.read_parquet(paths)
+
+
+    def stats_path(self, asset: str, partition: str) -> Path:
+        return self.root / asset / f"{partition}.stats.json"
+
+    def write_stats(self, asset: str, stats: dict[str, dict[str, int]]) -> None:
+        for partition, counts in stats.items():
+            data = json.dumps(counts, sort_keys=True).encode()
+            write_bytes_atomically(self.stats_path(asset, partition), data, PRIVATE_FILE_MODE)
+
+    def read_stats(self, asset: str, partition: str) -> dict[str, int]:
+        path = self.stats_path(asset, partition)
+        if not path.is_file():
+            raise MissingPartitionError(
+                f"{asset} has no statistics for partition {partition} (expected {path}); "
+                f"materialize {asset} for {partition} again"
+            )
+        counts: dict[str, int] = json.loads(path.read_text())
+        return counts
+
+
+def split_by_partition(frame: pl.DataFrame, partitions: list[str]) -> dict[str, pl.DataFrame]:
+    """One frame per partition key, days without rows included as empty frames."""
+    parts = {key.isoformat(): part for (key,), part in frame.partition_by("partition", as_dict=True).items()}
+    return {key: parts.get(key, frame.clear()) for key in partitions}

@@ -1,0 +1,303 @@
+"""The export's rules (CONTRACT sections 4 and 5) as pure Polars functions.
+
+Every function takes and returns frames; none reads or writes anything. Frames may span several
+daily partitions: the `partition` column (a UTC date) says which row belongs where, so a ranged
+run computes a year in one pass and still reports each day's own numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+import polars_hash as plh
+
+from feedback_assets.pseudonyms import pseudonymize_user_ids
+from feedback_assets.settings import DedupeScope
+
+UTC_US = pl.Datetime("us", "UTC")
+RATING_RANGES: dict[str, tuple[int, int]] = {
+    "helpful_rating": (1, 5),
+    "product_satisfaction": (1, 5),
+    "routine_completion_pct": (0, 100),
+}
+RATING_FIELDS = (*RATING_RANGES, "would_recommend")
+
+FEEDBACK_SCHEMA = pl.Schema(
+    {
+        "feedback_id": pl.Int64,
+        "user_id": pl.Int64,
+        "analysis_id": pl.Int64,
+        "recommendation_id": pl.String,
+        "helpful_rating": pl.Int64,
+        "product_satisfaction": pl.Int64,
+        "routine_completion_pct": pl.Int64,
+        "would_recommend": pl.Boolean,
+        "created_at": UTC_US,
+        "malformed": pl.Boolean,
+        "is_history": pl.Boolean,
+        "partition": pl.Date,
+    }
+)
+USERS_SCHEMA = pl.Schema(
+    {"user_id": pl.Int64, "age": pl.Int64, "ml_training_consent": pl.Boolean, "image_sharing_consent": pl.Boolean}
+)
+ANALYSES_SCHEMA = pl.Schema(
+    {"analysis_id": pl.Int64, "conditions": pl.String, "image_url": pl.String, "analysis_created_at": UTC_US}
+)
+RECORDS_SCHEMA = pl.Schema({"recommendation_id": pl.String, "rules_applied": pl.String, "timeframe": pl.String})
+ERASURES_SCHEMA = pl.Schema({"user_id": pl.Int64})
+
+# Outcomes of CONTRACT section 5, in the order the rules apply; a row takes the first that fits.
+REJECTED_REASONS = ("malformed", "orphan", "out_of_range")
+EXCLUDED_REASONS = ("no_consent", "erased")
+SKIPPED_REASON = "too_few_fields"
+ELIGIBLE = "eligible"
+
+TRAINING_COLUMNS = (
+    "analysis_hash",
+    "recommendation_id",
+    "helpful_rating",
+    "product_satisfaction",
+    "routine_completion_pct",
+    "would_recommend",
+    "conditions",
+    "rules_applied",
+    "timeframe",
+    "age_range",
+    "feedback_created_at",
+    "analysis_created_at",
+)
+TEXT_COLUMNS = ("recommendation_id", "conditions", "rules_applied", "timeframe", "image_url")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
+KEY_SEPARATOR = "\x1f"
+
+
+@dataclass(frozen=True)
+class SourceFrames:
+    """The source rows one run needs, one frame per contract table, typed as the *_SCHEMA above."""
+
+    feedback: pl.DataFrame
+    users: pl.DataFrame
+    analyses: pl.DataFrame
+    records: pl.DataFrame
+    erasures: pl.DataFrame
+
+
+def join_source(frames: SourceFrames) -> pl.DataFrame:
+    """One row per feedback row with its user, analysis and record attached (null where missing)."""
+    users = frames.users.unique("user_id", keep="first").with_columns(user_found=pl.lit(True))
+    analyses = frames.analyses.unique("analysis_id", keep="first").with_columns(analysis_found=pl.lit(True))
+    records = frames.records.unique("recommendation_id", keep="first").with_columns(record_found=pl.lit(True))
+    erased = frames.erasures.unique("user_id").with_columns(erasure_requested=pl.lit(True))
+    return (
+        frames.feedback.join(users, on="user_id", how="left")
+        .join(analyses, on="analysis_id", how="left")
+        .join(records, on="recommendation_id", how="left")
+        .join(erased, on="user_id", how="left")
+        .with_columns(
+            pl.col("user_found", "analysis_found", "record_found", "erasure_requested").fill_null(False),
+        )
+        .sort("feedback_id")
+    )
+
+
+def classify(raw: pl.DataFrame, min_feedback_fields: int) -> pl.DataFrame:
+    """Add `outcome`: the first rule of CONTRACT section 5 a row fails, or `eligible`."""
+    out_of_range = pl.any_horizontal(
+        pl.col(name).is_not_null() & ~pl.col(name).is_between(low, high) for name, (low, high) in RATING_RANGES.items()
+    )
+    present = pl.sum_horizontal(pl.col(name).is_not_null().cast(pl.Int32) for name in RATING_FIELDS)
+    orphan = ~(pl.col("user_found") & pl.col("analysis_found") & pl.col("record_found"))
+    outcome = (
+        pl.when(pl.col("malformed"))
+        .then(pl.lit("malformed"))
+        .when(orphan)
+        .then(pl.lit("orphan"))
+        .when(~pl.col("ml_training_consent"))
+        .then(pl.lit("no_consent"))
+        .when(pl.col("erasure_requested"))
+        .then(pl.lit("erased"))
+        .when(out_of_range)
+        .then(pl.lit("out_of_range"))
+        .when(present < min_feedback_fields)
+        .then(pl.lit(SKIPPED_REASON))
+        .otherwise(pl.lit(ELIGIBLE))
+    )
+    return raw.with_columns(outcome=outcome)
+
+
+def age_range(age: pl.Expr) -> pl.Expr:
+    """The contract's age buckets; ages outside 0..120 are treated as unknown."""
+    return (
+        pl.when(age.is_null() | (age < 0) | (age > 120))
+        .then(pl.lit(None, pl.String))
+        .when(age < 18)
+        .then(pl.lit("<18"))
+        .when(age < 25)
+        .then(pl.lit("18-25"))
+        .when(age < 35)
+        .then(pl.lit("25-35"))
+        .when(age < 50)
+        .then(pl.lit("35-50"))
+        .otherwise(pl.lit("50+"))
+    )
+
+
+def normalize_conditions(conditions: pl.Expr) -> pl.Expr:
+    """Lower-cased, trimmed, de-duplicated, sorted labels joined with ','; '' when there are none."""
+    labels = conditions.fill_null("").str.split(",").list.eval(pl.element().str.strip_chars().str.to_lowercase())
+    return labels.list.filter(pl.element() != "").list.unique().list.sort().list.join(",")
+
+
+def anonymize(classified: pl.DataFrame, hmac_key: bytes, include_image_urls: bool) -> pl.DataFrame:
+    """The eligible rows with every direct identifier replaced or dropped (CONTRACT section 4)."""
+    eligible = classified.filter(pl.col("outcome") == ELIGIBLE)
+    image_url = (
+        pl.when(pl.col("image_sharing_consent")).then(pl.col("image_url")).otherwise(None)
+        if include_image_urls
+        else pl.lit(None, pl.String)
+    )
+    return eligible.join(pseudonymize_user_ids(eligible["user_id"], hmac_key), on="user_id", how="left").select(
+        "partition",
+        "is_history",
+        "feedback_id",
+        "analysis_hash",
+        "recommendation_id",
+        "helpful_rating",
+        "product_satisfaction",
+        "routine_completion_pct",
+        "would_recommend",
+        normalize_conditions(pl.col("conditions")).alias("conditions"),
+        pl.col("rules_applied").str.strip_chars(),
+        "timeframe",
+        age_range(pl.col("age")).alias("age_range"),
+        pl.col("created_at").alias("feedback_created_at"),
+        "analysis_created_at",
+        image_url.alias("image_url"),
+    )
+
+
+def dedupe_key(scope: DedupeScope) -> pl.Expr:
+    """A stable digest of what makes two rows the same pair; it holds no user id, only the pseudonym."""
+    parts = [pl.col("analysis_hash"), pl.col("recommendation_id")]
+    if scope == "exact":
+        parts.append(pl.col("feedback_created_at").dt.strftime(TIMESTAMP_FORMAT))
+    return plh.concat_str(parts, separator=KEY_SEPARATOR).chash.sha2_256()
+
+
+def deduplicate(pairs: pl.DataFrame, scope: DedupeScope, state_owners: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Keep the first row of each dedupe key, in the partition that holds it.
+
+    `pairs` may hold history rows (`is_history`): eligible rows from before a row's partition,
+    so that `first_per_pair` gives a key to the partition of its earliest row whatever order the
+    partitions run in. `state_owners` (`dedupe_key`, `owner`) are keys the dedupe state gives to
+    partitions outside this run; a key already owned by an earlier partition is never exported
+    again. Adds `dedupe_key` and `kept`; history rows are dropped.
+    """
+    keyed = pairs.with_columns(dedupe_key=dedupe_key(scope))
+    first = pl.struct("feedback_created_at", "feedback_id").rank("ordinal").over("partition", "dedupe_key") == 1
+    kept = first & ~pl.col("is_history")
+    if state_owners is not None and state_owners.height:
+        earliest_owner = state_owners.group_by("dedupe_key").agg(pl.col("owner").min())
+        keyed = keyed.join(earliest_owner, on="dedupe_key", how="left")
+        kept = kept & ~(pl.col("owner").is_not_null() & (pl.col("owner") < pl.col("partition")))
+        return keyed.with_columns(kept=kept).filter(~pl.col("is_history")).drop("owner")
+    return keyed.with_columns(kept=kept).filter(~pl.col("is_history"))
+
+
+def with_history(raw: pl.DataFrame) -> pl.DataFrame:
+    """Give each partition, as `is_history` rows, the earlier rows of the pairs it holds.
+
+    `raw` holds a run's window rows and the source's earlier rows of the window's pairs (read with
+    `is_history`). In a ranged run a day's history includes window rows of earlier days in the
+    range, so each partition carries everything its `first_per_pair` decision needs.
+    """
+    window = raw.filter(~pl.col("is_history"))
+    pairs = window.select("user_id", "recommendation_id", pl.col("partition").alias("for_partition")).unique()
+    earlier = (
+        raw.join(pairs, on=["user_id", "recommendation_id"], how="inner")
+        .filter(pl.col("partition") < pl.col("for_partition"))
+        .with_columns(partition=pl.col("for_partition"), is_history=pl.lit(True))
+        .drop("for_partition")
+        .unique(["partition", "feedback_id"], keep="first")
+    )
+    return pl.concat([window, earlier]).sort("partition", "is_history", "feedback_id")
+
+
+def escape_formula(text: pl.Expr) -> pl.Expr:
+    """Prefix a quote to text a spreadsheet would run as a formula (OWASP CSV injection advice)."""
+    starts_like_formula = pl.any_horizontal(text.str.starts_with(prefix) for prefix in FORMULA_PREFIXES)
+    return pl.when(starts_like_formula).then(pl.lit("'") + text).otherwise(text)
+
+
+def training_rows(deduplicated: pl.DataFrame, include_image_urls: bool) -> pl.DataFrame:
+    """The exported rows in the CSV's column order, formats and sort order (CONTRACT section 4)."""
+    columns = [*TRAINING_COLUMNS, "image_url"] if include_image_urls else list(TRAINING_COLUMNS)
+    text = [name for name in columns if name in TEXT_COLUMNS]
+    return (
+        deduplicated.filter(pl.col("kept"))
+        .sort("feedback_created_at", "recommendation_id", "analysis_hash")
+        .with_columns(
+            pl.col("feedback_created_at", "analysis_created_at").dt.strftime(TIMESTAMP_FORMAT),
+            *(escape_formula(pl.col(name)).alias(name) for name in text),
+        )
+        .select(columns)
+    )
+
+
+def _zeroes(partitions: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, int]]:
+    return {key: dict.fromkeys(names, 0) for key in partitions}
+
+
+OUTCOME_COUNTS = (
+    "total_feedback_records",
+    "anonymized_records",
+    "skipped_records",
+    "rejected_records",
+    *(f"rejected_{reason}" for reason in REJECTED_REASONS),
+    "excluded_records",
+    *(f"excluded_{reason}" for reason in EXCLUDED_REASONS),
+)
+DEDUPE_COUNTS = ("exported_records", "deduplicated_records")
+
+
+def outcome_counts(classified: pl.DataFrame, partitions: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per partition: every window row counted once by its outcome (history rows are not counted)."""
+    counts = _zeroes(partitions, OUTCOME_COUNTS)
+    by_outcome = classified.filter(~pl.col("is_history")).group_by("partition", "outcome").len()
+    for partition, outcome, n in by_outcome.iter_rows():
+        entry = counts[partition.isoformat()]
+        entry["total_feedback_records"] += n
+        if outcome == ELIGIBLE:
+            entry["anonymized_records"] += n
+        elif outcome == SKIPPED_REASON:
+            entry["skipped_records"] += n
+        elif outcome in REJECTED_REASONS:
+            entry["rejected_records"] += n
+            entry[f"rejected_{outcome}"] += n
+        else:
+            entry["excluded_records"] += n
+            entry[f"excluded_{outcome}"] += n
+    return counts
+
+
+def dedupe_counts(deduplicated: pl.DataFrame, partitions: Sequence[str]) -> dict[str, dict[str, int]]:
+    counts = _zeroes(partitions, DEDUPE_COUNTS)
+    for partition, kept, n in deduplicated.group_by("partition", "kept").len().iter_rows():
+        counts[partition.isoformat()]["exported_records" if kept else "deduplicated_records"] += n
+    return counts
+
+
+def unaccounted_rows(counts: dict[str, int]) -> int:
+    """Rows the statistics lose or invent: zero when every feedback row is counted exactly once."""
+    accounted = (
+        counts["exported_records"]
+        + counts["deduplicated_records"]
+        + counts["skipped_records"]
+        + counts["rejected_records"]
+        + counts["excluded_records"]
+    )
+    return counts["total_feedback_records"] - accounted
