@@ -37,6 +37,7 @@ def postgres_connection(location: SourceLocation, *, connect_timeout: int = 10) 
     try:
         with conn.cursor() as cur:
             cur.execute("SET TIME ZONE 'UTC'")
+        conn.commit()
         yield conn
     finally:
         conn.close()

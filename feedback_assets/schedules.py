@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from feedback_assets.partitions import daily_partitions
-
 feedback_export_job = dg.define_asset_job(
     "feedback_export",
     selection=dg.AssetSelection.groups("feedback_export"),
-    partitions_def=daily_partitions,
     description="Materialize the whole feedback export graph for the selected day(s).",
 )
 

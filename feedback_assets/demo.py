@@ -1,0 +1,91 @@
+"""The quick start: a demo SQLite source, a local HMAC key, and the most recent days exported.
+
+    python -m feedback_assets.demo [--days 7] [--history-days 30] [--rows-per-day 500]
+
+It keeps Dagster's instance in .dagster_home (unless DAGSTER_HOME is set), so the runs it makes
+show up in the UI afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from feedback_assets.definitions import defs
+from feedback_assets.demo_data import write_demo_source
+from feedback_assets.settings import DEFAULT_EXPORT_DIR, DEMO_SOURCE_PATH, ConfigError, settings_from
+
+KEY_FILE = Path(".feedback_hmac_key")
+DEMO_DAGSTER_HOME = Path(".dagster_home")
+
+
+def provision_key(path: Path) -> str:
+    """A local pseudonymisation key, readable by its owner only; made once, then reused."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=7, help="how many of the most recent days to export")
+    parser.add_argument("--history-days", type=int, default=30, help="how many days of demo feedback to generate")
+    parser.add_argument("--rows-per-day", type=int, default=500)
+    parser.add_argument("--refresh", action="store_true", help="regenerate the demo source even if it exists")
+    args = parser.parse_args(argv)
+
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    if "FEEDBACK_SOURCE_URL" not in os.environ and (args.refresh or not DEMO_SOURCE_PATH.exists()):
+        DEMO_SOURCE_PATH.parent.mkdir(parents=True, exist_ok=True)
+        write_demo_source(
+            f"sqlite:///{DEMO_SOURCE_PATH}",
+            end_date=yesterday,
+            days=args.history_days,
+            rows_per_day=args.rows_per_day,
+            replace=True,
+        )
+        print(f"demo source: {DEMO_SOURCE_PATH} ({args.history_days} days up to {yesterday})")
+    if not os.environ.get("FEEDBACK_HMAC_KEY"):
+        os.environ["FEEDBACK_HMAC_KEY"] = provision_key(KEY_FILE)
+        print(f"HMAC key: {KEY_FILE} (mode 0600, git-ignored)")
+    os.environ.setdefault("DAGSTER_HOME", str(DEMO_DAGSTER_HOME.resolve()))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    try:
+        settings = settings_from({})
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    first = yesterday - dt.timedelta(days=args.days - 1)
+    job = defs.resolve_job_def("feedback_export")
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": first.isoformat(),
+                "dagster/asset_partition_range_end": yesterday.isoformat(),
+            },
+            raise_on_error=False,
+        )
+    if not result.success:
+        print("the export failed; the run's log is in the UI (see below)", file=sys.stderr)
+    export_dir = settings.export_dir.resolve() if settings.export_dir != DEFAULT_EXPORT_DIR else DEFAULT_EXPORT_DIR
+    print(f"training CSVs for {first} .. {yesterday}: {export_dir}/")
+    print("open the UI:")
+    print(f"  export DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    if KEY_FILE.exists():
+        print(f'  export FEEDBACK_HMAC_KEY="$(cat {KEY_FILE})"')
+    print("  .venv/bin/dagster dev    # then http://127.0.0.1:3000")
+    return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+
+POSTGRES_SERVER = {"host": "127.0.0.1", "port": 5432, "user": "root"}
+POSTGRES_MAINTENANCE_DB = "test"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards; its URL is yielded.
+
+    A database per test, not a schema, so tests running in parallel or killed halfway never see
+    each other's tables. Without a server the test is skipped locally but fails in CI.
+    """
+    try:
+        admin = psycopg2.connect(dbname=POSTGRES_MAINTENANCE_DB, connect_timeout=5, **POSTGRES_SERVER)
+    except psycopg2.OperationalError as exc:
+        reason = f"PostgreSQL at {POSTGRES_SERVER['host']}:{POSTGRES_SERVER['port']} is not reachable: {exc}".strip()
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    # CREATE/DROP DATABASE refuse to run inside a transaction block.
+    admin.autocommit = True
+    name = f"feedback_demo_{uuid.uuid4().hex}"
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name}")
+        yield f"postgresql://{POSTGRES_SERVER['user']}@{POSTGRES_SERVER['host']}:{POSTGRES_SERVER['port']}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            # FORCE: a connection the test leaked must not leave the database behind.
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture
+def hmac_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The pseudonymisation key, set the only way the pipeline reads it: from the environment."""
+    from feedback_assets_tests.graph import KEY_HEX
+
+    monkeypatch.setenv("FEEDBACK_HMAC_KEY", KEY_HEX)
+    return KEY_HEX
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """A real Dagster instance (SQLite storage) living under tmp_path."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as dagster_instance:
+        yield dagster_instance
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def source_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty source of each kind the contract names; the test writes its tables."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'source.sqlite'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

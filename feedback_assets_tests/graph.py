@@ -1,0 +1,54 @@
+"""Materializing the real asset graph in-process on a temporary Dagster instance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from feedback_assets import assets as graph_assets
+from feedback_assets.resources import FeedbackSettings
+
+KEY_HEX = "0123456789abcdef" * 4
+ALL_ASSETS = ("raw_feedback", "anonymized_pairs", "deduplicated_pairs", "seen_pair_hashes", "training_csv")
+
+
+def settings_for(tmp_path: Path, source_url: str, **overrides: str) -> FeedbackSettings:
+    values = {
+        "source_url": source_url,
+        "export_dir": str(tmp_path / "export"),
+        "storage_dir": str(tmp_path / "storage"),
+        **overrides,
+    }
+    return FeedbackSettings(**values)
+
+
+def materialize(
+    instance: dg.DagsterInstance,
+    settings: FeedbackSettings,
+    first: str,
+    last: str | None = None,
+    assets: tuple[str, ...] = ALL_ASSETS,
+) -> dg.ExecuteInProcessResult:
+    """One run over the days first..last (one partition when last is None), failing loudly."""
+    selected = [getattr(graph_assets, name) for name in assets]
+    if last is None:
+        return dg.materialize(
+            selected, instance=instance, resources={"feedback_settings": settings}, partition_key=first
+        )
+    return dg.materialize(
+        selected,
+        instance=instance,
+        resources={"feedback_settings": settings},
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+    )
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict[str, object]:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    assert records, f"{asset} {partition} was never materialized"
+    materialization = records[0].asset_materialization
+    assert materialization is not None
+    return {key: getattr(value, "value", value) for key, value in materialization.metadata.items()}

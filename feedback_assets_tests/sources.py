@@ -1,0 +1,43 @@
+"""Writing small literal source databases (SQLite file or PostgreSQL database) for the asset tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import polars as pl
+
+from feedback_assets.demo_data import SCHEMAS, DemoData, create_schema, load
+
+CREATED = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+
+def table(name: str, rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    schema = SCHEMAS[name]
+    defaults: dict[str, Any] = {"created_at": CREATED, "requested_at": CREATED}
+    return pl.DataFrame(
+        [{c: row.get(c, defaults.get(c)) for c in schema.names()} for row in rows], schema=schema, orient="row"
+    )
+
+
+def write_source(
+    url: str,
+    *,
+    users: Sequence[Mapping[str, Any]],
+    analyses: Sequence[Mapping[str, Any]],
+    records: Sequence[Mapping[str, Any]],
+    feedback: Sequence[Mapping[str, Any]],
+    erasures: Sequence[Mapping[str, Any]] = (),
+) -> None:
+    create_schema(url, replace=True)
+    load(
+        url,
+        DemoData(
+            users=table("users", users),
+            analyses=table("analyses", analyses),
+            recommendation_records=table("recommendation_records", records),
+            recommendation_feedback=table("recommendation_feedback", feedback),
+            erasure_requests=table("erasure_requests", erasures),
+        ),
+    )

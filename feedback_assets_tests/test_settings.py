@@ -1,0 +1,89 @@
+"""Settings are validated before anything is read or written, with messages that say what to set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from feedback_assets.settings import ConfigError, settings_from
+
+GOOD_KEY = "0123456789abcdef" * 4
+
+
+def env(**overrides: str) -> dict[str, str]:
+    return {"FEEDBACK_HMAC_KEY": GOOD_KEY, "DAGSTER_HOME": "/dagster-home", **overrides}
+
+
+def test_defaults_follow_the_contract() -> None:
+    settings = settings_from({}, env())
+    assert settings.source.dialect == "sqlite"
+    assert settings.export_dir == Path("ml/feedback_training")
+    assert settings.storage_dir == Path("/dagster-home/storage/feedback_assets")
+    assert settings.hmac_key == bytes.fromhex(GOOD_KEY)
+    assert settings.hmac_key_id == "k1"
+    assert settings.dedupe_scope == "exact"
+    assert settings.min_feedback_fields == 1
+    assert settings.include_image_urls is False
+
+
+def test_explicit_values_win_over_the_environment() -> None:
+    settings = settings_from({"FEEDBACK_DEDUPE_SCOPE": "first_per_pair"}, env(FEEDBACK_DEDUPE_SCOPE="exact"))
+    assert settings.dedupe_scope == "first_per_pair"
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (None, "FEEDBACK_HMAC_KEY is not set: set FEEDBACK_HMAC_KEY to at least 64 hex digits"),
+        ("", "FEEDBACK_HMAC_KEY is not set"),
+        ("ab" * 31, "FEEDBACK_HMAC_KEY has 62 hex digits, fewer than 64"),
+        ("zz" * 32, "FEEDBACK_HMAC_KEY is not hexadecimal"),
+        ("a" * 65, "FEEDBACK_HMAC_KEY has an odd number of hex digits"),
+    ],
+)
+def test_a_missing_or_weak_key_is_refused_without_echoing_it(key: str | None, message: str) -> None:
+    environment = env()
+    if key is None:
+        del environment["FEEDBACK_HMAC_KEY"]
+    else:
+        environment["FEEDBACK_HMAC_KEY"] = key
+    with pytest.raises(ConfigError, match=message) as raised:
+        settings_from({}, environment)
+    if key:
+        assert key not in str(raised.value)
+
+
+def test_the_key_never_appears_in_the_settings_repr() -> None:
+    assert GOOD_KEY not in repr(settings_from({}, env()))
+    assert repr(bytes.fromhex(GOOD_KEY)) not in repr(settings_from({}, env()))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("FEEDBACK_DEDUPE_SCOPE", "fuzzy", "FEEDBACK_DEDUPE_SCOPE must be one of exact, first_per_pair, not 'fuzzy'"),
+        ("FEEDBACK_MIN_FEEDBACK_FIELDS", "two", "FEEDBACK_MIN_FEEDBACK_FIELDS must be a whole number from 0 to 4"),
+        ("FEEDBACK_MIN_FEEDBACK_FIELDS", "5", "FEEDBACK_MIN_FEEDBACK_FIELDS must be from 0 to 4, not 5"),
+        ("FEEDBACK_INCLUDE_IMAGE_URLS", "maybe", "FEEDBACK_INCLUDE_IMAGE_URLS must be true or false"),
+        ("FEEDBACK_SOURCE_URL", "mysql://h/db", "only sqlite and postgresql sources are supported"),
+        ("FEEDBACK_SOURCE_URL", "not a url", "FEEDBACK_SOURCE_URL is not a database URL"),
+        ("FEEDBACK_HMAC_KEY_ID", "k 1", "FEEDBACK_HMAC_KEY_ID must be a short label"),
+    ],
+)
+def test_bad_settings_name_the_setting(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        settings_from({}, env(**{name: value}))
+
+
+def test_storage_needs_a_home() -> None:
+    environment = env()
+    del environment["DAGSTER_HOME"]
+    with pytest.raises(ConfigError, match="FEEDBACK_STORAGE_DIR is not set and neither is DAGSTER_HOME"):
+        settings_from({}, environment)
+
+
+def test_a_postgres_password_is_not_in_the_description() -> None:
+    settings = settings_from({"FEEDBACK_SOURCE_URL": "postgresql://app:s3cret@db.internal:5433/feedback"}, env())
+    assert settings.source.describe() == "postgresql database 'feedback' on db.internal:5433"
+    assert "s3cret" not in repr(settings)
