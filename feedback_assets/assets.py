@@ -6,7 +6,6 @@ files (an IO manager cannot store one output per day of a ranged run) and report
 statistics as that day's metadata, also when one run covers a range of days.
 """
 
-
 import time
 from collections.abc import Iterator, Mapping
 

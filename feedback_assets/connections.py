@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg2
 import psycopg2.extensions
@@ -24,16 +24,16 @@ def postgres_connect_kwargs(location: SourceLocation) -> dict[str, object]:
 
 
 @contextmanager
-def postgres_connection(location: SourceLocation, *, connect_timeout: int = 10) -> Iterator[psycopg2.extensions.connection]:
+def postgres_connection(
+    location: SourceLocation, *, connect_timeout: int = 10
+) -> Iterator[psycopg2.extensions.connection]:
     """A PostgreSQL session in UTC, so timestamps mean the same whatever the server's time zone."""
     try:
         conn = psycopg2.connect(connect_timeout=connect_timeout, **postgres_connect_kwargs(location))
     except psycopg2.OperationalError as exc:
         # psycopg2's message can quote the connection string; only the first line, which names the host, is kept.
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"FEEDBACK_SOURCE_URL: cannot connect to the {location.describe()}: {first_line}"
-        ) from None
+        raise ConfigError(f"FEEDBACK_SOURCE_URL: cannot connect to the {location.describe()}: {first_line}") from None
     try:
         with conn.cursor() as cur:
             cur.execute("SET TIME ZONE 'UTC'")

@@ -71,7 +71,9 @@ def parse_source_url(raw: str) -> SourceLocation:
             raise ConfigError("FEEDBACK_SOURCE_URL names no SQLite file; expected sqlite:///path/to/file.sqlite")
     elif backend == "postgresql":
         if not url.database:
-            raise ConfigError("FEEDBACK_SOURCE_URL names no PostgreSQL database; expected postgresql://user@host:port/database")
+            raise ConfigError(
+                "FEEDBACK_SOURCE_URL names no PostgreSQL database; expected postgresql://user@host:port/database"
+            )
     else:
         raise ConfigError(f"FEEDBACK_SOURCE_URL uses {backend!r}; only sqlite and postgresql sources are supported")
     return SourceLocation(url)
@@ -79,7 +81,10 @@ def parse_source_url(raw: str) -> SourceLocation:
 
 def parse_hmac_key(raw: str | None) -> bytes:
     """Decode the pseudonymisation key; the message never echoes any part of it."""
-    hint = "set FEEDBACK_HMAC_KEY to at least 64 hex digits, e.g. the output of `python -c 'import secrets; print(secrets.token_hex(32))'`"
+    hint = (
+        "set FEEDBACK_HMAC_KEY to at least 64 hex digits, "
+        "e.g. the output of `python -c 'import secrets; print(secrets.token_hex(32))'`"
+    )
     if raw is None or not raw.strip():
         raise ConfigError(f"FEEDBACK_HMAC_KEY is not set: {hint}")
     text = raw.strip()

@@ -97,11 +97,14 @@ def _queries(dialect: str, with_history: bool, include_image_urls: bool) -> dict
         # A pair's user and record are the window's own, so only analyses need the history's ids too.
         analysis_ids += f" UNION SELECT f.analysis_id FROM recommendation_feedback f WHERE {history_filter}"
     queries = {
-        "feedback": _select(
-            [*feedback_columns, "'0'"], f"FROM recommendation_feedback f WHERE {_window('f')}"
-        ),
+        "feedback": _select([*feedback_columns, "'0'"], f"FROM recommendation_feedback f WHERE {_window('f')}"),
         "users": _select(
-            [text("u.id"), text("u.age"), text("u.ml_training_consent", "bool"), text("u.image_sharing_consent", "bool")],
+            [
+                text("u.id"),
+                text("u.age"),
+                text("u.ml_training_consent", "bool"),
+                text("u.image_sharing_consent", "bool"),
+            ],
             f"FROM users u WHERE u.id IN ({in_window.format('w.user_id')})",
         ),
         "analyses": _select(
@@ -270,7 +273,9 @@ class FeedbackSource:
             conn.execute("BEGIN")
             for name, (query, width) in queries.items():
                 rows = conn.execute(query, {"start": bounds[0], "end": bounds[1]}).fetchall()
-                out[name] = pl.DataFrame(rows, schema=dict.fromkeys((f"c{i}" for i in range(width)), pl.String), orient="row")
+                out[name] = pl.DataFrame(
+                    rows, schema=dict.fromkeys((f"c{i}" for i in range(width)), pl.String), orient="row"
+                )
             conn.rollback()
         return out
 

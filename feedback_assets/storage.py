@@ -46,7 +46,6 @@ class PartitionStore:
                 )
         return pl.read_parquet(paths)
 
-
     def stats_path(self, asset: str, partition: str) -> Path:
         return self.root / asset / f"{partition}.stats.json"
 

@@ -20,7 +20,11 @@ def csv_path(export_dir: Path, partition: str) -> Path:
 def csv_bytes(rows: pl.DataFrame) -> bytes:
     """UTF-8, header row, RFC 4180 quoting; empty text is written as an empty cell."""
     buffer = io.BytesIO()
-    blank_text = [pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c) for c, t in rows.schema.items() if t == pl.String]
+    blank_text = [
+        pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c)
+        for c, t in rows.schema.items()
+        if t == pl.String
+    ]
     rows.with_columns(blank_text).write_csv(buffer, quote_style="necessary", line_terminator="\n")
     return buffer.getvalue()
 

@@ -27,7 +27,9 @@ def h(user_id: int) -> str:
     return pseudonym(user_id, bytes.fromhex(KEY_HEX))
 
 
-def rating(fid: int, user: int, analysis: int, rec: str, when: str, *values: object, **extra: object) -> dict[str, object]:
+def rating(
+    fid: int, user: int, analysis: int, rec: str, when: str, *values: object, **extra: object
+) -> dict[str, object]:
     helpful, satisfaction, completion, recommend = (*values, None, None, None, None)[:4]
     return {
         "id": fid,
@@ -56,10 +58,20 @@ def write_crafted_source(url: str) -> None:
             {"id": 6, "age": None, "ml_training_consent": True, "image_sharing_consent": False},
         ],
         analyses=[
-            {"id": 10, "user_id": 1, "conditions": " Acne, oily,acne ", "image_url": "https://img.invalid/1.jpg",
-             "created_at": at("2025-10-24 10:00:00")},
-            {"id": 20, "user_id": 2, "conditions": 'Rosacea, "red" cheeks\nline2, 日本', "image_url": None,
-             "created_at": at("2025-10-24 11:00:00.5")},
+            {
+                "id": 10,
+                "user_id": 1,
+                "conditions": " Acne, oily,acne ",
+                "image_url": "https://img.invalid/1.jpg",
+                "created_at": at("2025-10-24 10:00:00"),
+            },
+            {
+                "id": 20,
+                "user_id": 2,
+                "conditions": 'Rosacea, "red" cheeks\nline2, 日本',
+                "image_url": None,
+                "created_at": at("2025-10-24 11:00:00.5"),
+            },
             {"id": 30, "user_id": 3, "conditions": "dry", "created_at": at("2025-10-24 12:00:00")},
             {"id": 40, "user_id": 4, "conditions": "dry", "created_at": at("2025-10-24 12:00:00")},
             {"id": 50, "user_id": 5, "conditions": '=HYPERLINK("x")', "created_at": at("2025-10-24 13:00:00")},
@@ -92,11 +104,11 @@ def write_crafted_source(url: str) -> None:
 
 
 EXPECTED_20251025 = HEADER + (
-    f"{h(1)},rec_a,5,4,80,true,\"acne,oily\",\"hydration_boost, spf_daily\",4w,25-35,"
+    f'{h(1)},rec_a,5,4,80,true,"acne,oily","hydration_boost, spf_daily",4w,25-35,'
     "2025-10-25T00:00:00.000000Z,2025-10-24T10:00:00.000000Z\n"
-    f"{h(5)},'-rec_c,1,1,0,,\"'=hyperlink(\"\"x\"\")\",'@at,2w,,"
+    f'{h(5)},\'-rec_c,1,1,0,,"\'=hyperlink(""x"")",\'@at,2w,,'
     "2025-10-25T12:00:00.000000Z,2025-10-24T13:00:00.000000Z\n"
-    f"{h(2)},rec_b,3,,,false,\"\"\"red\"\" cheeks\nline2,rosacea,日本\",'+plus,,<18,"
+    f'{h(2)},rec_b,3,,,false,"""red"" cheeks\nline2,rosacea,日本",\'+plus,,<18,'
     "2025-10-25T23:59:59.999999Z,2025-10-24T11:00:00.500000Z\n"
 )
 

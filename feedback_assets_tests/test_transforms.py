@@ -233,7 +233,9 @@ def test_with_history_gives_each_day_the_earlier_days_of_a_range() -> None:
         orient="row",
     )
     assert_frame_equal(result, expected)
-    deduplicated = t.deduplicate(t.anonymize(t.classify(t.with_history(t.join_source(frames)), 1), KEY, False), "first_per_pair")
+    deduplicated = t.deduplicate(
+        t.anonymize(t.classify(t.with_history(t.join_source(frames)), 1), KEY, False), "first_per_pair"
+    )
     assert_frame_equal(kept(deduplicated), kept_expected([(1, True), (2, False), (3, False)]))
 
 
@@ -241,9 +243,7 @@ def test_keys_owned_by_an_earlier_day_in_the_state_are_not_exported_again() -> N
     frames = source(feedback({"feedback_id": 4}, {"feedback_id": 5, "created_at": utc("2025-10-25 13:00:00")}))
     pairs = t.anonymize(t.classify(t.join_source(frames), 1), KEY, False)
     key_of_4, key_of_5 = pairs.select(t.dedupe_key("exact")).to_series().to_list()
-    owners = pl.DataFrame(
-        {"dedupe_key": [key_of_4, key_of_5], "owner": [dt.date(2025, 10, 24), dt.date(2025, 10, 26)]}
-    )
+    owners = pl.DataFrame({"dedupe_key": [key_of_4, key_of_5], "owner": [dt.date(2025, 10, 24), dt.date(2025, 10, 26)]})
     assert_frame_equal(kept(t.deduplicate(pairs, "exact", owners)), kept_expected([(4, False), (5, True)]))
 
 
@@ -304,7 +304,10 @@ def test_every_row_is_counted_once() -> None:
     )
     classified = t.classify(t.join_source(frames), 1)
     deduplicated = t.deduplicate(t.anonymize(classified, KEY, False), "exact")
-    counts = {**t.outcome_counts(classified, ["2025-10-25"])["2025-10-25"], **t.dedupe_counts(deduplicated, ["2025-10-25"])["2025-10-25"]}
+    counts = {
+        **t.outcome_counts(classified, ["2025-10-25"])["2025-10-25"],
+        **t.dedupe_counts(deduplicated, ["2025-10-25"])["2025-10-25"],
+    }
     assert counts == {
         "total_feedback_records": 6,
         "anonymized_records": 2,
