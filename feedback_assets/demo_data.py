@@ -46,6 +46,9 @@ COPY_CHUNK_ROWS = 1_000_000
 SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S%.6f"
 COPY_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S%.6f%:z"
 FEEDBACK_INDEX = "recommendation_feedback_created_at_idx"
+FEEDBACK_INDEX_DDL = f"CREATE INDEX {FEEDBACK_INDEX} ON recommendation_feedback (created_at)"
+# For the index builds at the end of a PostgreSQL load; the server's default (64MB) makes them spill to disk.
+LOAD_MAINTENANCE_WORK_MEM = "256MB"
 
 IMAGE_URL_PREFIX = b"https://cdn.example.invalid/img/"
 IMAGE_URL_SUFFIX = b".jpg"
@@ -681,17 +684,35 @@ def _table_ddl(table: str, dialect: str) -> str:
     definitions = []
     for column in TABLES[table]:
         sql_type = column.postgres_type if dialect == "postgresql" else column.sqlite_type
-        constraint = " PRIMARY KEY" if column.primary_key else ("" if column.nullable else " NOT NULL")
-        definitions.append(f"{column.name} {sql_type}{constraint}")
+        if column.primary_key and dialect == "sqlite":
+            # Inline, because SQLite cannot add a primary key to an existing table.
+            definitions.append(f"{column.name} {sql_type} PRIMARY KEY")
+        else:
+            definitions.append(f"{column.name} {sql_type}{'' if column.nullable else ' NOT NULL'}")
     return f"CREATE TABLE {table} ({', '.join(definitions)})"
+
+
+def _postgres_indexes() -> list[tuple[str, str]]:
+    """(drop, create) per PostgreSQL index, so that a bulk load can build each once, after the rows."""
+    pairs = [
+        (
+            f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {table}_pkey",
+            f"ALTER TABLE {table} ADD CONSTRAINT {table}_pkey PRIMARY KEY ({column.name})",
+        )
+        for table, columns in TABLES.items()
+        for column in columns
+        if column.primary_key
+    ]
+    pairs.append((f"DROP INDEX IF EXISTS {FEEDBACK_INDEX}", FEEDBACK_INDEX_DDL))
+    return pairs
 
 
 def _schema_statements(dialect: str) -> list[str]:
     # No foreign keys: the app writes orphans, and the demo must hold them too.
-    return [
-        *(_table_ddl(t, dialect) for t in TABLES),
-        f"CREATE INDEX {FEEDBACK_INDEX} ON recommendation_feedback (created_at)",
-    ]
+    tables = [_table_ddl(t, dialect) for t in TABLES]
+    if dialect == "postgresql":
+        return [*tables, *(create for _, create in _postgres_indexes())]
+    return [*tables, FEEDBACK_INDEX_DDL]
 
 
 def _refuse_existing(existing: Sequence[str], location: SourceLocation) -> None:
@@ -768,8 +789,17 @@ def load(location: SourceLocation | str, data: DemoData) -> None:
         with postgres_connection(location) as conn:
             conn.set_client_encoding("UTF8")
             with conn.cursor() as cur:
+                # PostgreSQL's advice for bulk loads: build the indexes once after the rows rather than
+                # row by row (a third faster for a year). It is one transaction, so no reader ever
+                # sees the tables without them, and the primary keys are still checked when rebuilt.
+                cur.execute(f"SET LOCAL maintenance_work_mem = '{LOAD_MAINTENANCE_WORK_MEM}'")
+                indexes = _postgres_indexes()
+                for drop, _ in indexes:
+                    cur.execute(drop)
                 for table, frame in data.tables().items():
                     _copy_frame(cur, table, frame)
+                for _, create in indexes:
+                    cur.execute(create)
                 # Fresh statistics, so the pipeline's first queries are planned on the real sizes.
                 cur.execute(f"ANALYZE {', '.join(TABLES)}")
             conn.commit()
