@@ -8,19 +8,36 @@ statistics as that day's metadata, also when one run covers a range of days.
 
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import dagster as dg
 import polars as pl
 
 from feedback_assets import transforms
+from feedback_assets.dedupe_state import DedupeStateError
 from feedback_assets.partitions import daily_partitions, single_run_backfill
 from feedback_assets.resources import FeedbackSettings, dedupe_state, partition_store, source_for
-from feedback_assets.settings import CONTRACT_VERSION
-from feedback_assets.storage import split_by_partition
+from feedback_assets.settings import CONTRACT_VERSION, ConfigError
+from feedback_assets.source import SourceSchemaError
+from feedback_assets.storage import MissingPartitionError, split_by_partition
 from feedback_assets.training_csv import write_training_csv
 
 Event = dg.MaterializeResult | dg.AssetMaterialization
 GROUP = "feedback_export"
+# Steps that read or write the dedupe state share this pool; give it a limit of 1 (README) so
+# only one run at a time claims keys. The state stays consistent without it (each day's claim is
+# a function of the source and writes only its own file); the pool keeps claims serial anyway.
+DEDUPE_STATE_POOL = "feedback_dedupe_state"
+# Errors whose message already says what is wrong and what to do: shown as such, without a traceback.
+EXPLAINED_ERRORS = (ConfigError, SourceSchemaError, MissingPartitionError, DedupeStateError)
+
+
+@contextmanager
+def _explained_failures() -> Iterator[None]:
+    try:
+        yield
+    except EXPLAINED_ERRORS as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
 def _column_schema(schema: pl.Schema) -> dg.TableSchema:
@@ -60,10 +77,12 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     keys = list(context.partition_keys)
     window = context.partition_time_window
     source = source_for(settings)
-    source.check_schema()
     needs_history = settings.dedupe_scope == "first_per_pair"
     context.log.info(f"reading {len(keys)} day(s) from the {settings.source.describe()}")
-    raw = transforms.join_source(source.read_window(window.start, window.end, with_history=needs_history))
+    with _explained_failures():
+        source.check_schema()
+        frames = source.read_window(window.start, window.end, with_history=needs_history)
+    raw = transforms.join_source(frames)
     if needs_history:
         raw = transforms.with_history(raw)
     parts = split_by_partition(raw, keys)
@@ -89,7 +108,9 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
     settings = feedback_settings.resolve()
     keys = list(context.partition_keys)
     store = partition_store(settings)
-    classified = transforms.classify(store.read("raw_feedback", keys), settings.min_feedback_fields)
+    with _explained_failures():
+        raw = store.read("raw_feedback", keys)
+    classified = transforms.classify(raw, settings.min_feedback_fields)
     pairs = transforms.anonymize(classified, settings.hmac_key, settings.include_image_urls)
     counts = transforms.outcome_counts(classified, keys)
     parts = split_by_partition(pairs, keys)
@@ -110,7 +131,7 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
     )
 
 
-@_asset(deps=[anonymized_pairs])
+@_asset(deps=[anonymized_pairs], pool=DEDUPE_STATE_POOL)
 def deduplicated_pairs(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
     """The pseudonymised pairs with duplicates removed: one row per dedupe key (CONTRACT section 5),
     and none whose key the dedupe state gives to an earlier day."""
@@ -118,10 +139,19 @@ def deduplicated_pairs(context: dg.AssetExecutionContext, feedback_settings: Fee
     settings = feedback_settings.resolve()
     keys = list(context.partition_keys)
     store = partition_store(settings)
-    pairs = store.read("anonymized_pairs", keys)
-    candidate_keys = pairs.select(transforms.dedupe_key(settings.dedupe_scope)).to_series()
-    owners = dedupe_state(settings).owners(candidate_keys, excluding=keys).rename({"partition": "owner"})
+    state = dedupe_state(settings)
+    with _explained_failures():
+        pairs = store.read("anonymized_pairs", keys)
+        state.verify(context.instance.get_materialized_partitions(seen_pair_hashes.key), excluding=keys)
+        candidate_keys = pairs.select(transforms.dedupe_key(settings.dedupe_scope)).to_series()
+        owners = state.owners(candidate_keys, excluding=keys).rename({"partition": "owner"})
     deduplicated = transforms.deduplicate(pairs, settings.dedupe_scope, owners)
+    to_rerun = transforms.superseded_owners(deduplicated, owners)
+    if to_rerun:
+        context.log.warning(
+            f"days {', '.join(to_rerun)} exported keys that an earlier day of this run now owns (the source "
+            f"changed); re-run them: backfill from {keys[0]} to {to_rerun[-1]}"
+        )
     counts = transforms.dedupe_counts(deduplicated, keys)
     parts = split_by_partition(deduplicated, keys)
     store.write("deduplicated_pairs", parts)
@@ -132,6 +162,7 @@ def deduplicated_pairs(context: dg.AssetExecutionContext, feedback_settings: Fee
             key: {
                 "dagster/row_count": counts[key]["exported_records"],
                 "dedupe_scope": settings.dedupe_scope,
+                "later_days_to_rerun": ", ".join(to_rerun),
                 **counts[key],
             }
             for key in keys
@@ -140,17 +171,19 @@ def deduplicated_pairs(context: dg.AssetExecutionContext, feedback_settings: Fee
     )
 
 
-@_asset(deps=[deduplicated_pairs])
+@_asset(deps=[deduplicated_pairs], pool=DEDUPE_STATE_POOL)
 def seen_pair_hashes(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
     """The dedupe state: the keys each day exported and so owns. A key is stored once, in its owner's file."""
     started = time.perf_counter()
     settings = feedback_settings.resolve()
     keys = list(context.partition_keys)
-    deduplicated = partition_store(settings).read("deduplicated_pairs", keys)
+    with _explained_failures():
+        deduplicated = partition_store(settings).read("deduplicated_pairs", keys)
     owned = deduplicated.filter(pl.col("kept")).select("dedupe_key", "partition")
     state = dedupe_state(settings)
     state.write(split_by_partition(owned, keys))
-    total = state.all_keys().height
+    with _explained_failures():
+        total = state.all_keys().height
     per_day = {key: part.height for key, part in split_by_partition(owned, keys).items()}
     yield from _report(
         context,
@@ -162,7 +195,25 @@ def seen_pair_hashes(context: dg.AssetExecutionContext, feedback_settings: Feedb
     )
 
 
-@_asset(deps=[deduplicated_pairs])
+@dg.asset_check(asset=seen_pair_hashes, blocking=True, description="No dedupe key is owned by two days.")
+def no_key_owned_twice(feedback_settings: FeedbackSettings) -> dg.AssetCheckResult:
+    settings = feedback_settings.resolve()
+    with _explained_failures():
+        shared = dedupe_state(settings).shared_keys()
+    days = sorted({day.isoformat() for days in shared["partitions"].to_list() for day in days[1:]})
+    return dg.AssetCheckResult(
+        passed=shared.is_empty(),
+        metadata={
+            "keys_owned_twice": shared.height,
+            "days_to_rerun": ", ".join(days),
+            "repair": f"backfill from the earliest changed day through {days[-1]}" if days else "",
+        },
+    )
+
+
+# The CSV waits for the state: a blocking failure of no_key_owned_twice stops the export of a key
+# that another day's file already holds.
+@_asset(deps=[deduplicated_pairs, seen_pair_hashes])
 def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
     """The daily training file for the data science team: feedback_training_YYYYMMDD.csv, the
     12 columns of CONTRACT section 4, one row per exported pair."""
@@ -170,11 +221,13 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     settings = feedback_settings.resolve()
     keys = list(context.partition_keys)
     store = partition_store(settings)
-    deduplicated = store.read("deduplicated_pairs", keys)
+    with _explained_failures():
+        deduplicated = store.read("deduplicated_pairs", keys)
     per_partition: dict[str, dict[str, object]] = {}
     for key, part in split_by_partition(deduplicated, keys).items():
         rows = transforms.training_rows(part, settings.include_image_urls)
-        counts = {**store.read_stats("anonymized_pairs", key), **store.read_stats("deduplicated_pairs", key)}
+        with _explained_failures():
+            counts = {**store.read_stats("anonymized_pairs", key), **store.read_stats("deduplicated_pairs", key)}
         if counts["exported_records"] != rows.height or transforms.unaccounted_rows(counts):
             raise dg.Failure(
                 description=f"statistics of {key} do not add up: {counts} with {rows.height} rows to export",

@@ -8,6 +8,7 @@ and per HMAC key id, because keys made under another scope or key mean nothing h
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +17,20 @@ from feedback_assets.files import write_atomically
 from feedback_assets.storage import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 
 STATE_SCHEMA = pl.Schema({"dedupe_key": pl.String, "partition": pl.Date})
+
+
+class DedupeStateError(RuntimeError):
+    """The dedupe state a run needs is missing or unreadable; the message says how to rebuild it."""
+
+
+def _rebuild_hint(partitions: Iterable[str]) -> str:
+    days = sorted(partitions)
+    span = days[0] if len(days) == 1 else f"{days[0]}...{days[-1]}"
+    return (
+        f"rebuild it by materializing deduplicated_pairs and seen_pair_hashes for {span} "
+        f"(dagster asset materialize -m feedback_assets.definitions "
+        f"--select deduplicated_pairs,seen_pair_hashes --partition-range {days[0]}...{days[-1]})"
+    )
 
 
 class DedupeStateStore:
@@ -28,16 +43,39 @@ class DedupeStateStore:
     def partitions(self) -> list[str]:
         return sorted(p.stem for p in self.directory.glob("*.parquet")) if self.directory.is_dir() else []
 
-    def _scan(self, excluding: list[str]) -> pl.LazyFrame | None:
+    def verify(self, materialized: Collection[str], excluding: Collection[str] = ()) -> None:
+        """Fail if a day Dagster records as materialized has no state file here: reading on without
+        it would silently forget that day's keys and export them again."""
+        present = set(self.partitions())
+        missing = sorted(set(materialized) - present - set(excluding))
+        if missing:
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            raise DedupeStateError(
+                f"the dedupe state of {shown} is missing from {self.directory} although seen_pair_hashes "
+                f"was materialized for it (deleted, or made under another dedupe scope or key id); "
+                + _rebuild_hint(missing)
+            )
+
+    def _scan(self, excluding: Collection[str]) -> pl.LazyFrame | None:
         files = [self.path(p) for p in self.partitions() if p not in set(excluding)]
         return pl.scan_parquet(files, schema=STATE_SCHEMA) if files else None
 
-    def owners(self, keys: pl.Series, excluding: list[str]) -> pl.DataFrame:
+    def _collect(self, frame: pl.LazyFrame) -> pl.DataFrame:
+        try:
+            return frame.collect()
+        except (pl.exceptions.ComputeError, OSError) as exc:
+            raise DedupeStateError(
+                f"the dedupe state under {self.directory} cannot be read ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); delete the damaged day's file and "
+                + _rebuild_hint(self.partitions())
+            ) from None
+
+    def owners(self, keys: pl.Series, excluding: Collection[str]) -> pl.DataFrame:
         """The partitions outside `excluding` that own any of `keys` (vectorised scan, no per-row reads)."""
         scan = self._scan(excluding)
         if scan is None or keys.is_empty():
             return STATE_SCHEMA.to_frame()
-        return scan.filter(pl.col("dedupe_key").is_in(keys.implode())).collect()
+        return self._collect(scan.filter(pl.col("dedupe_key").is_in(keys.implode())))
 
     def write(self, owned: dict[str, pl.DataFrame]) -> None:
         """Replace the state of each given partition with the keys it now owns."""
@@ -47,5 +85,18 @@ class DedupeStateStore:
             write_atomically(self.path(partition), data.write_parquet, PRIVATE_FILE_MODE)
 
     def all_keys(self) -> pl.DataFrame:
-        scan = self._scan([])
-        return scan.collect() if scan is not None else STATE_SCHEMA.to_frame()
+        scan = self._scan(())
+        return self._collect(scan) if scan is not None else STATE_SCHEMA.to_frame()
+
+    def shared_keys(self) -> pl.DataFrame:
+        """Keys owned by more than one partition: `dedupe_key`, `partitions` (sorted dates)."""
+        scan = self._scan(())
+        if scan is None:
+            return pl.DataFrame(schema={"dedupe_key": pl.String, "partitions": pl.List(pl.Date)})
+        shared = (
+            scan.group_by("dedupe_key")
+            .agg(pl.col("partition").sort().alias("partitions"))
+            .filter(pl.col("partitions").list.len() > 1)
+            .sort("dedupe_key")
+        )
+        return self._collect(shared)

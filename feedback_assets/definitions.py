@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import dagster as dg
 
-from feedback_assets.assets import anonymized_pairs, deduplicated_pairs, raw_feedback, seen_pair_hashes, training_csv
+from feedback_assets.assets import (
+    anonymized_pairs,
+    deduplicated_pairs,
+    no_key_owned_twice,
+    raw_feedback,
+    seen_pair_hashes,
+    training_csv,
+)
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.schedules import feedback_export_job, nightly_feedback_export
 
 defs = dg.Definitions(
     assets=[raw_feedback, anonymized_pairs, deduplicated_pairs, seen_pair_hashes, training_csv],
+    asset_checks=[no_key_owned_twice],
     jobs=[feedback_export_job],
     schedules=[nightly_feedback_export],
     resources={"feedback_settings": FeedbackSettings()},

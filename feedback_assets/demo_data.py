@@ -198,7 +198,7 @@ EDGE_AGES: Mapping[str, int | None] = MappingProxyType(
         "age_null": None,
     }
 )
-# (conditions, rules_applied) per leading character; recommendation_id gets the same first character.
+# Case name -> (leading character, conditions, rules_applied); the recommendation_id starts with it too.
 FORMULA_PREFIXES: Mapping[str, tuple[str, str, str]] = MappingProxyType(
     {
         "formula_equals": ("=", "=cmd|' /C calc'!A0, acne", '=HYPERLINK("https://attacker.invalid","x"), spf_daily'),
@@ -299,6 +299,9 @@ def _edge_time(day_us: int, offset: int) -> int:
     return day_us + HOUR_US + offset * 11 * MINUTE_US + offset * 1_001
 
 
+_Ratings = tuple[int | None, int | None, int | None, bool | None]
+
+
 @dataclass
 class _EdgeRows:
     users: list[tuple[object, ...]] = field(default_factory=list)
@@ -331,11 +334,22 @@ def _add_edge_day(rows: _EdgeRows, day: dt.date, previous_in_range: bool) -> Non
     def user(user_id: int, *, age: int | None = 30, ml_consent: bool = True) -> None:
         rows.users.append((user_id, age, ml_consent, True, user_created))
 
+    def rating(
+        feedback_id: int,
+        user_id: int,
+        analysis_id: int,
+        record_id: str,
+        ratings: _Ratings,
+        text: str | None,
+        at_us: int,
+    ) -> None:
+        rows.recommendation_feedback.append((feedback_id, user_id, analysis_id, record_id, *ratings, text, at_us))
+
     def feedback(
         offset: int,
         *,
         user_id: int = regular,
-        ratings: tuple[int | None, int | None, int | None, bool | None] = (4, 4, 80, True),
+        ratings: _Ratings = (4, 4, 80, True),
         text: str | None = "crafted edge case",
         at: int | None = None,
         rec_id: str | None = None,
@@ -355,75 +369,71 @@ def _add_edge_day(rows: _EdgeRows, day: dt.date, previous_in_range: bool) -> Non
             rows.recommendation_records.append(
                 (record_id, feedback_id, rules, "4w", at_us - 45 * MINUTE_US + 5 * SECOND_US)
             )
-        rows.recommendation_feedback.append((feedback_id, user_id, feedback_id, record_id, *ratings, text, at_us))
+        rating(feedback_id, user_id, feedback_id, record_id, ratings, text, at_us)
         return at_us
 
+    def case(name: str) -> int:
+        (offset,) = EDGE_CASE_IDS[name]
+        return offset
+
     user(regular)
-    feedback(1, ratings=(0, 4, 80, True))
-    feedback(2, ratings=(6, 4, 80, True))
-    feedback(3, ratings=(4, -1, 80, True))
-    feedback(4, ratings=(4, 4, 101, True))
+    feedback(case("helpful_rating_0"), ratings=(0, 4, 80, True))
+    feedback(case("helpful_rating_6"), ratings=(6, 4, 80, True))
+    feedback(case("product_satisfaction_minus_1"), ratings=(4, -1, 80, True))
+    feedback(case("routine_completion_101"), ratings=(4, 4, 101, True))
 
-    feedback(5, user_id=edge_id(day, 5))
-    feedback(6, with_analysis=False)
-    feedback(7, with_record=False)
+    feedback(case("orphan_user"), user_id=edge_id(day, case("orphan_user")))
+    feedback(case("orphan_analysis"), with_analysis=False)
+    feedback(case("orphan_recommendation"), with_record=False)
 
-    duplicate_at = feedback(8)
-    rows.recommendation_feedback.append(
-        (
-            edge_id(day, 9),
-            regular,
-            edge_id(day, 8),
-            edge_record_id(day, 8),
-            4,
-            4,
-            80,
-            True,
-            "crafted edge case",
-            duplicate_at,
-        )
+    kept, duplicate = EDGE_CASE_IDS["duplicate_submission"]
+    submitted_at = feedback(kept)
+    rating(
+        edge_id(day, duplicate),
+        regular,
+        edge_id(day, kept),
+        edge_record_id(day, kept),
+        (4, 4, 80, True),
+        "crafted edge case",
+        submitted_at,
     )
 
-    feedback(10, ratings=(5, 5, 100, True), text="first impression: great")
+    first_rating = case("rerated_next_day_first")
+    feedback(first_rating, ratings=(5, 5, 100, True), text="first impression: great")
     if previous_in_range:
         previous = day - dt.timedelta(days=1)
-        rows.recommendation_feedback.append(
-            (
-                edge_id(day, 11),
-                edge_id(previous, EDGE_REGULAR_USER_OFFSET),
-                edge_id(previous, 10),
-                edge_record_id(previous, 10),
-                2,
-                3,
-                40,
-                False,
-                "changed my mind after a day",
-                _edge_time(day_us, 11),
-            )
+        second_rating = case("rerated_next_day_second")
+        rating(
+            edge_id(day, second_rating),
+            edge_id(previous, EDGE_REGULAR_USER_OFFSET),
+            edge_id(previous, first_rating),
+            edge_record_id(previous, first_rating),
+            (2, 3, 40, False),
+            "changed my mind after a day",
+            _edge_time(day_us, second_rating),
         )
 
-    user(edge_id(day, 12), ml_consent=False)
-    feedback(12, user_id=edge_id(day, 12))
-    user(edge_id(day, 13))
-    erased_at = feedback(13, user_id=edge_id(day, 13))
-    rows.erasure_requests.append((edge_id(day, 13), erased_at + 2 * HOUR_US))
-    feedback(14, ratings=(None, None, None, None))
+    no_consent = case("no_consent_user")
+    user(edge_id(day, no_consent), ml_consent=False)
+    feedback(no_consent, user_id=edge_id(day, no_consent))
+    erased = case("erased_user")
+    user(edge_id(day, erased))
+    erased_at = feedback(erased, user_id=edge_id(day, erased))
+    rows.erasure_requests.append((edge_id(day, erased), erased_at + 2 * HOUR_US))
+    feedback(case("all_ratings_null"), ratings=(None, None, None, None))
 
     for name, age in EDGE_AGES.items():
-        (offset,) = EDGE_CASE_IDS[name]
-        user(edge_id(day, offset), age=age)
-        feedback(offset, user_id=edge_id(day, offset))
+        user(edge_id(day, case(name)), age=age)
+        feedback(case(name), user_id=edge_id(day, case(name)))
 
     for name, (prefix, conditions, rules) in FORMULA_PREFIXES.items():
-        (offset,) = EDGE_CASE_IDS[name]
-        feedback(offset, rec_id=prefix + edge_record_id(day, offset), conditions=conditions, rules=rules)
+        feedback(case(name), rec_id=prefix + edge_record_id(day, case(name)), conditions=conditions, rules=rules)
 
     for name, (conditions, rules, text) in SPECIAL_TEXTS.items():
-        (offset,) = EDGE_CASE_IDS[name]
-        feedback(offset, conditions=conditions, rules=rules, text=text)
+        feedback(case(name), conditions=conditions, rules=rules, text=text)
 
-    feedback(60, at=day_us)
-    feedback(61, at=day_us + DAY_US - 1)
+    feedback(case("midnight_start"), at=day_us)
+    feedback(case("day_last_microsecond"), at=day_us + DAY_US - 1)
 
 
 def _edge_frames(first_day: dt.date, days: int) -> dict[str, pl.DataFrame]:
@@ -438,19 +448,18 @@ def _edge_frames(first_day: dt.date, days: int) -> dict[str, pl.DataFrame]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _nullable(values: np.ndarray, null_mask: np.ndarray, dtype: pl.DataType) -> pl.Series:
-    series = pl.Series(values).cast(dtype)
+def _nullable_series(series: pl.Series, null_mask: np.ndarray) -> pl.Series:
     return pl.select(pl.when(pl.Series(null_mask)).then(None).otherwise(series)).to_series()
+
+
+def _nullable(values: np.ndarray, null_mask: np.ndarray, dtype: pl.DataType) -> pl.Series:
+    return _nullable_series(pl.Series(values).cast(dtype), null_mask)
 
 
 def _pick(vocabulary: Sequence[str], indices: np.ndarray, null_mask: np.ndarray) -> pl.Series:
     # Gathering from a small vocabulary keeps millions of strings out of Python objects.
     picked = pl.Series(list(vocabulary), dtype=pl.String).gather(pl.Series(indices, dtype=pl.UInt32))
     return _nullable_series(picked, null_mask)
-
-
-def _nullable_series(series: pl.Series, null_mask: np.ndarray) -> pl.Series:
-    return pl.select(pl.when(pl.Series(null_mask)).then(None).otherwise(series)).to_series()
 
 
 def _timestamps(epoch_us: np.ndarray) -> pl.Series:
@@ -643,8 +652,9 @@ def _bulk_frames(
 def generate(*, end_date: dt.date, days: int, rows_per_day: int, seed: int = 0, users: int | None = None) -> DemoData:
     """The demo tables for the `days` days ending at `end_date`: bulk rows plus every edge case each day.
 
-    `rows_per_day` counts bulk feedback; each day adds len(EDGE_CASES)-ish crafted rows on top. `users`
-    defaults to one per 25 bulk feedback rows, at least 50. The same arguments give the same frames.
+    `rows_per_day` counts bulk feedback; each day adds the crafted rows of EDGE_CASES on top (39 feedback
+    rows, 38 on the first day). `users` is the number of bulk users, by default one per 25 bulk feedback
+    rows and at least 50. The same arguments give the same frames.
     """
     if days < 1:
         raise ValueError(f"days must be at least 1, not {days}")
@@ -790,7 +800,7 @@ def load(location: SourceLocation | str, data: DemoData) -> None:
             conn.set_client_encoding("UTF8")
             with conn.cursor() as cur:
                 # PostgreSQL's advice for bulk loads: build the indexes once after the rows rather than
-                # row by row (a third faster for a year). It is one transaction, so no reader ever
+                # row by row (a year loads in 70 s instead of 100 s). It is one transaction, so no reader ever
                 # sees the tables without them, and the primary keys are still checked when rebuilt.
                 cur.execute(f"SET LOCAL maintenance_work_mem = '{LOAD_MAINTENANCE_WORK_MEM}'")
                 indexes = _postgres_indexes()

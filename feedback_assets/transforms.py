@@ -208,6 +208,19 @@ def deduplicate(pairs: pl.DataFrame, scope: DedupeScope, state_owners: pl.DataFr
     return keyed.with_columns(kept=kept).filter(~pl.col("is_history"))
 
 
+def superseded_owners(deduplicated: pl.DataFrame, state_owners: pl.DataFrame) -> list[str]:
+    """Later days whose state owns a key an earlier day of this run now exports.
+
+    This happens only after the source changed (a late row for an earlier day); the later days'
+    files still hold the key and must be re-run, which drops it there.
+    """
+    if state_owners.is_empty():
+        return []
+    taken = deduplicated.filter(pl.col("kept")).select("dedupe_key", "partition")
+    later = taken.join(state_owners, on="dedupe_key").filter(pl.col("owner") > pl.col("partition"))
+    return sorted({day.isoformat() for day in later["owner"].unique().to_list()})
+
+
 def with_history(raw: pl.DataFrame) -> pl.DataFrame:
     """Give each partition, as `is_history` rows, the earlier rows of the pairs it holds.
 

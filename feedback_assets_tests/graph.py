@@ -32,6 +32,8 @@ def materialize(
 ) -> dg.ExecuteInProcessResult:
     """One run over the days first..last (one partition when last is None), failing loudly."""
     selected = [getattr(graph_assets, name) for name in assets]
+    if "seen_pair_hashes" in assets:
+        selected.append(graph_assets.no_key_owned_twice)
     if last is None:
         return dg.materialize(
             selected, instance=instance, resources={"feedback_settings": settings}, partition_key=first

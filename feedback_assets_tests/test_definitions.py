@@ -47,5 +47,5 @@ def test_the_graph_is_wired_in_contract_order() -> None:
     assert parents("raw_feedback") == set()
     assert parents("anonymized_pairs") == {"raw_feedback"}
     assert parents("deduplicated_pairs") == {"anonymized_pairs"}
-    assert parents("training_csv") == {"deduplicated_pairs"}
+    assert parents("training_csv") == {"deduplicated_pairs", "seen_pair_hashes"}
     assert parents("seen_pair_hashes") == {"deduplicated_pairs"}

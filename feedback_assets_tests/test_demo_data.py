@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import psycopg2
+import psycopg2.errors
 import pytest
 
 from feedback_assets.demo_data import (
@@ -21,6 +22,7 @@ from feedback_assets.demo_data import (
     create_schema,
     edge_case_ids,
     generate,
+    load,
     main,
     write_demo_source,
 )
@@ -509,3 +511,26 @@ def test_command_line_writes_and_summarises(tmp_path: Path, capsys: pytest.Captu
     assert main(args) == 2
     assert "--replace" in capsys.readouterr().err
     assert main([*args, "--replace", "--users", "7"]) == 0
+
+
+def test_postgres_load_still_enforces_primary_keys(postgres_url: str) -> None:
+    data = write_demo_source(postgres_url, end_date=END, days=1, rows_per_day=10, seed=1)
+    feedback = data.recommendation_feedback
+    twice = DemoData(
+        users=data.users.clear(),
+        analyses=data.analyses.clear(),
+        recommendation_records=data.recommendation_records.clear(),
+        recommendation_feedback=feedback.head(1),
+        erasure_requests=data.erasure_requests.clear(),
+    )
+    with pytest.raises(psycopg2.errors.UniqueViolation):
+        load(postgres_url, twice)
+    conn = psycopg2.connect(postgres_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM recommendation_feedback")
+            assert cur.fetchone() == (feedback.height,)
+            cur.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'recommendation_feedback' ORDER BY 1")
+            assert cur.fetchall() == [("recommendation_feedback_created_at_idx",), ("recommendation_feedback_pkey",)]
+    finally:
+        conn.close()
