@@ -255,6 +255,10 @@ class FeedbackSource:
         with postgres_connection(self.location) as conn:
             conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with conn.cursor() as cur:
+                # With the default random_page_cost (4, tuned for spinning disks) the planner seq-scans
+                # the millions of analyses and records to find a day's few thousand ids: 1.7 s against
+                # 70 ms through the primary key, measured on the 5M-row benchmark source.
+                cur.execute("SET LOCAL random_page_cost = 1.1")
                 for name, (query, width) in queries.items():
                     statement = sql.SQL(query.replace(":start", "{start}").replace(":end", "{end}")).format(
                         start=start, end=end

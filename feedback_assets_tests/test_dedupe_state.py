@@ -1,0 +1,168 @@
+"""The dedupe state under re-runs, late source changes, lost files and a growing history (CONTRACT section 6)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from feedback_assets.dedupe_state import DedupeStateStore
+from feedback_assets.demo_data import write_demo_source
+from feedback_assets_tests.graph import latest_metadata, materialize, settings_for
+from feedback_assets_tests.sources import write_source
+
+DAYS = ["2025-10-20", "2025-10-21", "2025-10-22", "2025-10-23", "2025-10-24"]
+SCOPES = ["exact", "first_per_pair"]
+
+
+def state_of(tmp_path: Path, scope: str) -> DedupeStateStore:
+    return DedupeStateStore(tmp_path / "storage", scope, "k1")
+
+
+def csv_bytes(tmp_path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((tmp_path / "export").glob("*.csv"))}
+
+
+def demo_source(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_demo_source(url, end_date=dt.date.fromisoformat(DAYS[-1]), days=7, rows_per_day=40, seed=5)
+    return url
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_rerunning_a_day_changes_neither_its_file_nor_the_state(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance, scope: str
+) -> None:
+    settings = settings_for(tmp_path, demo_source(tmp_path), dedupe_scope=scope)
+    assert materialize(instance, settings, DAYS[0], DAYS[-1]).success
+    files, state = csv_bytes(tmp_path), state_of(tmp_path, scope).all_keys().sort("dedupe_key")
+    exported_before = latest_metadata(instance, "training_csv", DAYS[2])["exported_records"]
+
+    assert materialize(instance, settings, DAYS[2]).success
+
+    assert csv_bytes(tmp_path) == files
+    assert_frame_equal(state_of(tmp_path, scope).all_keys().sort("dedupe_key"), state)
+    assert latest_metadata(instance, "training_csv", DAYS[2])["exported_records"] == exported_before
+    assert int(exported_before) > 0  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_the_state_holds_each_exported_key_once(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance, scope: str
+) -> None:
+    settings = settings_for(tmp_path, demo_source(tmp_path), dedupe_scope=scope)
+    assert materialize(instance, settings, DAYS[0], DAYS[-1]).success
+    assert materialize(instance, settings, DAYS[1], DAYS[3]).success
+    assert materialize(instance, settings, DAYS[4]).success
+
+    keys = state_of(tmp_path, scope).all_keys()
+    exported = sum(int(latest_metadata(instance, "training_csv", d)["exported_records"]) for d in DAYS)  # type: ignore[call-overload]
+    assert exported > 0
+    assert keys.height == keys["dedupe_key"].n_unique() == exported
+    assert state_of(tmp_path, scope).partitions() == DAYS
+    seen = latest_metadata(instance, "seen_pair_hashes", DAYS[4])
+    assert seen["keys_total"] == exported
+
+
+def test_a_lost_state_file_stops_the_next_run_with_the_rebuild_command(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance
+) -> None:
+    settings = settings_for(tmp_path, demo_source(tmp_path))
+    assert materialize(instance, settings, DAYS[0], DAYS[1]).success
+    state_of(tmp_path, "exact").path(DAYS[0]).unlink()
+
+    with pytest.raises(dg.Failure) as raised:
+        materialize(instance, settings, DAYS[2])
+    message = str(raised.value.description)
+    assert message.startswith(f"the dedupe state of {DAYS[0]} is missing from ")
+    assert (
+        f"rebuild it by materializing deduplicated_pairs and seen_pair_hashes for {DAYS[0]} "
+        "(dagster asset materialize -m feedback_assets.definitions --select deduplicated_pairs,seen_pair_hashes "
+        f"--partition-range {DAYS[0]}...{DAYS[0]})"
+    ) in message
+    assert not (tmp_path / "export" / f"feedback_training_{DAYS[2].replace('-', '')}.csv").exists()
+
+    assert materialize(instance, settings, DAYS[0], assets=("deduplicated_pairs", "seen_pair_hashes")).success
+    assert materialize(instance, settings, DAYS[2]).success
+
+
+def test_an_unreadable_state_file_is_named(tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance) -> None:
+    settings = settings_for(tmp_path, demo_source(tmp_path))
+    assert materialize(instance, settings, DAYS[0]).success
+    state_of(tmp_path, "exact").path(DAYS[0]).write_bytes(b"not parquet")
+
+    with pytest.raises(dg.Failure, match=r"the dedupe state under .* cannot be read"):
+        materialize(instance, settings, DAYS[1])
+
+
+def at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+def test_a_late_row_for_an_earlier_day_reports_the_later_day_until_it_is_rerun(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance
+) -> None:
+    """first_per_pair: day 22 exported the pair; a row for day 20 arrives late and takes it over."""
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    pair = {"user_id": 1, "analysis_id": 10, "recommendation_id": "rec_a", "helpful_rating": 4}
+    write_source(
+        url,
+        users=[{"id": 1, "age": 30, "ml_training_consent": True, "image_sharing_consent": False}],
+        analyses=[{"id": 10, "user_id": 1, "conditions": "dry"}],
+        records=[{"id": "rec_a", "analysis_id": 10}],
+        feedback=[{"id": 2, **pair, "created_at": at("2025-10-22 10:00:00")}],
+    )
+    settings = settings_for(tmp_path, url, dedupe_scope="first_per_pair")
+    assert materialize(instance, settings, DAYS[0], DAYS[2]).success
+    assert latest_metadata(instance, "training_csv", DAYS[2])["exported_records"] == 1
+
+    with sqlite3.connect(tmp_path / "source.sqlite") as conn:
+        conn.execute(
+            "INSERT INTO recommendation_feedback (id, user_id, analysis_id, recommendation_id, helpful_rating, "
+            "created_at) VALUES (1, 1, 10, 'rec_a', 5, '2025-10-20 09:00:00.000000')"
+        )
+
+    result = materialize_allowing_failure(instance, settings, DAYS[0])
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "no_key_owned_twice")
+    assert not check.passed
+    assert check.metadata["days_to_rerun"].value == DAYS[2]
+    assert latest_metadata(instance, "deduplicated_pairs", DAYS[0])["later_days_to_rerun"] == DAYS[2]
+    # The blocking check kept day 20's file from exporting a key day 22's file still holds.
+    assert "2025-10-20T09" not in (tmp_path / "export" / "feedback_training_20251020.csv").read_text()
+
+    assert materialize(instance, settings, DAYS[0], DAYS[2]).success
+    assert "2025-10-20T09" in (tmp_path / "export" / "feedback_training_20251020.csv").read_text()
+    assert (tmp_path / "export" / "feedback_training_20251022.csv").read_text().count("\n") == 1
+    assert state_of(tmp_path, "first_per_pair").shared_keys().is_empty()
+
+
+def materialize_allowing_failure(instance: dg.DagsterInstance, settings: object, day: str) -> dg.ExecuteInProcessResult:
+    from feedback_assets import assets as graph_assets
+
+    return dg.materialize(
+        [
+            graph_assets.raw_feedback,
+            graph_assets.anonymized_pairs,
+            graph_assets.deduplicated_pairs,
+            graph_assets.seen_pair_hashes,
+            graph_assets.training_csv,
+            graph_assets.no_key_owned_twice,
+        ],
+        instance=instance,
+        resources={"feedback_settings": settings},
+        partition_key=day,
+        raise_on_error=False,
+    )
+
+
+def test_state_files_hold_only_keys_and_days(tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance) -> None:
+    settings = settings_for(tmp_path, demo_source(tmp_path))
+    assert materialize(instance, settings, DAYS[0]).success
+    frame = pl.read_parquet(state_of(tmp_path, "exact").path(DAYS[0]))
+    assert frame.schema == pl.Schema({"dedupe_key": pl.String, "partition": pl.Date})
+    assert frame["dedupe_key"].str.len_chars().unique().to_list() == [64]
