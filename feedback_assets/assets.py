@@ -9,15 +9,17 @@ statistics as that day's metadata, also when one run covers a range of days.
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from feedback_assets import transforms
+from feedback_assets import k_anonymity, transforms
 from feedback_assets.dedupe_state import DedupeStateError
+from feedback_assets.key_guard import KeyMismatchError, ensure_same_key
 from feedback_assets.partitions import daily_partitions, single_run_backfill
 from feedback_assets.resources import FeedbackSettings, dedupe_state, partition_store, source_for
-from feedback_assets.settings import CONTRACT_VERSION, ConfigError
+from feedback_assets.settings import CONTRACT_VERSION, ConfigError, ExportSettings
 from feedback_assets.source import SourceSchemaError
 from feedback_assets.storage import MissingPartitionError, split_by_partition
 from feedback_assets.training_csv import write_training_csv
@@ -29,7 +31,7 @@ GROUP = "feedback_export"
 # a function of the source and writes only its own file); the pool keeps claims serial anyway.
 DEDUPE_STATE_POOL = "feedback_dedupe_state"
 # Errors whose message already says what is wrong and what to do: shown as such, without a traceback.
-EXPLAINED_ERRORS = (ConfigError, SourceSchemaError, MissingPartitionError, DedupeStateError)
+EXPLAINED_ERRORS = (ConfigError, SourceSchemaError, MissingPartitionError, DedupeStateError, KeyMismatchError)
 
 
 @contextmanager
@@ -38,6 +40,14 @@ def _explained_failures() -> Iterator[None]:
         yield
     except EXPLAINED_ERRORS as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+
+def _settings(resource: FeedbackSettings) -> ExportSettings:
+    """Validated settings whose key matches the one the existing files were made with."""
+    settings = resource.resolve()
+    with _explained_failures():
+        ensure_same_key([settings.export_dir, settings.storage_dir], settings.hmac_key_id, settings.hmac_key)
+    return settings
 
 
 def _column_schema(schema: pl.Schema) -> dg.TableSchema:
@@ -73,7 +83,7 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     """The day's feedback rows joined with their user, analysis and recommendation record, as read
     from the app's database; still personal data (user ids, ages), kept in the private storage dir."""
     started = time.perf_counter()
-    settings = feedback_settings.resolve()
+    settings = _settings(feedback_settings)
     keys = list(context.partition_keys)
     window = context.partition_time_window
     source = source_for(settings)
@@ -105,7 +115,7 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
     """The eligible feedback rows, pseudonymised: keyed HMAC user pseudonyms, age ranges instead of
     ages, normalised conditions; no user id, free text or unconsented image URL."""
     started = time.perf_counter()
-    settings = feedback_settings.resolve()
+    settings = _settings(feedback_settings)
     keys = list(context.partition_keys)
     store = partition_store(settings)
     with _explained_failures():
@@ -136,7 +146,7 @@ def deduplicated_pairs(context: dg.AssetExecutionContext, feedback_settings: Fee
     """The pseudonymised pairs with duplicates removed: one row per dedupe key (CONTRACT section 5),
     and none whose key the dedupe state gives to an earlier day."""
     started = time.perf_counter()
-    settings = feedback_settings.resolve()
+    settings = _settings(feedback_settings)
     keys = list(context.partition_keys)
     store = partition_store(settings)
     state = dedupe_state(settings)
@@ -175,7 +185,7 @@ def deduplicated_pairs(context: dg.AssetExecutionContext, feedback_settings: Fee
 def seen_pair_hashes(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
     """The dedupe state: the keys each day exported and so owns. A key is stored once, in its owner's file."""
     started = time.perf_counter()
-    settings = feedback_settings.resolve()
+    settings = _settings(feedback_settings)
     keys = list(context.partition_keys)
     with _explained_failures():
         deduplicated = partition_store(settings).read("deduplicated_pairs", keys)
@@ -197,7 +207,7 @@ def seen_pair_hashes(context: dg.AssetExecutionContext, feedback_settings: Feedb
 
 @dg.asset_check(asset=seen_pair_hashes, blocking=True, description="No dedupe key is owned by two days.")
 def no_key_owned_twice(feedback_settings: FeedbackSettings) -> dg.AssetCheckResult:
-    settings = feedback_settings.resolve()
+    settings = _settings(feedback_settings)
     with _explained_failures():
         shared = dedupe_state(settings).shared_keys()
     days = sorted({day.isoformat() for days in shared["partitions"].to_list() for day in days[1:]})
@@ -218,7 +228,7 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     """The daily training file for the data science team: feedback_training_YYYYMMDD.csv, the
     12 columns of CONTRACT section 4, one row per exported pair."""
     started = time.perf_counter()
-    settings = feedback_settings.resolve()
+    settings = _settings(feedback_settings)
     keys = list(context.partition_keys)
     store = partition_store(settings)
     with _explained_failures():
@@ -226,14 +236,30 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     per_partition: dict[str, dict[str, object]] = {}
     for key, part in split_by_partition(deduplicated, keys).items():
         rows = transforms.training_rows(part, settings.include_image_urls)
+        suppressed = 0
+        if settings.suppress_small_groups:
+            rows, suppressed = k_anonymity.suppress_small_groups(rows, settings.k_anonymity_threshold)
         with _explained_failures():
-            counts = {**store.read_stats("anonymized_pairs", key), **store.read_stats("deduplicated_pairs", key)}
+            counts = {
+                **store.read_stats("anonymized_pairs", key),
+                **store.read_stats("deduplicated_pairs", key),
+                "suppressed_records": suppressed,
+            }
+        counts["exported_records"] -= suppressed
         if counts["exported_records"] != rows.height or transforms.unaccounted_rows(counts):
             raise dg.Failure(
                 description=f"statistics of {key} do not add up: {counts} with {rows.height} rows to export",
                 allow_retries=False,
             )
-        path = write_training_csv(settings.export_dir, key, rows)
+        facts = {
+            "partition": key,
+            "contract_version": CONTRACT_VERSION,
+            "hmac_key_id": settings.hmac_key_id,
+            "dedupe_scope": settings.dedupe_scope,
+            "run_id": context.run.run_id,
+            "counts": counts,
+        }
+        path = write_training_csv(settings.export_dir, key, rows, facts)
         per_partition[key] = {
             "dagster/row_count": rows.height,
             "dagster/column_schema": _column_schema(rows.schema),
@@ -244,3 +270,51 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
             **counts,
         }
     yield from _report(context, per_partition, started)
+
+
+@dg.asset_check(
+    asset=training_csv,
+    description="k-anonymity over (age_range, conditions): the smallest group, for the run's days and for "
+    "every file exported so far, and the rows in groups below the threshold.",
+)
+def k_anonymity_of_exports(
+    context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings
+) -> dg.AssetCheckResult:
+    settings = _settings(feedback_settings)
+    threshold = settings.k_anonymity_threshold
+    files = sorted(settings.export_dir.glob("feedback_training_*.csv"))
+    every_day = k_anonymity.measure(_quasi_identifiers(files), threshold)
+    run_days = _run_days(context.run.tags)
+    run_files = [f for f in files if f.stem.removeprefix("feedback_training_") in run_days]
+    these_days = k_anonymity.measure(_quasi_identifiers(run_files), threshold)
+    return dg.AssetCheckResult(
+        passed=these_days.rows_below_threshold == 0 and every_day.rows_below_threshold == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "threshold": threshold,
+            "smallest_group_in_run": these_days.smallest_group,
+            "rows_below_threshold_in_run": these_days.rows_below_threshold,
+            "smallest_group_overall": every_day.smallest_group,
+            "rows_below_threshold_overall": every_day.rows_below_threshold,
+            "rows_overall": every_day.rows,
+            "suppression": "on" if settings.suppress_small_groups else "off",
+            "days_in_run": len(run_files),
+        },
+    )
+
+
+def _run_days(tags: Mapping[str, str]) -> set[str]:
+    """The run's days as YYYYMMDD, from the partition tags Dagster puts on every partitioned run."""
+    if "dagster/partition" in tags:
+        return {tags["dagster/partition"].replace("-", "")}
+    first, last = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    if not (first and last):
+        return set()
+    keys = daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+    return {key.replace("-", "") for key in keys}
+
+
+def _quasi_identifiers(files: list[Path]) -> pl.LazyFrame:
+    if not files:
+        return pl.LazyFrame(schema=dict.fromkeys(k_anonymity.QUASI_IDENTIFIERS, pl.String))
+    return pl.scan_csv(files, infer_schema=False).select(k_anonymity.QUASI_IDENTIFIERS)

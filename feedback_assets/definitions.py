@@ -7,6 +7,7 @@ import dagster as dg
 from feedback_assets.assets import (
     anonymized_pairs,
     deduplicated_pairs,
+    k_anonymity_of_exports,
     no_key_owned_twice,
     raw_feedback,
     seen_pair_hashes,
@@ -17,7 +18,7 @@ from feedback_assets.schedules import feedback_export_job, nightly_feedback_expo
 
 defs = dg.Definitions(
     assets=[raw_feedback, anonymized_pairs, deduplicated_pairs, seen_pair_hashes, training_csv],
-    asset_checks=[no_key_owned_twice],
+    asset_checks=[no_key_owned_twice, k_anonymity_of_exports],
     jobs=[feedback_export_job],
     schedules=[nightly_feedback_export],
     resources={"feedback_settings": FeedbackSettings()},

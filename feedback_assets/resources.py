@@ -23,6 +23,8 @@ class FeedbackSettings(dg.ConfigurableResource):
     dedupe_scope: str | None = Field(default=None, description="FEEDBACK_DEDUPE_SCOPE")
     min_feedback_fields: str | None = Field(default=None, description="FEEDBACK_MIN_FEEDBACK_FIELDS")
     include_image_urls: str | None = Field(default=None, description="FEEDBACK_INCLUDE_IMAGE_URLS")
+    k_anonymity_threshold: str | None = Field(default=None, description="FEEDBACK_K_ANONYMITY_THRESHOLD")
+    k_anonymity_suppress: str | None = Field(default=None, description="FEEDBACK_K_ANONYMITY_SUPPRESS")
 
     def resolve(self) -> ExportSettings:
         """Validated settings, or a Failure that says what to set; nothing has been read yet."""
@@ -36,6 +38,8 @@ class FeedbackSettings(dg.ConfigurableResource):
                     "FEEDBACK_DEDUPE_SCOPE": self.dedupe_scope,
                     "FEEDBACK_MIN_FEEDBACK_FIELDS": self.min_feedback_fields,
                     "FEEDBACK_INCLUDE_IMAGE_URLS": self.include_image_urls,
+                    "FEEDBACK_K_ANONYMITY_THRESHOLD": self.k_anonymity_threshold,
+                    "FEEDBACK_K_ANONYMITY_SUPPRESS": self.k_anonymity_suppress,
                 }
             )
         except ConfigError as exc:

@@ -55,6 +55,8 @@ class ExportSettings:
     dedupe_scope: DedupeScope
     min_feedback_fields: int
     include_image_urls: bool
+    k_anonymity_threshold: int = 5
+    suppress_small_groups: bool = False
 
 
 def parse_source_url(raw: str) -> SourceLocation:
@@ -116,6 +118,16 @@ def parse_min_fields(raw: str) -> int:
     return value
 
 
+def parse_threshold(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"FEEDBACK_K_ANONYMITY_THRESHOLD must be a whole number of at least 1, not {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"FEEDBACK_K_ANONYMITY_THRESHOLD must be at least 1, not {value}")
+    return value
+
+
 def parse_scope(raw: str) -> DedupeScope:
     value = raw.strip()
     for scope in DEDUPE_SCOPES:
@@ -154,4 +166,8 @@ def settings_from(values: Mapping[str, str | None], env: Mapping[str, str] | Non
         dedupe_scope=parse_scope(pick("FEEDBACK_DEDUPE_SCOPE") or "exact"),
         min_feedback_fields=parse_min_fields(pick("FEEDBACK_MIN_FEEDBACK_FIELDS") or "1"),
         include_image_urls=parse_bool("FEEDBACK_INCLUDE_IMAGE_URLS", pick("FEEDBACK_INCLUDE_IMAGE_URLS") or "false"),
+        k_anonymity_threshold=parse_threshold(pick("FEEDBACK_K_ANONYMITY_THRESHOLD") or "5"),
+        suppress_small_groups=parse_bool(
+            "FEEDBACK_K_ANONYMITY_SUPPRESS", pick("FEEDBACK_K_ANONYMITY_SUPPRESS") or "false"
+        ),
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
@@ -29,8 +32,26 @@ def csv_bytes(rows: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def write_training_csv(export_dir: Path, partition: str, rows: pl.DataFrame) -> Path:
+def manifest_path(export_dir: Path, partition: str) -> Path:
+    return export_dir / f"feedback_training_{partition.replace('-', '')}.manifest.json"
+
+
+def manifest_bytes(csv_name: str, data: bytes, row_count: int, facts: Mapping[str, object]) -> bytes:
+    manifest = {"csv": csv_name, "row_count": row_count, "sha256": hashlib.sha256(data).hexdigest(), **facts}
+    return json.dumps(manifest, sort_keys=True, indent=2).encode() + b"\n"
+
+
+def write_training_csv(export_dir: Path, partition: str, rows: pl.DataFrame, facts: Mapping[str, object]) -> Path:
+    """Write the day's CSV, then its manifest (row count, SHA-256 and `facts`), each atomically.
+
+    The manifest comes second: a manifest always describes the CSV beside it, and a reader that
+    finds an older manifest beside a newer CSV sees the mismatch through the SHA-256.
+    """
     export_dir.mkdir(parents=True, exist_ok=True, mode=EXPORT_DIR_MODE)
     path = csv_path(export_dir, partition)
-    write_bytes_atomically(path, csv_bytes(rows), EXPORT_FILE_MODE)
+    data = csv_bytes(rows)
+    write_bytes_atomically(path, data, EXPORT_FILE_MODE)
+    write_bytes_atomically(
+        manifest_path(export_dir, partition), manifest_bytes(path.name, data, rows.height, facts), EXPORT_FILE_MODE
+    )
     return path

@@ -34,6 +34,8 @@ def materialize(
     selected = [getattr(graph_assets, name) for name in assets]
     if "seen_pair_hashes" in assets:
         selected.append(graph_assets.no_key_owned_twice)
+    if "training_csv" in assets:
+        selected.append(graph_assets.k_anonymity_of_exports)
     if last is None:
         return dg.materialize(
             selected, instance=instance, resources={"feedback_settings": settings}, partition_key=first
