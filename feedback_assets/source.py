@@ -226,6 +226,12 @@ class FeedbackSource:
             erasures=_typed(_frame_from_text(ERASURES_SCHEMA.names(), texts["erasures"]), ERASURES_SCHEMA),
         )
 
+    def read_erasure_requests(self) -> pl.Series:
+        """Every user id in erasure_requests (the erasure job removes them from what was exported)."""
+        query = (f"SELECT DISTINCT {_as_text('e.user_id', self.location.dialect)} FROM erasure_requests e", 1)
+        text = self._run({"erasures": query}, ("", ""))["erasures"]
+        return _typed(_frame_from_text(ERASURES_SCHEMA.names(), text), ERASURES_SCHEMA)["user_id"].drop_nulls()
+
     def _columns(self) -> dict[str, set[str]]:
         if self.location.dialect == "postgresql":
             with postgres_connection(self.location) as conn, conn.cursor() as cur:
