@@ -21,8 +21,8 @@ from feedback_assets.partitions import daily_partitions, single_run_backfill
 from feedback_assets.resources import FeedbackSettings, dedupe_state, partition_store, source_for
 from feedback_assets.settings import CONTRACT_VERSION, ConfigError, ExportSettings
 from feedback_assets.source import SourceSchemaError
-from feedback_assets.storage import MissingPartitionError, split_by_partition
-from feedback_assets.training_csv import write_training_csv
+from feedback_assets.storage import PRIVATE_DIR_MODE, MissingPartitionError, split_by_partition
+from feedback_assets.training_csv import EXPORT_DIR_MODE, write_training_csv
 
 Event = dg.MaterializeResult | dg.AssetMaterialization
 GROUP = "feedback_export"
@@ -46,7 +46,11 @@ def _settings(resource: FeedbackSettings) -> ExportSettings:
     """Validated settings whose key matches the one the existing files were made with."""
     settings = resource.resolve()
     with _explained_failures():
-        ensure_same_key([settings.export_dir, settings.storage_dir], settings.hmac_key_id, settings.hmac_key)
+        ensure_same_key(
+            {settings.export_dir: EXPORT_DIR_MODE, settings.storage_dir: PRIVATE_DIR_MODE},
+            settings.hmac_key_id,
+            settings.hmac_key,
+        )
     return settings
 
 

@@ -16,6 +16,18 @@ def temp_path_for(path: Path) -> Path:
     return path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
 
 
+def ensure_dir(directory: Path, mode: int) -> None:
+    """Create `directory` (and parents) if missing, with exactly `mode` on the directory itself.
+
+    mkdir's own mode is filtered by the umask, so the mode is set explicitly on creation; an
+    existing directory keeps the mode its owner gave it.
+    """
+    if directory.is_dir():
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, mode)
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-from feedback_assets.files import write_bytes_atomically
+from feedback_assets.files import ensure_dir, write_bytes_atomically
 
 MARKER_NAME = ".feedback_key.json"
 FINGERPRINT_LABEL = b"feedback_assets key fingerprint v1"
@@ -27,13 +27,14 @@ def fingerprint(key: bytes) -> str:
     return hmac.new(key, FINGERPRINT_LABEL, hashlib.sha256).hexdigest()[:32]
 
 
-def ensure_same_key(directories: Sequence[Path], key_id: str, key: bytes) -> None:
+def ensure_same_key(directories: Mapping[Path, int], key_id: str, key: bytes) -> None:
     """Fail if any directory was written with another key; mark unmarked ones with this key.
 
-    All directories are checked before any marker is written, so a refused run writes nothing.
+    `directories` maps each directory to the mode it gets if it has to be created. All are checked
+    before any marker is written, so a refused run writes nothing.
     """
     mine = {"hmac_key_id": key_id, "key_fingerprint": fingerprint(key)}
-    unmarked = []
+    unmarked: list[Path] = []
     for directory in directories:
         marker = directory / MARKER_NAME
         if not marker.is_file():
@@ -54,5 +55,5 @@ def ensure_same_key(directories: Sequence[Path], key_id: str, key: bytes) -> Non
         )
     data = json.dumps(mine, sort_keys=True).encode()
     for marker in unmarked:
-        marker.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_dir(marker.parent, directories[marker.parent])
         write_bytes_atomically(marker, data, 0o600)

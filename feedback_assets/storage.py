@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from feedback_assets.files import write_atomically, write_bytes_atomically
+from feedback_assets.files import ensure_dir, write_atomically, write_bytes_atomically
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -31,7 +31,7 @@ class PartitionStore:
     def write(self, asset: str, frames: dict[str, pl.DataFrame]) -> None:
         """Write one file per partition key; each replaces exactly its own day."""
         directory = self.root / asset
-        directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        ensure_dir(directory, PRIVATE_DIR_MODE)
         for partition, frame in frames.items():
             write_atomically(self.path(asset, partition), frame.write_parquet, PRIVATE_FILE_MODE)
 

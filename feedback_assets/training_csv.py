@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from feedback_assets.files import write_bytes_atomically
+from feedback_assets.files import ensure_dir, write_bytes_atomically
 
 EXPORT_DIR_MODE = 0o750
 EXPORT_FILE_MODE = 0o640
@@ -47,7 +47,7 @@ def write_training_csv(export_dir: Path, partition: str, rows: pl.DataFrame, fac
     The manifest comes second: a manifest always describes the CSV beside it, and a reader that
     finds an older manifest beside a newer CSV sees the mismatch through the SHA-256.
     """
-    export_dir.mkdir(parents=True, exist_ok=True, mode=EXPORT_DIR_MODE)
+    ensure_dir(export_dir, EXPORT_DIR_MODE)
     path = csv_path(export_dir, partition)
     data = csv_bytes(rows)
     write_bytes_atomically(path, data, EXPORT_FILE_MODE)
