@@ -19,7 +19,7 @@ from feedback_assets.dedupe_state import DedupeStateError
 from feedback_assets.key_guard import KeyMismatchError, ensure_same_key
 from feedback_assets.partitions import daily_partitions, single_run_backfill
 from feedback_assets.resources import FeedbackSettings, dedupe_state, partition_store, source_for
-from feedback_assets.settings import CONTRACT_VERSION, ConfigError, ExportSettings
+from feedback_assets.settings import CONTRACT_VERSION, ConfigError, ExportSettings, check_output_dirs
 from feedback_assets.source import SourceSchemaError
 from feedback_assets.storage import PRIVATE_DIR_MODE, MissingPartitionError, split_by_partition
 from feedback_assets.training_csv import EXPORT_DIR_MODE, write_training_csv
@@ -46,6 +46,7 @@ def _settings(resource: FeedbackSettings) -> ExportSettings:
     """Validated settings whose key matches the one the existing files were made with."""
     settings = resource.resolve()
     with _explained_failures():
+        check_output_dirs(settings)
         ensure_same_key(
             {settings.export_dir: EXPORT_DIR_MODE, settings.storage_dir: PRIVATE_DIR_MODE},
             settings.hmac_key_id,
@@ -82,7 +83,12 @@ def _asset(**kwargs: object):  # type: ignore[no-untyped-def]
     return dg.asset(partitions_def=daily_partitions, backfill_policy=single_run_backfill, group_name=GROUP, **kwargs)
 
 
-@_asset()
+# A dropped connection or a restarting server mid-read is worth retrying; the step writes nothing
+# until the whole window is read, so a failed attempt leaves no partial partition behind.
+SOURCE_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
+
+
+@_asset(retry_policy=SOURCE_RETRY)
 def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
     """The day's feedback rows joined with their user, analysis and recommendation record, as read
     from the app's database; still personal data (user ids, ages), kept in the private storage dir."""
@@ -140,6 +146,35 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
                 **counts[key],
             }
             for key in keys
+        },
+        started,
+    )
+
+
+@_asset(deps=[raw_feedback])
+def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
+    """The quarantine: the feedback id and reason of every row rejected (malformed, orphan,
+    out_of_range), so the app team can look the rows up; no personal data."""
+    started = time.perf_counter()
+    settings = _settings(feedback_settings)
+    keys = list(context.partition_keys)
+    store = partition_store(settings)
+    with _explained_failures():
+        raw = store.read("raw_feedback", keys)
+    rejected = transforms.rejected_rows(transforms.classify(raw, settings.min_feedback_fields))
+    parts = split_by_partition(rejected, keys)
+    store.write("rejected_feedback", parts)
+    yield from _report(
+        context,
+        {
+            key: {
+                "dagster/row_count": part.height,
+                **{
+                    f"rejected_{reason}": part.filter(pl.col("reason") == reason).height
+                    for reason in transforms.REJECTED_REASONS
+                },
+            }
+            for key, part in parts.items()
         },
         started,
     )

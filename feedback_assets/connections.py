@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,10 +12,19 @@ import psycopg2.extensions
 
 from feedback_assets.settings import ConfigError, SourceLocation
 
+APPLICATION_NAME = "feedback_assets"
+CONNECT_PAUSES = (0.5, 1.0, 2.0)
+
 
 def postgres_connect_kwargs(location: SourceLocation) -> dict[str, object]:
     url = location.url
-    kwargs: dict[str, object] = {"dbname": url.database, "host": url.host or "localhost", "port": url.port or 5432}
+    kwargs: dict[str, object] = {
+        "dbname": url.database,
+        "host": url.host or "localhost",
+        "port": url.port or 5432,
+        # Lets a DBA find (or terminate) the pipeline's sessions in pg_stat_activity.
+        "application_name": APPLICATION_NAME,
+    }
     if url.username:
         kwargs["user"] = url.username
     if url.password:
@@ -23,17 +33,28 @@ def postgres_connect_kwargs(location: SourceLocation) -> dict[str, object]:
     return kwargs
 
 
+def _connect(location: SourceLocation, connect_timeout: int) -> psycopg2.extensions.connection:
+    for pause in CONNECT_PAUSES:
+        try:
+            return psycopg2.connect(connect_timeout=connect_timeout, **postgres_connect_kwargs(location))
+        except psycopg2.OperationalError:
+            # A restarting server refuses connections for a moment; a wrong URL fails the same way,
+            # so the waits are short before the error is reported.
+            time.sleep(pause)
+    try:
+        return psycopg2.connect(connect_timeout=connect_timeout, **postgres_connect_kwargs(location))
+    except psycopg2.OperationalError as exc:
+        # psycopg2's message can quote the connection string; only the first line, which names the host, is kept.
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"FEEDBACK_SOURCE_URL: cannot connect to the {location.describe()}: {first_line}") from None
+
+
 @contextmanager
 def postgres_connection(
     location: SourceLocation, *, connect_timeout: int = 10
 ) -> Iterator[psycopg2.extensions.connection]:
     """A PostgreSQL session in UTC, so timestamps mean the same whatever the server's time zone."""
-    try:
-        conn = psycopg2.connect(connect_timeout=connect_timeout, **postgres_connect_kwargs(location))
-    except psycopg2.OperationalError as exc:
-        # psycopg2's message can quote the connection string; only the first line, which names the host, is kept.
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"FEEDBACK_SOURCE_URL: cannot connect to the {location.describe()}: {first_line}") from None
+    conn = _connect(location, connect_timeout)
     try:
         with conn.cursor() as cur:
             cur.execute("SET TIME ZONE 'UTC'")

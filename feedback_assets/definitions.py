@@ -10,16 +10,18 @@ from feedback_assets.assets import (
     k_anonymity_of_exports,
     no_key_owned_twice,
     raw_feedback,
+    rejected_feedback,
     seen_pair_hashes,
     training_csv,
 )
+from feedback_assets.erasure_job import erase_subjects
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.schedules import feedback_export_job, nightly_feedback_export
 
 defs = dg.Definitions(
-    assets=[raw_feedback, anonymized_pairs, deduplicated_pairs, seen_pair_hashes, training_csv],
+    assets=[raw_feedback, rejected_feedback, anonymized_pairs, deduplicated_pairs, seen_pair_hashes, training_csv],
     asset_checks=[no_key_owned_twice, k_anonymity_of_exports],
-    jobs=[feedback_export_job],
+    jobs=[feedback_export_job, erase_subjects],
     schedules=[nightly_feedback_export],
     resources={"feedback_settings": FeedbackSettings()},
     # Polars already uses every core inside a step; a process per step only adds seconds of

@@ -57,12 +57,30 @@ def write_bytes_atomically(path: Path, data: bytes, mode: int = 0o640) -> None:
     write_atomically(path, lambda handle: handle.write(data), mode)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_stale_temp_files(directory: Path) -> int:
-    """Delete temporary files a killed run left behind; returns how many."""
+    """Delete temporary files left by writers that died (killed runs); returns how many.
+
+    A temporary name carries its writer's process id, so files of a live writer (another run
+    writing right now) are left alone.
+    """
     if not directory.is_dir():
         return 0
     removed = 0
     for temp in directory.glob(f"{TEMP_PREFIX}*"):
+        parts = temp.name.rsplit(".", 2)
+        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+            continue
         temp.unlink(missing_ok=True)
         removed += 1
     return removed

@@ -171,3 +171,19 @@ def settings_from(values: Mapping[str, str | None], env: Mapping[str, str] | Non
             "FEEDBACK_K_ANONYMITY_SUPPRESS", pick("FEEDBACK_K_ANONYMITY_SUPPRESS") or "false"
         ),
     )
+
+
+def check_writable(directory: Path, setting: str) -> None:
+    """Fail, naming the setting, if `directory` could not be created or written by this user."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{setting}: {directory} cannot be created: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{setting}: {directory} cannot be written: {existing} is not writable by this user")
+
+
+def check_output_dirs(settings: ExportSettings) -> None:
+    check_writable(settings.export_dir, "FEEDBACK_EXPORT_DIR")
+    check_writable(settings.storage_dir, "FEEDBACK_STORAGE_DIR")

@@ -129,6 +129,15 @@ def classify(raw: pl.DataFrame, min_feedback_fields: int) -> pl.DataFrame:
     return raw.with_columns(outcome=outcome)
 
 
+def rejected_rows(classified: pl.DataFrame) -> pl.DataFrame:
+    """The quarantine: each rejected window row's feedback id and reason, nothing personal."""
+    return (
+        classified.filter(~pl.col("is_history") & pl.col("outcome").is_in(REJECTED_REASONS))
+        .select("partition", "feedback_id", pl.col("outcome").alias("reason"))
+        .sort("partition", "feedback_id")
+    )
+
+
 def age_range(age: pl.Expr) -> pl.Expr:
     """The contract's age buckets; ages outside 0..120 are treated as unknown."""
     return (
@@ -258,7 +267,8 @@ def training_rows(deduplicated: pl.DataFrame, include_image_urls: bool) -> pl.Da
         .sort("feedback_created_at", "recommendation_id", "analysis_hash")
         .with_columns(
             pl.col("feedback_created_at", "analysis_created_at").dt.strftime(TIMESTAMP_FORMAT),
-            *(escape_formula(pl.col(name)).alias(name) for name in text),
+            # NUL bytes (SQLite lets the app store them) break many CSV readers and mean nothing in a label.
+            *(escape_formula(pl.col(name).str.replace_all("\x00", "", literal=True)).alias(name) for name in text),
         )
         .select(columns)
     )

@@ -10,7 +10,14 @@ from feedback_assets import assets as graph_assets
 from feedback_assets.resources import FeedbackSettings
 
 KEY_HEX = "0123456789abcdef" * 4
-ALL_ASSETS = ("raw_feedback", "anonymized_pairs", "deduplicated_pairs", "seen_pair_hashes", "training_csv")
+ALL_ASSETS = (
+    "raw_feedback",
+    "rejected_feedback",
+    "anonymized_pairs",
+    "deduplicated_pairs",
+    "seen_pair_hashes",
+    "training_csv",
+)
 
 
 def settings_for(tmp_path: Path, source_url: str, **overrides: str) -> FeedbackSettings:

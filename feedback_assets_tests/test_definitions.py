@@ -9,7 +9,14 @@ import dagster as dg
 from feedback_assets.definitions import defs
 from feedback_assets.partitions import daily_partitions
 
-ASSET_KEYS = {"raw_feedback", "anonymized_pairs", "deduplicated_pairs", "seen_pair_hashes", "training_csv"}
+ASSET_KEYS = {
+    "raw_feedback",
+    "rejected_feedback",
+    "anonymized_pairs",
+    "deduplicated_pairs",
+    "seen_pair_hashes",
+    "training_csv",
+}
 
 
 def test_definitions_load_with_every_asset_job_and_schedule() -> None:
@@ -49,3 +56,4 @@ def test_the_graph_is_wired_in_contract_order() -> None:
     assert parents("deduplicated_pairs") == {"anonymized_pairs"}
     assert parents("training_csv") == {"deduplicated_pairs", "seen_pair_hashes"}
     assert parents("seen_pair_hashes") == {"deduplicated_pairs"}
+    assert parents("rejected_feedback") == {"raw_feedback"}
