@@ -16,6 +16,7 @@ import polars as pl
 
 from feedback_assets import k_anonymity, transforms
 from feedback_assets.dedupe_state import DedupeStateError
+from feedback_assets.files import remove_stale_temp_files
 from feedback_assets.key_guard import KeyMismatchError, ensure_same_key
 from feedback_assets.partitions import daily_partitions, single_run_backfill
 from feedback_assets.resources import FeedbackSettings, dedupe_state, partition_store, source_for
@@ -272,6 +273,7 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     store = partition_store(settings)
     with _explained_failures():
         deduplicated = store.read("deduplicated_pairs", keys)
+    remove_stale_temp_files(settings.export_dir)
     per_partition: dict[str, dict[str, object]] = {}
     for key, part in split_by_partition(deduplicated, keys).items():
         rows = transforms.training_rows(part, settings.include_image_urls)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from feedback_assets.files import ensure_dir, write_atomically
+from feedback_assets.files import ensure_dir, remove_stale_temp_files, write_atomically
 from feedback_assets.storage import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 
 STATE_SCHEMA = pl.Schema({"dedupe_key": pl.String, "partition": pl.Date})
@@ -80,6 +80,7 @@ class DedupeStateStore:
     def write(self, owned: dict[str, pl.DataFrame]) -> None:
         """Replace the state of each given partition with the keys it now owns."""
         ensure_dir(self.directory, PRIVATE_DIR_MODE)
+        remove_stale_temp_files(self.directory)
         for partition, frame in owned.items():
             data = frame.select(STATE_SCHEMA.names()).sort("dedupe_key")
             write_atomically(self.path(partition), data.write_parquet, PRIVATE_FILE_MODE)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from feedback_assets.files import ensure_dir, write_atomically, write_bytes_atomically
+from feedback_assets.files import ensure_dir, remove_stale_temp_files, write_atomically, write_bytes_atomically
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -32,6 +32,7 @@ class PartitionStore:
         """Write one file per partition key; each replaces exactly its own day."""
         directory = self.root / asset
         ensure_dir(directory, PRIVATE_DIR_MODE)
+        remove_stale_temp_files(directory)
         for partition, frame in frames.items():
             write_atomically(self.path(asset, partition), frame.write_parquet, PRIVATE_FILE_MODE)
 
