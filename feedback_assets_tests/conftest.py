@@ -32,11 +32,15 @@ def postgres_url() -> Iterator[str]:
     # CREATE/DROP DATABASE refuse to run inside a transaction block.
     admin.autocommit = True
     name = f"feedback_demo_{uuid.uuid4().hex}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    # Closed now and reopened for the drop: a test may restart the server in between.
+    admin.close()
     try:
-        with admin.cursor() as cur:
-            cur.execute(f"CREATE DATABASE {name}")
         yield f"postgresql://{POSTGRES_SERVER['user']}@{POSTGRES_SERVER['host']}:{POSTGRES_SERVER['port']}/{name}"
     finally:
+        admin = psycopg2.connect(dbname=POSTGRES_MAINTENANCE_DB, connect_timeout=30, **POSTGRES_SERVER)
+        admin.autocommit = True
         with admin.cursor() as cur:
             # FORCE: a connection the test leaked must not leave the database behind.
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
