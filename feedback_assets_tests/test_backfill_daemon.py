@@ -17,14 +17,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 
+from feedback_assets.definitions import defs
 from feedback_assets.demo_data import write_demo_source
 from feedback_assets_tests.graph import ALL_ASSETS, KEY_HEX, materialize, settings_for
 
@@ -84,6 +85,7 @@ query BackfillRuns($backfillId: String!) {
         status
         tags { key value }
         assetSelection { path }
+        assetCheckSelection { name }
       }
     }
     ... on Error { message }
@@ -117,48 +119,64 @@ def free_port() -> int:
         return port
 
 
-def stop_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the whole process group (the code servers and run workers too), SIGKILL what outlives it."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + STOP_TIMEOUT
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pass
-    # The leader may exit before its children; the group lives on as long as any of them does.
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    process.wait(timeout=STOP_TIMEOUT)
+class Processes:
+    """Subprocesses, each in a session of its own with its output in a log file; on exit their
+    whole process groups (code servers and run workers included) are stopped together."""
+
+    def __init__(self, cwd: Path, env: Mapping[str, str]) -> None:
+        self.cwd = cwd
+        self.env = dict(env)
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, command: list[str], log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                command,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.started.append(process)
+        return process
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """SIGTERM to every group at once (each takes seconds to shut down), SIGKILL to what outlives STOP_TIMEOUT."""
+        for process in self.started:
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for process in self.started:
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        # A leader may exit before its children; its group lives on as long as any of them does.
+        while time.monotonic() < deadline and any(_group_alive(process) for process in self.started):
+            time.sleep(0.2)
+        for process in self.started:
+            if _group_alive(process):
+                _signal_group(process, signal.SIGKILL)
+            process.wait(timeout=STOP_TIMEOUT)
 
 
-@contextmanager
-def running(command: list[str], log: Path, cwd: Path, env: Mapping[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """The command in its own session, writing to `log`; its whole process group is stopped on exit."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield process
-        finally:
-            stop_group(process)
+def _signal_group(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:
+    # start_new_session made each process the leader of a group whose id is its pid.
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
+def _group_alive(process: subprocess.Popen[bytes]) -> bool:
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class GraphQL:
@@ -179,7 +197,7 @@ class GraphQL:
     def answers(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.base}/server_info", timeout=5) as response:
-                return bool(response.status == 200)
+                return response.status == 200
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
@@ -241,24 +259,24 @@ def logs(tmp_path: Path) -> str:
     )
 
 
-@pytest.mark.timeout(480)
-def test_backfill_launched_through_graphql_runs_once_and_matches_in_process_files(
-    tmp_path: Path, hmac_key: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.usefixtures("hmac_key")
+def test_backfill_launched_through_graphql_is_one_run_with_the_in_process_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Settings the developer's shell may carry would reach one side only: the subprocesses get the
-    # environment below, the in-process run reads os.environ.
-    for name in os.environ:
+    # environment built below, the in-process reference reads os.environ.
+    for name in list(os.environ):
         if name.startswith("FEEDBACK_") and name != "FEEDBACK_HMAC_KEY":
             monkeypatch.delenv(name)
 
     source_url = f"sqlite:///{tmp_path / 'source.sqlite'}"
     write_demo_source(source_url, end_date=dt.date.fromisoformat(DAYS[-1]), days=7, rows_per_day=40, seed=5)
-
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     backfilled = tmp_path / "backfilled"
     env = {
+        # An outer DAGSTER_HOME or DAGSTER_* tuning must not reach the instance under test.
         **{name: value for name, value in os.environ.items() if not name.startswith(("FEEDBACK_", "DAGSTER_"))},
         "DAGSTER_HOME": str(home),
         "FEEDBACK_HMAC_KEY": KEY_HEX,
@@ -268,46 +286,53 @@ def test_backfill_launched_through_graphql_runs_once_and_matches_in_process_file
     }
     port = free_port()
     graphql = GraphQL(port)
-    webserver_command = [str(BIN_DIR / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)]
-    daemon_command = [str(BIN_DIR / "dagster-daemon"), "run", "-w", str(WORKSPACE)]
+    reference = tmp_path / "in_process"
+    (reference / "dagster_home").mkdir(parents=True)
 
     try:
-        with ExitStack() as processes:
-            webserver = processes.enter_context(running(webserver_command, tmp_path / "webserver.log", tmp_path, env))
-
-            # The reference, while the webserver starts: one in-process ranged run on its own instance.
-            reference = tmp_path / "in_process"
-            reference.mkdir()
-            (reference / "dagster_home").mkdir()
-            with dg.instance_for_test(temp_dir=str(reference / "dagster_home")) as instance:
-                assert materialize(instance, settings_for(reference, source_url), DAYS[0], DAYS[-1]).success
-            expected = exported(reference / "export")
-
+        with Processes(tmp_path, env) as processes:
+            webserver = processes.start(
+                [str(BIN_DIR / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)],
+                tmp_path / "webserver.log",
+            )
             wait_for_code_location(graphql, webserver)
             backfill_id = launch_backfill(graphql, DAYS[0], DAYS[-1])
-            daemon = processes.enter_context(running(daemon_command, tmp_path / "daemon.log", tmp_path, env))
+            daemon = processes.start(
+                [str(BIN_DIR / "dagster-daemon"), "run", "-w", str(WORKSPACE)], tmp_path / "daemon.log"
+            )
+            # The reference is made while the daemon idles between its iterations: one in-process
+            # ranged run of the same graph over the same source, on an instance of its own.
+            with dg.instance_for_test(temp_dir=str(reference / "dagster_home")) as instance:
+                assert materialize(instance, settings_for(reference, source_url), DAYS[0], DAYS[-1]).success
             status = wait_for_backfill(graphql, backfill_id, daemon)
             runs = graphql(BACKFILL_RUNS, backfillId=backfill_id)["runsOrError"]
 
-        # Asset backfills end in COMPLETED_SUCCESS (or COMPLETED_FAILED); plain COMPLETED is what
-        # job backfills report.
+        # Asset backfills end in COMPLETED_SUCCESS or COMPLETED_FAILED; plain COMPLETED is only
+        # reported by job backfills.
         assert status == "COMPLETED_SUCCESS"
         assert runs["__typename"] == "Runs", runs
-        # All five assets share the partitions definition, the single_run policy and the code
-        # location, so the daemon puts each asset in the same run as its parents and the whole range
-        # in that run: one run, tagged with the range, not one per day or per asset.
+        # The assets share the partitions definition, BackfillPolicy.single_run() and the code
+        # location, so the backfill daemon requests each one in the same run as its parents, and the
+        # whole range in that run: exactly one run for all the assets and days, tagged with the range.
         assert len(runs["results"]) == 1, runs
         (run,) = runs["results"]
-        tags = {tag["key"]: tag["value"] for tag in run["tags"]}
         assert run["status"] == "SUCCESS", run
+        tags = {tag["key"]: tag["value"] for tag in run["tags"]}
         assert tags["dagster/asset_partition_range_start"] == DAYS[0]
         assert tags["dagster/asset_partition_range_end"] == DAYS[-1]
         assert sorted(key["path"][-1] for key in run["assetSelection"]) == sorted(ALL_ASSETS)
+        # The checks guard the CSVs (no_key_owned_twice blocks the export); a backfill must run
+        # every check of its assets, like any other run.
+        checks = sorted(
+            key.name for key in defs.resolve_asset_graph().asset_check_keys if key.asset_key.path[-1] in ALL_ASSETS
+        )
+        assert "no_key_owned_twice" in checks
+        assert sorted(check["name"] for check in run["assetCheckSelection"]) == checks
 
         files = exported(backfilled / "export")
         assert list(files) == [f"feedback_training_{day.replace('-', '')}.csv" for day in DAYS]
         assert all(len(content.splitlines()) > 1 for content in files.values())
-        assert files == expected
+        assert files == exported(reference / "export")
     except BaseException:
         print(logs(tmp_path))
         raise
