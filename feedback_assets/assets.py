@@ -1,5 +1,5 @@
-"""The asset graph: raw_feedback -> anonymized_pairs -> deduplicated_pairs -> training_csv, and
-seen_pair_hashes, the dedupe state.
+"""The asset graph: raw_feedback -> anonymized_pairs -> deduplicated_pairs -> training_csv, with
+seen_pair_hashes (the dedupe state) and rejected_feedback (the quarantine of rejected rows).
 
 Each asset reads its partition window, calls the pure functions of `transforms`, writes its own
 files (an IO manager cannot store one output per day of a ranged run) and reports each day's
@@ -7,9 +7,10 @@ statistics as that day's metadata, also when one run covers a range of days.
 """
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -80,7 +81,8 @@ def _report(
         yield dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata={**metadata, **common})
 
 
-def _asset(**kwargs: object):  # type: ignore[no-untyped-def]
+def _asset(**kwargs: Any) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """Every asset shares the daily partitions, the single-run backfill policy and the group."""
     return dg.asset(partitions_def=daily_partitions, backfill_policy=single_run_backfill, group_name=GROUP, **kwargs)
 
 
