@@ -105,7 +105,7 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     with _explained_failures():
         source.check_schema()
         frames = source.read_window(window.start, window.end, with_history=needs_history)
-    raw = transforms.join_source(frames)
+    raw = transforms.redact_excluded(transforms.join_source(frames))
     if needs_history:
         raw = transforms.with_history(raw)
     parts = split_by_partition(raw, keys)

@@ -104,6 +104,21 @@ def join_source(frames: SourceFrames) -> pl.DataFrame:
     )
 
 
+PERSONAL_COLUMNS = ("user_id", "age", "conditions", "image_url")
+
+
+def redact_excluded(raw: pl.DataFrame) -> pl.DataFrame:
+    """Blank the personal fields of users who refused consent or asked to be erased.
+
+    Their rows stay, flagged, so each day still counts them as excluded; but the stored partition
+    must not keep what the erasure job has to remove, or a re-run would bring it back.
+    """
+    excluded = pl.col("erasure_requested") | (pl.col("ml_training_consent") == False)  # noqa: E712
+    return raw.with_columns(
+        pl.when(excluded).then(None).otherwise(pl.col(name)).alias(name) for name in PERSONAL_COLUMNS
+    )
+
+
 def classify(raw: pl.DataFrame, min_feedback_fields: int) -> pl.DataFrame:
     """Add `outcome`: the first rule of CONTRACT section 5 a row fails, or `eligible`."""
     out_of_range = pl.any_horizontal(

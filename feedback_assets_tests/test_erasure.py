@@ -243,11 +243,11 @@ def check_erasure_end_to_end(
     assert materialize(instance, settings, LAST, NEXT).success
     assert {k: v for k, v in csvs(export).items() if k in erased_csvs} == erased_csvs
     assert ERASED_HASH.encode() not in (export / f"feedback_training_{NEXT.replace('-', '')}.csv").read_bytes()
-    # raw_feedback mirrors the source, erased rows included (flagged, so the next step counts them as
-    # excluded): a re-run copies them back. Nothing downstream of it holds them.
-    assert all("/raw_feedback/" in trace for trace in traces(export, storage))
-    raw = pl.read_parquet(storage / "raw_feedback").filter(pl.col("user_id") == ERASED)
-    assert raw.height > 0 and raw["erasure_requested"].all()
+    # The re-run reads the erased rows again, but raw_feedback keeps them only as flagged, blanked
+    # rows (so the day still counts them as excluded): no file holds the subject again.
+    assert traces(export, storage) == []
+    raw = pl.read_parquet(storage / "raw_feedback").filter(pl.col("erasure_requested"))
+    assert raw.height > 0 and raw["user_id"].is_null().all() and raw["age"].is_null().all()
     assert not [p for p in files_under(tmp_path) if p.name.startswith(".tmp-")]
 
 

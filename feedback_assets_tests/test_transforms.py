@@ -323,3 +323,36 @@ def test_every_row_is_counted_once() -> None:
         "excluded_erased": 0,
     }
     assert t.unaccounted_rows(counts) == 0
+
+
+def test_refusing_and_erased_users_are_blanked_before_storage_but_still_counted() -> None:
+    frames = source(
+        feedback({"feedback_id": 1, "user_id": 1}, {"feedback_id": 2, "user_id": 2}, {"feedback_id": 3, "user_id": 3}),
+        user_rows=users({"user_id": 1}, {"user_id": 2, "ml_training_consent": False, "age": 61}, {"user_id": 3}),
+        analysis_rows=analyses({"analysis_id": 10, "conditions": "acne", "image_url": "https://img.invalid/x.jpg"}),
+        erased=[3],
+    )
+    raw = t.redact_excluded(t.join_source(frames))
+    assert_frame_equal(
+        raw.select("feedback_id", "user_id", "age", "conditions", "image_url"),
+        pl.DataFrame(
+            {
+                "feedback_id": [1, 2, 3],
+                "user_id": [1, None, None],
+                "age": [30, None, None],
+                "conditions": ["acne", None, None],
+                "image_url": ["https://img.invalid/x.jpg", None, None],
+            },
+            schema={
+                "feedback_id": pl.Int64,
+                "user_id": pl.Int64,
+                "age": pl.Int64,
+                "conditions": pl.String,
+                "image_url": pl.String,
+            },
+        ),
+    )
+    assert_frame_equal(
+        t.classify(raw, 1).select("feedback_id", "outcome"),
+        expected_outcomes([(1, "eligible"), (2, "no_consent"), (3, "erased")]),
+    )
