@@ -62,7 +62,7 @@ def _column_schema(schema: pl.Schema) -> dg.TableSchema:
 
 
 def _report(
-    context: dg.AssetExecutionContext, per_partition: Mapping[str, Mapping[str, object]], started: float
+    context: dg.AssetExecutionContext, per_partition: Mapping[str, Mapping[str, Any]], started: float
 ) -> Iterator[Event]:
     """One materialization per day with that day's own numbers.
 

@@ -668,14 +668,14 @@ def generate(*, end_date: dt.date, days: int, rows_per_day: int, seed: int = 0, 
     bulk = _bulk_frames(rng, first_day, days, rows_per_day, n_users)
     edge = _edge_frames(first_day, days)
     tables = {
-        table: pl.concat([bulk[table].select(schema.names()).cast(dict(schema)), edge[table]])
+        table: pl.concat([bulk[table].select(schema.names()).cast(schema), edge[table]])
         for table, schema in SCHEMAS.items()
         if table != "recommendation_feedback"
     }
     # Feedback in created_at order, as the app appends it: a linear merge, since both parts are sorted.
     tables["recommendation_feedback"] = (
         bulk["recommendation_feedback"]
-        .cast(dict(SCHEMAS["recommendation_feedback"]))
+        .cast(SCHEMAS["recommendation_feedback"])
         .merge_sorted(edge["recommendation_feedback"].sort("created_at", "id"), key="created_at")
     )
     return DemoData(**tables)

@@ -36,7 +36,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], None], mode: int = 0o640) -> None:
+def write_atomically(path: Path, write: Callable[[BinaryIO], object], mode: int = 0o640) -> None:
     """Write through `write` into a temporary file beside `path`, sync it, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(path)

@@ -26,25 +26,30 @@ RATING_FIELDS = (*RATING_RANGES, "would_recommend")
 
 FEEDBACK_SCHEMA = pl.Schema(
     {
-        "feedback_id": pl.Int64,
-        "user_id": pl.Int64,
-        "analysis_id": pl.Int64,
-        "recommendation_id": pl.String,
-        "helpful_rating": pl.Int64,
-        "product_satisfaction": pl.Int64,
-        "routine_completion_pct": pl.Int64,
-        "would_recommend": pl.Boolean,
+        "feedback_id": pl.Int64(),
+        "user_id": pl.Int64(),
+        "analysis_id": pl.Int64(),
+        "recommendation_id": pl.String(),
+        "helpful_rating": pl.Int64(),
+        "product_satisfaction": pl.Int64(),
+        "routine_completion_pct": pl.Int64(),
+        "would_recommend": pl.Boolean(),
         "created_at": UTC_US,
-        "malformed": pl.Boolean,
-        "is_history": pl.Boolean,
-        "partition": pl.Date,
+        "malformed": pl.Boolean(),
+        "is_history": pl.Boolean(),
+        "partition": pl.Date(),
     }
 )
 USERS_SCHEMA = pl.Schema(
-    {"user_id": pl.Int64, "age": pl.Int64, "ml_training_consent": pl.Boolean, "image_sharing_consent": pl.Boolean}
+    {
+        "user_id": pl.Int64(),
+        "age": pl.Int64(),
+        "ml_training_consent": pl.Boolean(),
+        "image_sharing_consent": pl.Boolean(),
+    }
 )
 ANALYSES_SCHEMA = pl.Schema(
-    {"analysis_id": pl.Int64, "conditions": pl.String, "image_url": pl.String, "analysis_created_at": UTC_US}
+    {"analysis_id": pl.Int64(), "conditions": pl.String(), "image_url": pl.String(), "analysis_created_at": UTC_US}
 )
 RECORDS_SCHEMA = pl.Schema({"recommendation_id": pl.String, "rules_applied": pl.String, "timeframe": pl.String})
 ERASURES_SCHEMA = pl.Schema({"user_id": pl.Int64})
