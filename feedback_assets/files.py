@@ -17,15 +17,19 @@ def temp_path_for(path: Path) -> Path:
 
 
 def ensure_dir(directory: Path, mode: int) -> None:
-    """Create `directory` (and parents) if missing, with exactly `mode` on the directory itself.
+    """Create `directory` and any missing parents, each with exactly `mode`.
 
-    mkdir's own mode is filtered by the umask, so the mode is set explicitly on creation; an
-    existing directory keeps the mode its owner gave it.
+    mkdir's own mode is filtered by the umask, so the mode is set explicitly on every directory
+    this creates; an existing directory keeps the mode its owner gave it.
     """
-    if directory.is_dir():
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, mode)
+    missing = []
+    current = directory
+    while not current.is_dir():
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        os.chmod(path, mode)
 
 
 def _fsync_dir(directory: Path) -> None:

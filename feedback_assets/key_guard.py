@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from feedback_assets.files import ensure_dir, write_bytes_atomically
+from feedback_assets.files import ensure_dir, remove_stale_temp_files, write_bytes_atomically
 
 MARKER_NAME = ".feedback_key.json"
 FINGERPRINT_LABEL = b"feedback_assets key fingerprint v1"
@@ -54,6 +54,8 @@ def ensure_same_key(directories: Mapping[Path, int], key_id: str, key: bytes) ->
             "otherwise run with the original FEEDBACK_HMAC_KEY and FEEDBACK_HMAC_KEY_ID"
         )
     data = json.dumps(mine, sort_keys=True).encode()
+    for directory in directories:
+        remove_stale_temp_files(directory)
     for marker in unmarked:
         ensure_dir(marker.parent, directories[marker.parent])
         write_bytes_atomically(marker, data, 0o600)

@@ -175,13 +175,19 @@ def type_feedback(text: pl.DataFrame) -> pl.DataFrame:
     required_missing = pl.any_horizontal(
         pl.col(name).is_null() for name in ("feedback_id", "user_id", "analysis_id", "recommendation_id", "created_at")
     )
-    # A row whose timestamp does not parse still matched the window's text comparison: its day is
-    # the text's date, so it is counted (as malformed) in the partition that read it.
-    day_of_text = text["created_at"].str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+    # The window selects rows by comparing created_at, which SQLite stores as text: a row belongs to
+    # the day whose window its text falls in, even if it does not parse ('2025-10-26' sorts before
+    # '2025-10-26 00:00:00', so the 25th's window reads it), and a parsed time on another day than
+    # its text says (a leap second '23:59:60') is malformed rather than moved to a day outside the run.
+    stored = text["created_at"].str.strip_chars()
+    text_day = stored.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+    before_midnight = stored < text_day.dt.strftime("%Y-%m-%d") + " 00:00:00"
+    day = pl.select(pl.when(before_midnight).then(text_day - dt.timedelta(days=1)).otherwise(text_day)).to_series()
+    parsed_day = typed["created_at"].dt.date()
     return typed.with_columns(
-        malformed=pl.any_horizontal(failed) | required_missing,
+        malformed=pl.any_horizontal(failed) | required_missing | (parsed_day != day).fill_null(False),
         is_history=typed["is_history"].fill_null(False),
-        partition=pl.coalesce(pl.col("created_at").dt.date(), day_of_text),
+        partition=day,
     )
 
 

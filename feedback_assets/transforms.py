@@ -118,7 +118,7 @@ def redact_excluded(raw: pl.DataFrame) -> pl.DataFrame:
     Their rows stay, flagged, so each day still counts them as excluded; but the stored partition
     must not keep what the erasure job has to remove, or a re-run would bring it back.
     """
-    excluded = pl.col("erasure_requested") | (pl.col("ml_training_consent") == False)  # noqa: E712
+    excluded = pl.col("erasure_requested") | ~pl.col("ml_training_consent").fill_null(False)
     return raw.with_columns(
         pl.when(excluded).then(None).otherwise(pl.col(name)).alias(name) for name in PERSONAL_COLUMNS
     )
@@ -131,12 +131,15 @@ def classify(raw: pl.DataFrame, min_feedback_fields: int) -> pl.DataFrame:
     )
     present = pl.sum_horizontal(pl.col(name).is_not_null().cast(pl.Int32) for name in RATING_FIELDS)
     orphan = ~(pl.col("user_found") & pl.col("analysis_found") & pl.col("record_found"))
+    # An analysis whose timestamp is missing or did not parse cannot give the CSV its analysis_created_at.
+    malformed = pl.col("malformed") | (pl.col("analysis_found") & pl.col("analysis_created_at").is_null())
     outcome = (
-        pl.when(pl.col("malformed"))
+        pl.when(malformed)
         .then(pl.lit("malformed"))
         .when(orphan)
         .then(pl.lit("orphan"))
-        .when(~pl.col("ml_training_consent"))
+        # Consent that is missing or does not parse is no consent.
+        .when(~pl.col("ml_training_consent").fill_null(False))
         .then(pl.lit("no_consent"))
         .when(pl.col("erasure_requested"))
         .then(pl.lit("erased"))
@@ -156,6 +159,12 @@ def rejected_rows(classified: pl.DataFrame) -> pl.DataFrame:
         .select("partition", "feedback_id", pl.col("outcome").alias("reason"))
         .sort("partition", "feedback_id")
     )
+
+
+def _without_nul(text: pl.Expr) -> pl.Expr:
+    """NUL bytes (SQLite lets the app store them) break many CSV readers and mean nothing in a label;
+    they go before any normalising, so a label differing only by a NUL is the same label."""
+    return text.str.replace_all("\x00", "", literal=True)
 
 
 def age_range(age: pl.Expr) -> pl.Expr:
@@ -199,8 +208,8 @@ def anonymize(classified: pl.DataFrame, hmac_key: bytes, include_image_urls: boo
         "product_satisfaction",
         "routine_completion_pct",
         "would_recommend",
-        normalize_conditions(pl.col("conditions")).alias("conditions"),
-        pl.col("rules_applied").str.strip_chars(),
+        normalize_conditions(_without_nul(pl.col("conditions"))).alias("conditions"),
+        _without_nul(pl.col("rules_applied")).str.strip_chars().alias("rules_applied"),
         "timeframe",
         age_range(pl.col("age")).alias("age_range"),
         pl.col("created_at").alias("feedback_created_at"),
@@ -287,8 +296,7 @@ def training_rows(deduplicated: pl.DataFrame, include_image_urls: bool) -> pl.Da
         .sort("feedback_created_at", "recommendation_id", "analysis_hash")
         .with_columns(
             pl.col("feedback_created_at", "analysis_created_at").dt.strftime(TIMESTAMP_FORMAT),
-            # NUL bytes (SQLite lets the app store them) break many CSV readers and mean nothing in a label.
-            *(escape_formula(pl.col(name).str.replace_all("\x00", "", literal=True)).alias(name) for name in text),
+            *(escape_formula(_without_nul(pl.col(name))).alias(name) for name in text),
         )
         .select(columns)
     )

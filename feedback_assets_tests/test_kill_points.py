@@ -1,0 +1,462 @@
+"""SIGKILL a real run at many points: every file stays as it was or is complete, and a re-run repairs all.
+
+Issue "atomic outputs" and CONTRACT section 6: a run killed at any moment leaves each file (CSV,
+manifest, intermediate Parquet and statistics, dedupe state) byte for byte as it was before or as
+a complete run writes it, no temporary file that a reader of the export directory would take for an
+export, and a re-run completes with exactly the files of an uninterrupted run.
+
+The victim is `feedback_assets_tests.kill_runner`: a fresh Python process per kill that runs the
+whole graph over four days on a real SQLite Dagster instance and reports each atomic write as it
+starts (`KILLPOINT open`) and just before its rename (`KILLPOINT replace`). The "before" files come
+from an earlier complete run over a smaller source, so every export and state file differs between
+before and after and "as before or complete" is a real test.
+
+Kill points: ROUNDS = 6 rounds of one kill aimed at each of the four PHASES, 24 kills in all, 6 per
+phase, each a SIGKILL of the victim's process group:
+- read: within 50 ms after raw_feedback logs that it is reading the source;
+- transform: within 0.3 s after anonymized_pairs, rejected_feedback or deduplicated_pairs starts;
+- state write, CSV write: at one day's seen_pair_hashes file, or one day's CSV or manifest, by
+  round in turn (WRITE_MODES): within 20 ms of creating the temporary file, held between its sync
+  and its rename, or within 20 ms after the rename. 2 kills of each kind per write phase.
+Delays and days come from a seeded RNG. The phase a kill really hit is read back from the victim's
+output (the step it died in, the last write it reached); each phase must be hit at least
+MIN_HITS_PER_PHASE times. Kills within a round accumulate on the same directories; after each
+round (every 4 kills) a re-run must complete and leave exactly the reference files and no
+temporary file.
+
+Two more kills: one while the key markers are written (its temporary file must be gone after a
+re-run), and one inside a pool step with a pool limit of 1, recorded as a strict xfail: Dagster keeps
+a SIGKILLed run's slot until the run is marked finished, so the re-run waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import queue
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import dagster as dg
+import pytest
+
+from feedback_assets.demo_data import write_demo_source
+from feedback_assets.files import TEMP_PREFIX
+from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+FIRST = dt.date(2025, 10, 27)
+DAYS = [(FIRST + dt.timedelta(days=i)).isoformat() for i in range(4)]
+SOURCE_DAYS = 6
+# Big enough that each step takes a visible fraction of a second, small enough that 30 runs fit
+# in a few minutes: the run time is mostly Dagster's own event log, not the data.
+ROWS_PER_DAY_BEFORE = 1_000
+ROWS_PER_DAY = 5_000
+
+PHASES = ("read", "transform", "state write", "CSV write")
+STEP_PHASES = {
+    "raw_feedback": "read",
+    "anonymized_pairs": "transform",
+    "rejected_feedback": "transform",
+    "deduplicated_pairs": "transform",
+    "seen_pair_hashes": "state write",
+    "training_csv": "CSV write",
+}
+TRANSFORM_STEPS = ("anonymized_pairs", "rejected_feedback", "deduplicated_pairs")
+# How a write is caught, in turn by round: as its temporary file is created (racing the write and
+# its sync), held between sync and rename, or just after the rename (the next file not yet begun).
+WRITE_MODES = ("open", "held before rename", "replace")
+ROUNDS = 6
+KILLS_PER_PHASE = ROUNDS
+# A kill lands in a later step only if a step is far quicker than its delay; a few may, not most.
+MIN_HITS_PER_PHASE = 4
+SEED = 20251027
+
+READY_TIMEOUT = 120.0
+TRIGGER_TIMEOUT = 120.0
+RUN_TIMEOUT = 240.0
+EXIT_TIMEOUT = 30.0
+
+STEP_START = re.compile(r'STEP_START - Started execution of step "(\w+)"')
+KILLPOINT = re.compile(r"^KILLPOINT (open|replace) (\S+)$")
+TEMP_NAME = re.compile(rf"{re.escape(TEMP_PREFIX)}(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{{32}}")
+# Each run writes its own run id into the manifests; everything else must match byte for byte.
+RUN_ID = re.compile(rb'"run_id": "[0-9a-f-]+"')
+DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+# What the README recommends for the pool of the steps that read and write the dedupe state.
+POOL_LIMIT_YAML = "concurrency:\n  pools:\n    default_limit: 1\n"
+POOL_BLOCKED = "Step blocked by limit for pool"
+BLOCKED_GRACE = 20.0
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    aim: str
+    trigger: re.Pattern[str]
+    delay: float
+    # The victim's rename of a file matching this waits until the kill (kill_runner's HOLD).
+    hold: str | None = None
+
+    @property
+    def command(self) -> str:
+        return "go" if self.hold is None else f"go HOLD {self.hold}"
+
+    def describe(self) -> str:
+        when = "held there" if self.hold is not None else f"+ {self.delay * 1000:.0f} ms"
+        return f"{self.aim} ({self.trigger.pattern} {when})"
+
+
+@dataclass
+class KillRecord:
+    number: int
+    point: KillPoint
+    step: str | None
+    last_write: str | None
+    temps_left: int = 0
+
+    @property
+    def phase(self) -> str:
+        return STEP_PHASES.get(self.step or "", f"outside the four phases ({self.step})")
+
+    def describe(self) -> str:
+        return (
+            f"kill {self.number}: aimed at {self.point.describe()}, died in {self.step} after "
+            f"`{self.last_write}`, leaving {self.temps_left} temporary file(s)"
+        )
+
+
+@dataclass
+class Victim:
+    """One runner process and its output, read by a thread as it comes."""
+
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+    lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
+
+    def __post_init__(self) -> None:
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line.rstrip("\n"))
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float) -> bool:
+        """Read lines until one matches; False if the process ended or the time ran out first."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                return False
+            if line is None:
+                return False
+            if pattern.search(line):
+                return True
+        return False
+
+    def start(self, command: str = "go") -> None:
+        """Let the runner, once imported, begin its run."""
+        assert self.wait_for(re.compile("^READY$"), READY_TIMEOUT), f"runner never got ready:\n{self.tail()}"
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{command}\n")
+        self.process.stdin.flush()
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the process to end and for all its output to be read."""
+        code = self.process.wait(timeout=timeout)
+        while self.lines.get(timeout=EXIT_TIMEOUT) is not None:
+            pass
+        return code
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.output[-lines:])
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            kill_group(self.process)
+        self.process.wait(timeout=EXIT_TIMEOUT)
+        self.reader.join(timeout=EXIT_TIMEOUT)
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def kill_group(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+class Launcher:
+    """Starts runners one at a time, each already imported: a spare is always warming up."""
+
+    def __init__(self, env: dict[str, str], started: list[Victim]) -> None:
+        self.env = env
+        self.started = started
+        self.spare: Victim | None = None
+
+    def spawn(self) -> Victim:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "feedback_assets_tests.kill_runner", DAYS[0], DAYS[-1]],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            # Its own process group, so a kill reaches anything it started and nothing else.
+            start_new_session=True,
+        )
+        victim = Victim(process)
+        self.started.append(victim)
+        return victim
+
+    def start(self, command: str = "go", *, spare: bool = True) -> Victim:
+        victim = self.spare or self.spawn()
+        victim.start(command)
+        self.spare = self.spawn() if spare else None
+        return victim
+
+    def kill_at(self, point: KillPoint) -> Victim:
+        """Start a run and SIGKILL it at `point`; the victim is returned dead, its output read."""
+        victim = self.start(point.command)
+        reached = victim.wait_for(point.trigger, TRIGGER_TIMEOUT)
+        assert reached, f"the run never reached {point.trigger.pattern}:\n{victim.tail()}"
+        time.sleep(point.delay)
+        kill_group(victim.process)
+        assert victim.finish(EXIT_TIMEOUT) == -signal.SIGKILL, f"the run ended before the kill:\n{victim.tail()}"
+        return victim
+
+
+@pytest.fixture
+def started() -> Iterator[list[Victim]]:
+    """Every process the test starts; none outlives it, whatever the outcome."""
+    victims: list[Victim] = []
+    yield victims
+    for victim in victims:
+        victim.close()
+
+
+def prepare_home(root: Path, dagster_yaml: str = DAGSTER_YAML) -> None:
+    (root / "dagster_home").mkdir(parents=True)
+    (root / "dagster_home" / "dagster.yaml").write_text(dagster_yaml)
+
+
+def runner_env(root: Path, source_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FEEDBACK_", "DAGSTER_"))}
+    env.update(
+        {
+            "DAGSTER_HOME": str(root / "dagster_home"),
+            "FEEDBACK_SOURCE_URL": source_url,
+            "FEEDBACK_EXPORT_DIR": str(root / "export"),
+            "FEEDBACK_STORAGE_DIR": str(root / "storage"),
+            "FEEDBACK_HMAC_KEY": KEY_HEX,
+            "PYTHONPATH": str(REPO_ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def files_under(root: Path) -> tuple[dict[str, bytes], list[str]]:
+    """The pipeline's files under root/export and root/storage (manifests with the run id masked),
+    and the temporary files beside them, as paths relative to root."""
+    files: dict[str, bytes] = {}
+    temps: list[str] = []
+    for top in ("export", "storage"):
+        for path in sorted((root / top).rglob("*")):
+            if not path.is_file():
+                continue
+            name = path.relative_to(root).as_posix()
+            if path.name.startswith(TEMP_PREFIX):
+                temps.append(name)
+                continue
+            data = path.read_bytes()
+            files[name] = RUN_ID.sub(b'"run_id": "-"', data) if name.endswith(".manifest.json") else data
+    return files, temps
+
+
+def plan(phase: str, round_number: int, rng: random.Random) -> KillPoint:
+    if phase == "read":
+        return KillPoint(phase, re.compile(r" - raw_feedback - reading \d+ day\(s\) from "), rng.uniform(0, 0.05))
+    if phase == "transform":
+        step = rng.choice(TRANSFORM_STEPS)
+        return KillPoint(phase, re.compile(rf'STEP_START - Started execution of step "{step}"'), rng.uniform(0, 0.3))
+    day = rng.choice(DAYS)
+    if phase == "state write":
+        target = rf"storage/seen_pair_hashes/.+/{day}\.parquet"
+    else:
+        target = rf"export/feedback_training_{day.replace('-', '')}\.(csv|manifest\.json)"
+    mode = WRITE_MODES[round_number % len(WRITE_MODES)]
+    if mode == "held before rename":
+        return KillPoint(phase, re.compile(rf"^KILLPOINT replace {target}$"), 0.0, hold=target)
+    return KillPoint(phase, re.compile(rf"^KILLPOINT {mode} {target}$"), rng.uniform(0, 0.02))
+
+
+def what_it_reached(victim: Victim) -> tuple[str | None, str | None]:
+    """The step the victim died in and the last atomic write it reached."""
+    step = last_write = None
+    for line in victim.output:
+        if match := STEP_START.search(line):
+            step = match.group(1)
+        elif match := KILLPOINT.match(line):
+            last_write = f"{match.group(1)} {match.group(2)}"
+    return step, last_write
+
+
+def problems_after_kill(
+    current: dict[str, bytes], temps: list[str], before: dict[str, bytes], after: dict[str, bytes], dead: set[int]
+) -> list[str]:
+    problems = []
+    for name, data in current.items():
+        if name not in before and name not in after:
+            problems.append(f"{name}: a file neither run writes")
+        elif data != before.get(name) and data != after.get(name):
+            problems.append(f"{name}: neither as before nor complete ({len(data)} bytes)")
+    problems += [f"{name}: existed before the run and is gone" for name in before.keys() - current.keys()]
+    for name in temps:
+        path = PurePosixPath(name)
+        match = TEMP_NAME.fullmatch(path.name)
+        if match is None:
+            problems.append(f"{name}: a temporary file not named as files.temp_path_for names them")
+        elif int(match["pid"]) not in dead:
+            problems.append(f"{name}: a temporary file of process {match['pid']}, which was not killed")
+        if path.name.endswith((".csv", ".json", ".parquet")) or not path.name.startswith("."):
+            problems.append(f"{name}: a temporary file a reader could take for a real one")
+    return problems
+
+
+def test_sigkill_at_any_point_leaves_old_or_complete_files_and_a_rerun_repairs_them(
+    tmp_path: Path, hmac_key: str, started: list[Victim]
+) -> None:
+    before_url = f"sqlite:///{tmp_path / 'source_before.sqlite'}"
+    source_url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    last_day = dt.date.fromisoformat(DAYS[-1])
+    write_demo_source(before_url, end_date=last_day, days=SOURCE_DAYS, rows_per_day=ROWS_PER_DAY_BEFORE, seed=1)
+    write_demo_source(source_url, end_date=last_day, days=SOURCE_DAYS, rows_per_day=ROWS_PER_DAY, seed=2)
+
+    pristine = tmp_path / "pristine"
+    victim_root = tmp_path / "victim"
+    prepare_home(pristine)
+    prepare_home(victim_root)
+    launcher = Launcher(runner_env(victim_root, source_url), started)
+    # The first victim imports while the earlier export and the reference are made.
+    launcher.spare = launcher.spawn()
+
+    earlier = Launcher(runner_env(pristine, before_url), started).spawn()
+    earlier.start()
+    reference_root = tmp_path / "reference"
+    (reference_root / "dagster_home").mkdir(parents=True)
+    with dg.instance_for_test(temp_dir=str(reference_root / "dagster_home")) as instance:
+        assert materialize(instance, settings_for(reference_root, source_url), DAYS[0], DAYS[-1]).success
+    assert earlier.finish(RUN_TIMEOUT) == 0, f"the earlier export failed:\n{earlier.tail()}"
+
+    before, _ = files_under(pristine)
+    after, _ = files_under(reference_root)
+    assert before.keys() == after.keys()
+    assert len([name for name in after if name.endswith(".csv")]) == len(DAYS)
+    # Every export and state file differs between the two versions, so "as before or complete" is a
+    # real test; only the key markers and rejected rows (the demo's fixed edge cases) are the same.
+    same = {name for name in after if before[name] == after[name]}
+    assert not {name for name in same if name.startswith(("export/feedback_training_", "storage/seen_pair_hashes/"))}
+
+    rng = random.Random(SEED)
+    records: list[KillRecord] = []
+    for round_number in range(ROUNDS):
+        shutil.rmtree(victim_root)
+        shutil.copytree(pristine, victim_root, symlinks=True)
+        dead: set[int] = set()
+        for aim in rng.sample(PHASES, k=len(PHASES)):
+            point = plan(aim, round_number, rng)
+            victim = launcher.kill_at(point)
+            dead.add(victim.process.pid)
+            record = KillRecord(len(records) + 1, point, *what_it_reached(victim))
+            records.append(record)
+
+            current, temps = files_under(victim_root)
+            record.temps_left = sum(f".{victim.process.pid}." in name for name in temps)
+            problems = problems_after_kill(current, temps, before, after, dead)
+            assert not problems, f"{record.describe()}:\n" + "\n".join(problems)
+
+        rerun = launcher.start(spare=round_number < ROUNDS - 1)
+        assert rerun.finish(RUN_TIMEOUT) == 0, f"the re-run after {records[-1].describe()} failed:\n{rerun.tail()}"
+        current, temps = files_under(victim_root)
+        assert not temps, f"temporary files of killed runs left after the re-run: {temps}"
+        assert current.keys() == after.keys()
+        assert [name for name in after if current[name] != after[name]] == []
+
+    hits = Counter(record.phase for record in records)
+    summary = "\n".join(record.describe() for record in records)
+    # Where each kill landed, for `pytest -rP` and for any failure below.
+    print(summary)
+    assert len(records) == KILLS_PER_PHASE * len(PHASES)
+    assert all(hits[phase] >= MIN_HITS_PER_PHASE for phase in PHASES), f"phases hit: {dict(hits)}\n{summary}"
+    # The held kills leave a temporary file where a reader of each directory would look.
+    assert any(record.phase == "CSV write" and record.temps_left for record in records), summary
+    assert any(record.phase == "state write" and record.temps_left for record in records), summary
+
+
+def test_a_run_killed_while_marking_its_directories_leaves_no_temporary_file_after_a_rerun(
+    tmp_path: Path, hmac_key: str, started: list[Victim]
+) -> None:
+    source_url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_demo_source(source_url, end_date=dt.date.fromisoformat(DAYS[-1]), days=SOURCE_DAYS, rows_per_day=100)
+    root = tmp_path / "run"
+    prepare_home(root)
+    launcher = Launcher(runner_env(root, source_url), started)
+    # The very first run writes the key markers; held between the marker's sync and its rename.
+    marker = r"storage/\.feedback_key\.json"
+    launcher.kill_at(KillPoint("key marker", re.compile(rf"^KILLPOINT replace {marker}$"), 0.0, hold=rf"^{marker}$"))
+    _, temps = files_under(root)
+    assert temps, "the held kill left no temporary file"
+
+    rerun = launcher.start(spare=False)
+    assert rerun.finish(RUN_TIMEOUT) == 0, f"the re-run failed:\n{rerun.tail()}"
+    _, temps = files_under(root)
+    assert temps == [], "temporary files of the killed run left after a complete re-run"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known limitation, documented in the README: with a pool limit on feedback_dedupe_state, Dagster keeps "
+    "the slot of a run SIGKILLed inside deduplicated_pairs or seen_pair_hashes until that run is marked finished "
+    "(Terminate it in the UI), so a re-run waits",
+)
+def test_a_rerun_after_a_kill_in_a_pool_step_is_not_blocked_by_the_dead_run(
+    tmp_path: Path, hmac_key: str, started: list[Victim]
+) -> None:
+    source_url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_demo_source(source_url, end_date=dt.date.fromisoformat(DAYS[-1]), days=SOURCE_DAYS, rows_per_day=100)
+    root = tmp_path / "run"
+    prepare_home(root, DAGSTER_YAML + POOL_LIMIT_YAML)
+    launcher = Launcher(runner_env(root, source_url), started)
+    state = rf"storage/seen_pair_hashes/.+/{DAYS[0]}\.parquet"
+    launcher.kill_at(KillPoint("state write", re.compile(rf"^KILLPOINT replace {state}$"), 0.0, hold=state))
+
+    rerun = launcher.start(spare=False)
+    blocked = rerun.wait_for(re.compile(POOL_BLOCKED), RUN_TIMEOUT)
+    # No other run is alive, so a slot still taken after the grace period belongs to the dead run.
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        rerun.process.wait(timeout=BLOCKED_GRACE if blocked else RUN_TIMEOUT)
+    code = rerun.process.poll()
+    assert code == 0, (
+        f"the re-run {'is still blocked on the pool' if blocked else 'did not complete'} "
+        f"(exit code {code}):\n{rerun.tail()}"
+    )
