@@ -233,10 +233,11 @@ def seen_pair_hashes(context: dg.AssetExecutionContext, feedback_settings: Feedb
         deduplicated = partition_store(settings).read("deduplicated_pairs", keys)
     owned = deduplicated.filter(pl.col("kept")).select("dedupe_key", "partition")
     state = dedupe_state(settings)
-    state.write(split_by_partition(owned, keys))
+    owned_by_day = split_by_partition(owned, keys)
+    state.write(owned_by_day)
     with _explained_failures():
-        total = state.all_keys().height
-    per_day = {key: part.height for key, part in split_by_partition(owned, keys).items()}
+        total = state.key_count()
+    per_day = {key: part.height for key, part in owned_by_day.items()}
     yield from _report(
         context,
         {

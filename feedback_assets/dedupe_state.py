@@ -89,6 +89,11 @@ class DedupeStateStore:
         scan = self._scan(())
         return self._collect(scan) if scan is not None else STATE_SCHEMA.to_frame()
 
+    def key_count(self) -> int:
+        """How many keys the whole state holds, counted without loading them."""
+        scan = self._scan(())
+        return int(self._collect(scan.select(pl.len())).item()) if scan is not None else 0
+
     def shared_keys(self) -> pl.DataFrame:
         """Keys owned by more than one partition: `dedupe_key`, `partitions` (sorted dates)."""
         scan = self._scan(())
