@@ -23,7 +23,7 @@ from feedback_assets.partitions import daily_partitions, single_run_backfill
 from feedback_assets.resources import FeedbackSettings, dedupe_state, partition_store, source_for
 from feedback_assets.settings import CONTRACT_VERSION, ConfigError, ExportSettings, check_output_dirs
 from feedback_assets.source import SourceSchemaError
-from feedback_assets.storage import PRIVATE_DIR_MODE, MissingPartitionError, split_by_partition
+from feedback_assets.storage import PRIVATE_DIR_MODE, MissingPartitionError, PartitionStore, split_by_partition
 from feedback_assets.training_csv import EXPORT_DIR_MODE, write_training_csv
 
 Event = dg.MaterializeResult | dg.AssetMaterialization
@@ -123,6 +123,13 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     )
 
 
+def _classified_raw(store: PartitionStore, keys: list[str], settings: ExportSettings) -> pl.DataFrame:
+    """The stored raw rows of `keys`, each with its outcome under CONTRACT section 5."""
+    with _explained_failures():
+        raw = store.read("raw_feedback", keys)
+    return transforms.classify(raw, settings.min_feedback_fields)
+
+
 @_asset(deps=[raw_feedback])
 def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
     """The eligible feedback rows, pseudonymised: keyed HMAC user pseudonyms, age ranges instead of
@@ -131,9 +138,7 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
     settings = _settings(feedback_settings)
     keys = list(context.partition_keys)
     store = partition_store(settings)
-    with _explained_failures():
-        raw = store.read("raw_feedback", keys)
-    classified = transforms.classify(raw, settings.min_feedback_fields)
+    classified = _classified_raw(store, keys, settings)
     pairs = transforms.anonymize(classified, settings.hmac_key, settings.include_image_urls)
     counts = transforms.outcome_counts(classified, keys)
     parts = split_by_partition(pairs, keys)
@@ -162,9 +167,7 @@ def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: Feed
     settings = _settings(feedback_settings)
     keys = list(context.partition_keys)
     store = partition_store(settings)
-    with _explained_failures():
-        raw = store.read("raw_feedback", keys)
-    rejected = transforms.rejected_rows(transforms.classify(raw, settings.min_feedback_fields))
+    rejected = transforms.rejected_rows(_classified_raw(store, keys, settings))
     parts = split_by_partition(rejected, keys)
     store.write("rejected_feedback", parts)
     yield from _report(
