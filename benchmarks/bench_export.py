@@ -20,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg2
 
-from feedback_assets.demo_data import write_demo_source
+from feedback_assets.demo.database import write_demo_source
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets_tests.graph import ALL_ASSETS, KEY_HEX, latest_metadata, materialize
 

@@ -13,10 +13,14 @@ from pathlib import Path
 
 import polars as pl
 
-from feedback_assets.files import ensure_dir, remove_stale_temp_files, write_atomically
-from feedback_assets.storage import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
-
-STATE_SCHEMA = pl.Schema({"dedupe_key": pl.String, "partition": pl.Date})
+from feedback_assets.files import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    ensure_dir,
+    remove_stale_temp_files,
+    write_atomically,
+)
+from feedback_assets.schemas import STATE_SCHEMA
 
 
 class DedupeStateError(RuntimeError):

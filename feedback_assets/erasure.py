@@ -24,14 +24,19 @@ import polars as pl
 
 from feedback_assets import k_anonymity, transforms
 from feedback_assets.dedupe_state import DedupeStateStore
-from feedback_assets.files import write_bytes_atomically
-from feedback_assets.storage import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, PartitionStore
-from feedback_assets.training_csv import EXPORT_FILE_MODE, csv_bytes, manifest_bytes, manifest_path
+from feedback_assets.files import (
+    EXPORT_FILE_MODE,
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    ensure_dir,
+    write_bytes_atomically,
+)
+from feedback_assets.storage import PartitionStore
+from feedback_assets.training_csv import csv_bytes, manifest_bytes, manifest_path, training_files
 
 AUDIT_FILE = Path("audit") / "erasures.jsonl"
 ROW_KINDS = ("training_csv", "raw_feedback", "anonymized_pairs", "deduplicated_pairs", "seen_pair_hashes")
 PARTITION_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.parquet")
-CSV_FILE = re.compile(r"feedback_training_(\d{4})(\d{2})(\d{2})\.csv")
 
 
 @dataclass(frozen=True)
@@ -140,14 +145,6 @@ def _partition_files(directory: Path) -> Iterator[tuple[str, Path]]:
             match = PARTITION_FILE.fullmatch(path.name)
             if match:
                 yield match.group(1), path
-
-
-def _csv_files(directory: Path) -> Iterator[tuple[str, Path]]:
-    if directory.is_dir():
-        for path in sorted(directory.iterdir()):
-            match = CSV_FILE.fullmatch(path.name)
-            if match:
-                yield "-".join(match.groups()), path
 
 
 def _split(path: Path, column: str, erased: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame] | None:
@@ -270,7 +267,7 @@ def _erase_csvs(
     """Clean every CSV holding an erased row, and rewrite its manifest and those of the `restated`
     days, whose statistics changed although their CSV may not have (an erased duplicate)."""
     touched: set[str] = set()
-    for day, path in _csv_files(export_dir):
+    for day, path in training_files(export_dir).items():
         data = path.read_bytes()
         erasure = erase_from_csv(data, pseudonyms, suppress_below)
         if erasure.removed:
@@ -294,7 +291,7 @@ def _erase_csvs(
 def append_audit_entry(storage_dir: Path, entry: Mapping[str, object]) -> Path:
     """Append one JSON line to the audit log, rewriting the file atomically."""
     path = storage_dir / AUDIT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    ensure_dir(path.parent, PRIVATE_DIR_MODE)
     existing = path.read_bytes() if path.is_file() else b""
     if existing and not existing.endswith(b"\n"):
         existing += b"\n"

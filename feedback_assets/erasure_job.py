@@ -8,9 +8,10 @@ definition time and cannot resolve it from a string.
 import dagster as dg
 
 from feedback_assets import erasure
-from feedback_assets.assets import DEDUPE_STATE_POOL, _explained_failures, _settings
+from feedback_assets.assets import DEDUPE_STATE_POOL
+from feedback_assets.failures import explained_failures
 from feedback_assets.pseudonyms import pseudonymize_user_ids
-from feedback_assets.resources import FeedbackSettings, dedupe_state, source_for
+from feedback_assets.resources import FeedbackSettings
 
 
 # The dedupe state pool: the op rewrites state files, so it must not run while a dedupe step reads them.
@@ -18,16 +19,16 @@ from feedback_assets.resources import FeedbackSettings, dedupe_state, source_for
 def erase_requested_subjects(context: dg.OpExecutionContext, feedback_settings: FeedbackSettings) -> None:
     """Remove the rows of every user in erasure_requests from the exports, the intermediates and the
     dedupe state, and append an audit entry (counts and days only) to the storage dir."""
-    settings = _settings(feedback_settings)
-    source = source_for(settings)
-    with _explained_failures():
+    settings = feedback_settings.settings
+    source = feedback_settings.source()
+    with explained_failures():
         source.check_schema()
         user_ids = source.read_erasure_requests()
     pseudonyms = pseudonymize_user_ids(user_ids, settings.hmac_key)
     summary = erasure.erase(
         storage_dir=settings.storage_dir,
         export_dir=settings.export_dir,
-        state=dedupe_state(settings),
+        state=feedback_settings.dedupe_state(),
         user_ids=pseudonyms["user_id"],
         pseudonyms=pseudonyms["analysis_hash"],
         suppress_below=settings.k_anonymity_threshold if settings.suppress_small_groups else None,

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import os
+import socket
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+# The storage dir holds personal data (raw_feedback keeps user ids and ages until pseudonymised):
+# owner only. The exports are for the data science team's group to read.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+EXPORT_DIR_MODE = 0o750
+EXPORT_FILE_MODE = 0o640
+
 TEMP_PREFIX = ".tmp-"
+# Another machine's writer cannot be asked whether it still lives; none takes a day to write a file.
+FOREIGN_TEMP_MAX_AGE_SECONDS = 24 * 3600
+
+
+def _writer_id() -> str:
+    """Host and process of this writer, so two machines sharing a directory never take each other's
+    temporary files for a dead writer's."""
+    host = socket.gethostname().replace(".", "_") or "localhost"
+    return f"{host}-{os.getpid()}"
 
 
 def temp_path_for(path: Path) -> Path:
     # Hidden and without the final suffix, so nothing that globs for exports can take it for one.
-    return path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+    return path.with_name(f"{TEMP_PREFIX}{path.name}.{_writer_id()}.{uuid.uuid4().hex}")
 
 
 def ensure_dir(directory: Path, mode: int) -> None:
@@ -40,7 +58,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], object], mode: int = 0o640) -> None:
+def write_atomically(path: Path, write: Callable[[BinaryIO], object], mode: int) -> None:
     """Write through `write` into a temporary file beside `path`, sync it, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(path)
@@ -57,7 +75,7 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], mode: int 
     _fsync_dir(path.parent)
 
 
-def write_bytes_atomically(path: Path, data: bytes, mode: int = 0o640) -> None:
+def write_bytes_atomically(path: Path, data: bytes, mode: int) -> None:
     write_atomically(path, lambda handle: handle.write(data), mode)
 
 
@@ -71,19 +89,30 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _writer_is_alive(temp: Path) -> bool:
+    parts = temp.name.rsplit(".", 2)
+    host, _, pid = parts[1].rpartition("-") if len(parts) == 3 else ("", "", "")
+    if not pid.isdigit():
+        return False
+    if host != _writer_id().rpartition("-")[0]:
+        return time.time() - temp.stat().st_mtime < FOREIGN_TEMP_MAX_AGE_SECONDS
+    return int(pid) != os.getpid() and _pid_alive(int(pid))
+
+
 def remove_stale_temp_files(directory: Path) -> int:
     """Delete temporary files left by writers that died (killed runs); returns how many.
 
-    A temporary name carries its writer's process id, so files of a live writer (another run
-    writing right now) are left alone.
+    A temporary name carries its writer's host and process id, so files of a live writer (another
+    run writing right now) are left alone.
     """
     if not directory.is_dir():
         return 0
     removed = 0
     for temp in directory.glob(f"{TEMP_PREFIX}*"):
-        parts = temp.name.rsplit(".", 2)
-        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
-        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+        try:
+            if _writer_is_alive(temp):
+                continue
+        except FileNotFoundError:
             continue
         temp.unlink(missing_ok=True)
         removed += 1

@@ -8,6 +8,7 @@ threshold, and the opt-in suppression drops those rows from a day's file.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -21,7 +22,7 @@ class KAnonymity:
     rows_below_threshold: int
 
 
-def group_sizes(rows: pl.DataFrame | pl.LazyFrame) -> pl.Expr:
+def group_size() -> pl.Expr:
     return pl.len().over(QUASI_IDENTIFIERS)
 
 
@@ -40,5 +41,12 @@ def measure(rows: pl.DataFrame | pl.LazyFrame, threshold: int) -> KAnonymity:
 
 def suppress_small_groups(rows: pl.DataFrame, threshold: int) -> tuple[pl.DataFrame, int]:
     """The rows whose group has at least `threshold` members, and how many were dropped."""
-    kept = rows.filter(group_sizes(rows) >= threshold)
+    kept = rows.filter(group_size() >= threshold)
     return kept, rows.height - kept.height
+
+
+def quasi_identifiers(files: list[Path]) -> pl.LazyFrame:
+    """The quasi-identifier columns of every row of `files`, as text."""
+    if not files:
+        return pl.LazyFrame(schema=dict.fromkeys(QUASI_IDENTIFIERS, pl.String))
+    return pl.scan_csv(files, infer_schema=False).select(QUASI_IDENTIFIERS)

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from feedback_assets.files import ensure_dir, remove_stale_temp_files, write_bytes_atomically
+from feedback_assets.files import PRIVATE_FILE_MODE, ensure_dir, remove_stale_temp_files, write_bytes_atomically
 
 MARKER_NAME = ".feedback_key.json"
 FINGERPRINT_LABEL = b"feedback_assets key fingerprint v1"
@@ -58,4 +58,4 @@ def ensure_same_key(directories: Mapping[Path, int], key_id: str, key: bytes) ->
         remove_stale_temp_files(directory)
     for marker in unmarked:
         ensure_dir(marker.parent, directories[marker.parent])
-        write_bytes_atomically(marker, data, 0o600)
+        write_bytes_atomically(marker, data, PRIVATE_FILE_MODE)

@@ -1,4 +1,4 @@
-"""Keyed pseudonyms: HMAC-SHA256 of the decimal user id (CONTRACT section 4)."""
+"""Keyed pseudonyms: HMAC-SHA256 of the decimal user id (docs/contract.md, section 4)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def pseudonymize_user_ids(user_ids: pl.Series, key: bytes) -> pl.DataFrame:
 
     Polars has no keyed hash (polars-hash offers plain SHA-2, which anyone can reverse by hashing
     every id), so this is hashlib's HMAC in Python, once per distinct user rather than per row:
-    a year's 200k users take under a second (FACTS.md).
+    a year's 200k users take under a second (docs/decisions.md, "HMAC over distinct user ids").
     """
     distinct = user_ids.drop_nulls().unique().sort()
     return pl.DataFrame(

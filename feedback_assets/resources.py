@@ -1,58 +1,107 @@
-"""Dagster resources: the pipeline's settings and the stores built from them, read at run time."""
+"""The resource every asset and the erasure job share: the settings, checked once per run, and the
+source, stores and dedupe state built from them."""
 
 from __future__ import annotations
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from feedback_assets.dedupe_state import DedupeStateStore
-from feedback_assets.settings import ConfigError, ExportSettings, settings_from
+from feedback_assets.failures import EXPLAINED_ERRORS
+from feedback_assets.files import EXPORT_DIR_MODE, PRIVATE_DIR_MODE
+from feedback_assets.key_guard import ensure_same_key
+from feedback_assets.settings import (
+    ConfigError,
+    DedupeScopeChoice,
+    ExportSettings,
+    SettingValue,
+    check_output_dirs,
+    settings_from,
+)
 from feedback_assets.source import FeedbackSource
 from feedback_assets.storage import PartitionStore
 
+UNSET = "Unset: FEEDBACK_{} when the run starts, else the default of docs/contract.md section 2."
+
 
 class FeedbackSettings(dg.ConfigurableResource):
-    """Overrides for the FEEDBACK_* environment variables (CONTRACT section 2); unset fields fall
-    back to the environment when a run starts. The HMAC key is deliberately not a field: a field's
-    value is shown in the UI, so the key is only ever read from FEEDBACK_HMAC_KEY."""
+    """The pipeline's settings (docs/contract.md, section 2) and the seam between the assets and
+    what they read and write.
 
-    source_url: str | None = Field(default=None, description="FEEDBACK_SOURCE_URL")
-    export_dir: str | None = Field(default=None, description="FEEDBACK_EXPORT_DIR")
-    storage_dir: str | None = Field(default=None, description="FEEDBACK_STORAGE_DIR")
-    hmac_key_id: str | None = Field(default=None, description="FEEDBACK_HMAC_KEY_ID")
-    dedupe_scope: str | None = Field(default=None, description="FEEDBACK_DEDUPE_SCOPE")
-    min_feedback_fields: str | None = Field(default=None, description="FEEDBACK_MIN_FEEDBACK_FIELDS")
-    include_image_urls: str | None = Field(default=None, description="FEEDBACK_INCLUDE_IMAGE_URLS")
-    k_anonymity_threshold: str | None = Field(default=None, description="FEEDBACK_K_ANONYMITY_THRESHOLD")
-    k_anonymity_suppress: str | None = Field(default=None, description="FEEDBACK_K_ANONYMITY_SUPPRESS")
+    A field left unset takes its FEEDBACK_* environment variable when a run starts, else the
+    contract's default; definitions.py gives the HMAC key as `dg.EnvVar`, so the UI shows the
+    variable's name and never the key.
+    """
 
-    def resolve(self) -> ExportSettings:
-        """Validated settings, or a Failure that says what to set; nothing has been read yet."""
+    source_url: str | None = Field(default=None, description=UNSET.format("SOURCE_URL"))
+    export_dir: str | None = Field(default=None, description=UNSET.format("EXPORT_DIR"))
+    storage_dir: str | None = Field(default=None, description=UNSET.format("STORAGE_DIR"))
+    hmac_key: str | None = Field(
+        default=None, description="The pseudonymisation secret: give it as dg.EnvVar, never as a value."
+    )
+    hmac_key_id: str | None = Field(default=None, description=UNSET.format("HMAC_KEY_ID"))
+    dedupe_scope: DedupeScopeChoice | None = Field(default=None, description=UNSET.format("DEDUPE_SCOPE"))
+    min_feedback_fields: int | None = Field(default=None, description=UNSET.format("MIN_FEEDBACK_FIELDS"))
+    include_image_urls: bool | None = Field(default=None, description=UNSET.format("INCLUDE_IMAGE_URLS"))
+    k_anonymity_threshold: int | None = Field(default=None, description=UNSET.format("K_ANONYMITY_THRESHOLD"))
+    k_anonymity_suppress: bool | None = Field(default=None, description=UNSET.format("K_ANONYMITY_SUPPRESS"))
+
+    _validated: ExportSettings | None = PrivateAttr(default=None)
+    _problem: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Validate the settings, the output directories and the key once, before any step runs.
+
+        A problem is kept, not raised: Dagster would wrap an error raised here in a resource error
+        with a traceback, while the first step that asks for the settings fails with the plain message.
+        """
         try:
-            return settings_from(
-                {
-                    "FEEDBACK_SOURCE_URL": self.source_url,
-                    "FEEDBACK_EXPORT_DIR": self.export_dir,
-                    "FEEDBACK_STORAGE_DIR": self.storage_dir,
-                    "FEEDBACK_HMAC_KEY_ID": self.hmac_key_id,
-                    "FEEDBACK_DEDUPE_SCOPE": self.dedupe_scope,
-                    "FEEDBACK_MIN_FEEDBACK_FIELDS": self.min_feedback_fields,
-                    "FEEDBACK_INCLUDE_IMAGE_URLS": self.include_image_urls,
-                    "FEEDBACK_K_ANONYMITY_THRESHOLD": self.k_anonymity_threshold,
-                    "FEEDBACK_K_ANONYMITY_SUPPRESS": self.k_anonymity_suppress,
-                }
-            )
+            settings = settings_from(self._given())
         except ConfigError as exc:
-            raise dg.Failure(description=f"Configuration error: {exc}", allow_retries=False) from None
+            self._problem = f"Configuration error: {exc}"
+            return
+        try:
+            check_output_dirs(settings)
+            ensure_same_key(
+                {settings.export_dir: EXPORT_DIR_MODE, settings.storage_dir: PRIVATE_DIR_MODE},
+                settings.hmac_key_id,
+                settings.hmac_key,
+            )
+        except EXPLAINED_ERRORS as exc:
+            self._problem = str(exc)
+            return
+        self._validated = settings
 
+    def _given(self) -> dict[str, SettingValue | None]:
+        return {
+            "FEEDBACK_SOURCE_URL": self.source_url,
+            "FEEDBACK_EXPORT_DIR": self.export_dir,
+            "FEEDBACK_STORAGE_DIR": self.storage_dir,
+            "FEEDBACK_HMAC_KEY": self.hmac_key,
+            "FEEDBACK_HMAC_KEY_ID": self.hmac_key_id,
+            "FEEDBACK_DEDUPE_SCOPE": self.dedupe_scope.value if self.dedupe_scope is not None else None,
+            "FEEDBACK_MIN_FEEDBACK_FIELDS": self.min_feedback_fields,
+            "FEEDBACK_INCLUDE_IMAGE_URLS": self.include_image_urls,
+            "FEEDBACK_K_ANONYMITY_THRESHOLD": self.k_anonymity_threshold,
+            "FEEDBACK_K_ANONYMITY_SUPPRESS": self.k_anonymity_suppress,
+        }
 
-def source_for(settings: ExportSettings) -> FeedbackSource:
-    return FeedbackSource(settings.source, settings.include_image_urls)
+    @property
+    def settings(self) -> ExportSettings:
+        """The validated settings, or the Failure that says what to set; nothing has been read yet."""
+        if self._problem is not None:
+            raise dg.Failure(description=self._problem, allow_retries=False)
+        if self._validated is None:
+            raise dg.Failure(description="FeedbackSettings was used outside a run", allow_retries=False)
+        return self._validated
 
+    def source(self) -> FeedbackSource:
+        settings = self.settings
+        return FeedbackSource(settings.source, settings.include_image_urls)
 
-def partition_store(settings: ExportSettings) -> PartitionStore:
-    return PartitionStore(settings.storage_dir)
+    def partition_store(self) -> PartitionStore:
+        return PartitionStore(self.settings.storage_dir)
 
-
-def dedupe_state(settings: ExportSettings) -> DedupeStateStore:
-    return DedupeStateStore(settings.storage_dir, settings.dedupe_scope, settings.hmac_key_id)
+    def dedupe_state(self) -> DedupeStateStore:
+        settings = self.settings
+        return DedupeStateStore(settings.storage_dir, settings.dedupe_scope, settings.hmac_key_id)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from feedback_assets.assets import GROUP
+
 feedback_export_job = dg.define_asset_job(
     "feedback_export",
-    selection=dg.AssetSelection.groups("feedback_export"),
+    selection=dg.AssetSelection.groups(GROUP),
     description="Materialize the whole feedback export graph for the selected day(s).",
 )
 

@@ -1,23 +1,55 @@
-"""The pipeline's settings (CONTRACT section 2), validated before anything is read or written."""
+"""The pipeline's settings (docs/contract.md, section 2), validated before anything is read or written."""
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 DedupeScope = Literal["exact", "first_per_pair"]
-DEDUPE_SCOPES: tuple[DedupeScope, ...] = ("exact", "first_per_pair")
+DEDUPE_SCOPES: tuple[DedupeScope, ...] = get_args(DedupeScope)
+
+
+class DedupeScopeChoice(enum.StrEnum):
+    """The scopes as a resource field's choices (Dagster's config takes an Enum, not a Literal)."""
+
+    exact = "exact"
+    first_per_pair = "first_per_pair"
+
+
 MIN_KEY_HEX_DIGITS = 64
 CONTRACT_VERSION = "1"
 
 DEMO_SOURCE_PATH = Path("data/demo_feedback.sqlite")
 DEFAULT_EXPORT_DIR = Path("ml/feedback_training")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable the pipeline reads, with its default as docs/contract.md states it."""
+
+    variable: str
+    default: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("FEEDBACK_SOURCE_URL", f"sqlite:///{DEMO_SOURCE_PATH}"),
+    Setting("FEEDBACK_EXPORT_DIR", str(DEFAULT_EXPORT_DIR)),
+    Setting("FEEDBACK_HMAC_KEY", "none: required"),
+    Setting("FEEDBACK_HMAC_KEY_ID", "k1"),
+    Setting("FEEDBACK_DEDUPE_SCOPE", "exact"),
+    Setting("FEEDBACK_MIN_FEEDBACK_FIELDS", "1"),
+    Setting("FEEDBACK_INCLUDE_IMAGE_URLS", "false"),
+    Setting("FEEDBACK_STORAGE_DIR", "$DAGSTER_HOME/storage/feedback_assets"),
+    Setting("FEEDBACK_K_ANONYMITY_THRESHOLD", "5"),
+    Setting("FEEDBACK_K_ANONYMITY_SUPPRESS", "false"),
+)
 
 
 class ConfigError(ValueError):
@@ -99,8 +131,20 @@ def parse_hmac_key(raw: str | None) -> bytes:
     return bytes.fromhex(text)
 
 
-def parse_bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
+# A resource field gives a typed value, the environment gives text; both are checked the same way.
+SettingValue = str | int | bool
+
+
+def _whole_number(raw: SettingValue) -> int:
+    if isinstance(raw, bool):
+        raise ValueError(raw)
+    return raw if isinstance(raw, int) else int(raw.strip())
+
+
+def parse_bool(name: str, raw: SettingValue) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = str(raw).strip().lower()
     if value in ("true", "1", "yes"):
         return True
     if value in ("false", "0", "no", ""):
@@ -108,9 +152,9 @@ def parse_bool(name: str, raw: str) -> bool:
     raise ConfigError(f"{name} must be true or false, not {raw!r}")
 
 
-def parse_min_fields(raw: str) -> int:
+def parse_min_fields(raw: SettingValue) -> int:
     try:
-        value = int(raw.strip())
+        value = _whole_number(raw)
     except ValueError:
         raise ConfigError(f"FEEDBACK_MIN_FEEDBACK_FIELDS must be a whole number from 0 to 4, not {raw!r}") from None
     if not 0 <= value <= 4:
@@ -118,9 +162,9 @@ def parse_min_fields(raw: str) -> int:
     return value
 
 
-def parse_threshold(raw: str) -> int:
+def parse_threshold(raw: SettingValue) -> int:
     try:
-        value = int(raw.strip())
+        value = _whole_number(raw)
     except ValueError:
         raise ConfigError(f"FEEDBACK_K_ANONYMITY_THRESHOLD must be a whole number of at least 1, not {raw!r}") from None
     if value < 1:
@@ -129,7 +173,7 @@ def parse_threshold(raw: str) -> int:
 
 
 def parse_scope(raw: str) -> DedupeScope:
-    value = raw.strip()
+    value = str(raw).strip()
     for scope in DEDUPE_SCOPES:
         if value == scope:
             return scope
@@ -143,33 +187,38 @@ def default_storage_dir(env: Mapping[str, str]) -> Path:
     return Path(home) / "storage" / "feedback_assets"
 
 
-def settings_from(values: Mapping[str, str | None], env: Mapping[str, str] | None = None) -> ExportSettings:
-    """Build settings from explicit values (None: not given), falling back to the environment."""
+def settings_from(values: Mapping[str, SettingValue | None], env: Mapping[str, str] | None = None) -> ExportSettings:
+    """Build settings from explicit values keyed by variable name (None: not given), falling back
+    to the environment, then to the defaults of docs/contract.md."""
     environ = os.environ if env is None else env
 
-    def pick(name: str) -> str | None:
+    def pick(name: str, default: SettingValue) -> SettingValue:
         given = values.get(name)
-        return given if given is not None else environ.get(name)
+        if given is not None and given != "":
+            return given
+        return environ.get(name) or default
 
-    source = parse_source_url(pick("FEEDBACK_SOURCE_URL") or f"sqlite:///{DEMO_SOURCE_PATH}")
-    key = parse_hmac_key(environ.get("FEEDBACK_HMAC_KEY"))
-    key_id = (pick("FEEDBACK_HMAC_KEY_ID") or "k1").strip()
+    def text(name: str, default: str) -> str:
+        return str(pick(name, default)).strip()
+
+    source = parse_source_url(text("FEEDBACK_SOURCE_URL", f"sqlite:///{DEMO_SOURCE_PATH}"))
+    given_key = values.get("FEEDBACK_HMAC_KEY")
+    key = parse_hmac_key(str(given_key) if given_key is not None else environ.get("FEEDBACK_HMAC_KEY"))
+    key_id = text("FEEDBACK_HMAC_KEY_ID", "k1")
     if not key_id or not all(c.isalnum() or c in "-_." for c in key_id):
         raise ConfigError("FEEDBACK_HMAC_KEY_ID must be a short label of letters, digits, '-', '_' or '.'")
-    storage = pick("FEEDBACK_STORAGE_DIR")
+    storage = text("FEEDBACK_STORAGE_DIR", "")
     return ExportSettings(
         source=source,
-        export_dir=Path(pick("FEEDBACK_EXPORT_DIR") or DEFAULT_EXPORT_DIR),
+        export_dir=Path(text("FEEDBACK_EXPORT_DIR", str(DEFAULT_EXPORT_DIR))),
         storage_dir=Path(storage) if storage else default_storage_dir(environ),
         hmac_key=key,
         hmac_key_id=key_id,
-        dedupe_scope=parse_scope(pick("FEEDBACK_DEDUPE_SCOPE") or "exact"),
-        min_feedback_fields=parse_min_fields(pick("FEEDBACK_MIN_FEEDBACK_FIELDS") or "1"),
-        include_image_urls=parse_bool("FEEDBACK_INCLUDE_IMAGE_URLS", pick("FEEDBACK_INCLUDE_IMAGE_URLS") or "false"),
-        k_anonymity_threshold=parse_threshold(pick("FEEDBACK_K_ANONYMITY_THRESHOLD") or "5"),
-        suppress_small_groups=parse_bool(
-            "FEEDBACK_K_ANONYMITY_SUPPRESS", pick("FEEDBACK_K_ANONYMITY_SUPPRESS") or "false"
-        ),
+        dedupe_scope=parse_scope(text("FEEDBACK_DEDUPE_SCOPE", "exact")),
+        min_feedback_fields=parse_min_fields(pick("FEEDBACK_MIN_FEEDBACK_FIELDS", 1)),
+        include_image_urls=parse_bool("FEEDBACK_INCLUDE_IMAGE_URLS", pick("FEEDBACK_INCLUDE_IMAGE_URLS", False)),
+        k_anonymity_threshold=parse_threshold(pick("FEEDBACK_K_ANONYMITY_THRESHOLD", 5)),
+        suppress_small_groups=parse_bool("FEEDBACK_K_ANONYMITY_SUPPRESS", pick("FEEDBACK_K_ANONYMITY_SUPPRESS", False)),
     )
 
 

@@ -1,8 +1,9 @@
-"""Reading the app's feedback tables (CONTRACT section 1) for a window of days.
+"""Reading the app's feedback tables (docs/contract.md, section 1) for a window of days.
 
-Each table is read on its own, only the columns the export needs, only the rows the window needs
-(feedback through the created_at index, dimension rows through a semi-join on the window's ids),
-and joined in Polars: FACTS.md measured the four-table SQL join as the slow path.
+Each table is read on its own, only the columns `schemas.READS` names, only the rows the window
+needs (feedback through the created_at index, dimension rows through a semi-join on the window's
+ids), and joined in Polars: the four-table SQL join is the slow path (docs/decisions.md, "Reading
+the tables separately").
 
 Values come out of the database as text and are typed in Polars with `strict=False`, so a value
 the app stored wrongly (a rating that is not a number, an unparseable timestamp) marks its row
@@ -13,39 +14,28 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import polars as pl
-from psycopg2 import sql
 
 from feedback_assets.connections import postgres_connection, sqlite_connection
-from feedback_assets.settings import SourceLocation
-from feedback_assets.transforms import (
+from feedback_assets.schemas import (
     ANALYSES_SCHEMA,
     ERASURES_SCHEMA,
     FEEDBACK_SCHEMA,
+    READS,
     RECORDS_SCHEMA,
+    SOURCE_TABLES,
     USERS_SCHEMA,
-    SourceFrames,
+    Column,
 )
+from feedback_assets.settings import SourceLocation
+from feedback_assets.transforms import SourceFrames
 
-FEEDBACK_COLUMNS = (
-    "id",
-    "user_id",
-    "analysis_id",
-    "recommendation_id",
-    "helpful_rating",
-    "product_satisfaction",
-    "routine_completion_pct",
-    "would_recommend",
-    "created_at",
-)
-REQUIRED_COLUMNS: Mapping[str, Sequence[str]] = {
-    "users": ("id", "age", "ml_training_consent", "image_sharing_consent"),
-    "analyses": ("id", "conditions", "image_url", "created_at"),
-    "recommendation_records": ("id", "rules_applied", "timeframe"),
-    "recommendation_feedback": FEEDBACK_COLUMNS,
-    "erasure_requests": ("user_id",),
+# The tables and columns a source must have: those the reader reads.
+REQUIRED_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    table: tuple(read.columns) for table in SOURCE_TABLES for read in READS.values() if read.table == table
 }
 # The feedback columns as read; `malformed` and `partition` are derived from them.
 FEEDBACK_READ_SCHEMA = pl.Schema({k: v for k, v in FEEDBACK_SCHEMA.items() if k not in ("partition", "malformed")})
@@ -57,86 +47,87 @@ class SourceSchemaError(ValueError):
     """The source lacks a table or column the contract names."""
 
 
-def _as_text(column: str, dialect: str, kind: str = "text") -> str:
-    """Render a column as text. PostgreSQL renders timestamps in the session's zone, set to UTC on
-    connect; SQLite already stores UTC text, and CAST keeps a wrongly typed value readable."""
-    if dialect == "postgresql":
-        if kind == "timestamp":
-            return f"to_char({column}::timestamptz, 'YYYY-MM-DD HH24:MI:SS.US')"
-        if kind == "bool":
-            return f"CAST({column} AS INTEGER)"
-    return f"CAST({column} AS TEXT)"
+@dataclass(frozen=True)
+class Dialect:
+    """How one driver takes the window's bounds and renders a column as text."""
+
+    name: str
+    start: str
+    end: str
+
+    def text(self, alias: str, column: Column) -> str:
+        """PostgreSQL renders timestamps in the session's zone, set to UTC on connect; SQLite already
+        stores UTC text, and CAST keeps a wrongly typed value readable."""
+        expression = f"{alias}.{column.name}"
+        if self.name == "postgresql":
+            if column.kind == "timestamp":
+                return f"to_char({expression}::timestamptz, 'YYYY-MM-DD HH24:MI:SS.US')"
+            if column.kind == "boolean":
+                return f"CAST({expression} AS INTEGER)"
+        return f"CAST({expression} AS TEXT)"
 
 
-def _window(alias: str) -> str:
-    return f"{alias}.created_at >= :start AND {alias}.created_at < :end"
+# Each driver's own parameter style: psycopg2 binds pyformat, sqlite3 named parameters.
+DIALECTS = {
+    "postgresql": Dialect("postgresql", "%(start)s", "%(end)s"),
+    "sqlite": Dialect("sqlite", ":start", ":end"),
+}
 
 
-def _select(columns: Sequence[str], rest: str) -> tuple[str, int]:
-    return f"SELECT {', '.join(columns)} {rest}", len(columns)
+@dataclass(frozen=True)
+class Query:
+    sql: str
+    width: int
 
 
-def _queries(dialect: str, with_history: bool, include_image_urls: bool) -> dict[str, tuple[str, int]]:
-    """One SELECT per table and its column count; `:start`/`:end` mark the window bounds."""
+def _queries(dialect: Dialect, with_history: bool, include_image_urls: bool) -> dict[str, Query]:
+    """One SELECT per frame of `schemas.READS` (and the history rows), with the window as parameters."""
 
-    def text(column: str, kind: str = "text") -> str:
-        return _as_text(column, dialect, kind)
+    def columns(name: str, alias: str) -> list[str]:
+        return [
+            "NULL" if column.name == "image_url" and not include_image_urls else dialect.text(alias, column)
+            for column in READS[name].source_columns
+        ]
 
-    feedback_columns = [
-        *(text(f"f.{c}") for c in FEEDBACK_COLUMNS[:7]),
-        text("f.would_recommend", "bool"),
-        text("f.created_at", "timestamp"),
-    ]
-    in_window = f"SELECT {{}} FROM recommendation_feedback w WHERE {_window('w')}"
-    history_filter = (
-        "f.created_at < :start AND EXISTS (SELECT 1 FROM recommendation_feedback w "
-        f"WHERE {_window('w')} AND w.user_id = f.user_id AND w.recommendation_id = f.recommendation_id)"
+    def window(alias: str) -> str:
+        return f"{alias}.created_at >= {dialect.start} AND {alias}.created_at < {dialect.end}"
+
+    def ids_in_window(column: str) -> str:
+        return f"SELECT w.{column} FROM recommendation_feedback w WHERE {window('w')}"
+
+    history = (
+        f"f.created_at < {dialect.start} AND EXISTS (SELECT 1 FROM recommendation_feedback w "
+        f"WHERE {window('w')} AND w.user_id = f.user_id AND w.recommendation_id = f.recommendation_id)"
     )
-    analysis_ids = in_window.format("w.analysis_id")
+    analysis_ids = ids_in_window("analysis_id")
     if with_history:
         # A pair's user and record are the window's own, so only analyses need the history's ids too.
-        analysis_ids += f" UNION SELECT f.analysis_id FROM recommendation_feedback f WHERE {history_filter}"
+        analysis_ids += f" UNION SELECT f.analysis_id FROM recommendation_feedback f WHERE {history}"
+
+    def select(name: str, alias: str, rest: str, *extra: str) -> Query:
+        selected = [*columns(name, alias), *extra]
+        return Query(f"SELECT {', '.join(selected)} {rest}", len(selected))
+
     queries = {
-        "feedback": _select([*feedback_columns, "'0'"], f"FROM recommendation_feedback f WHERE {_window('f')}"),
-        "users": _select(
-            [
-                text("u.id"),
-                text("u.age"),
-                text("u.ml_training_consent", "bool"),
-                text("u.image_sharing_consent", "bool"),
-            ],
-            f"FROM users u WHERE u.id IN ({in_window.format('w.user_id')})",
+        # The last column is `is_history`.
+        "feedback": select("feedback", "f", f"FROM recommendation_feedback f WHERE {window('f')}", "'0'"),
+        "users": select("users", "u", f"FROM users u WHERE u.id IN ({ids_in_window('user_id')})"),
+        "analyses": select("analyses", "a", f"FROM analyses a WHERE a.id IN ({analysis_ids})"),
+        "records": select(
+            "records", "r", f"FROM recommendation_records r WHERE r.id IN ({ids_in_window('recommendation_id')})"
         ),
-        "analyses": _select(
-            [
-                text("a.id"),
-                text("a.conditions"),
-                text("a.image_url") if include_image_urls else "NULL",
-                text("a.created_at", "timestamp"),
-            ],
-            f"FROM analyses a WHERE a.id IN ({analysis_ids})",
-        ),
-        "records": _select(
-            [text("r.id"), text("r.rules_applied"), text("r.timeframe")],
-            f"FROM recommendation_records r WHERE r.id IN ({in_window.format('w.recommendation_id')})",
-        ),
-        "erasures": _select(
-            [text("e.user_id")],
-            f"FROM erasure_requests e WHERE e.user_id IN ({in_window.format('w.user_id')})",
-        ),
+        "erasures": select("erasures", "e", f"FROM erasure_requests e WHERE e.user_id IN ({ids_in_window('user_id')})"),
     }
     if with_history:
-        queries["history"] = _select(
-            [*feedback_columns, "'1'"], f"FROM recommendation_feedback f WHERE {history_filter}"
-        )
+        queries["history"] = select("feedback", "f", f"FROM recommendation_feedback f WHERE {history}", "'1'")
     return queries
 
 
-def _window_text(start: dt.datetime, end: dt.datetime) -> tuple[str, str]:
-    return (
-        start.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        end.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
-    )
+def _window_bounds(start: dt.datetime, end: dt.datetime) -> dict[str, str]:
+    return {
+        "start": start.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "end": end.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def _parse_bool(text: pl.Expr) -> pl.Expr:
@@ -191,8 +182,8 @@ def type_feedback(text: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _frame_from_text(columns: Sequence[str], text: pl.DataFrame) -> pl.DataFrame:
-    return text.rename(dict(zip(text.columns, columns, strict=True)))
+def _frame_from_text(schema: pl.Schema, text: pl.DataFrame) -> pl.DataFrame:
+    return text.rename(dict(zip(text.columns, schema.names(), strict=True)))
 
 
 class FeedbackSource:
@@ -217,26 +208,25 @@ class FeedbackSource:
     def read_window(self, start: dt.datetime, end: dt.datetime, *, with_history: bool) -> SourceFrames:
         """Feedback created in [start, end) UTC, the dimension rows it refers to, and with
         `with_history` the earlier feedback rows of the same (user, recommendation) pairs."""
-        queries = _queries(self.location.dialect, with_history, self.include_image_urls)
-        bounds = _window_text(start, end)
-        texts = self._run(queries, bounds)
+        queries = _queries(DIALECTS[self.location.dialect], with_history, self.include_image_urls)
+        texts = self._run(queries, _window_bounds(start, end))
         feedback_text = texts["feedback"]
         if "history" in texts:
             feedback_text = pl.concat([feedback_text, texts["history"]])
-        feedback = type_feedback(_frame_from_text(FEEDBACK_READ_SCHEMA.names(), feedback_text))
         return SourceFrames(
-            feedback=feedback,
-            users=_typed(_frame_from_text(USERS_SCHEMA.names(), texts["users"]), USERS_SCHEMA),
-            analyses=_typed(_frame_from_text(ANALYSES_SCHEMA.names(), texts["analyses"]), ANALYSES_SCHEMA),
-            records=_typed(_frame_from_text(RECORDS_SCHEMA.names(), texts["records"]), RECORDS_SCHEMA),
-            erasures=_typed(_frame_from_text(ERASURES_SCHEMA.names(), texts["erasures"]), ERASURES_SCHEMA),
+            feedback=type_feedback(_frame_from_text(FEEDBACK_READ_SCHEMA, feedback_text)),
+            users=_typed(_frame_from_text(USERS_SCHEMA, texts["users"]), USERS_SCHEMA),
+            analyses=_typed(_frame_from_text(ANALYSES_SCHEMA, texts["analyses"]), ANALYSES_SCHEMA),
+            records=_typed(_frame_from_text(RECORDS_SCHEMA, texts["records"]), RECORDS_SCHEMA),
+            erasures=_typed(_frame_from_text(ERASURES_SCHEMA, texts["erasures"]), ERASURES_SCHEMA),
         )
 
     def read_erasure_requests(self) -> pl.Series:
         """Every user id in erasure_requests (the erasure job removes them from what was exported)."""
-        query = (f"SELECT DISTINCT {_as_text('e.user_id', self.location.dialect)} FROM erasure_requests e", 1)
-        text = self._run({"erasures": query}, ("", ""))["erasures"]
-        return _typed(_frame_from_text(ERASURES_SCHEMA.names(), text), ERASURES_SCHEMA)["user_id"].drop_nulls()
+        user_id = DIALECTS[self.location.dialect].text("e", SOURCE_TABLES["erasure_requests"].column("user_id"))
+        query = Query(f"SELECT DISTINCT {user_id} FROM erasure_requests e", 1)
+        text = self._run({"erasures": query}, {})["erasures"]
+        return _typed(_frame_from_text(ERASURES_SCHEMA, text), ERASURES_SCHEMA)["user_id"].drop_nulls()
 
     def _columns(self) -> dict[str, set[str]]:
         if self.location.dialect == "postgresql":
@@ -255,42 +245,42 @@ class FeedbackSource:
             present.setdefault(table, set()).add(column)
         return present
 
-    def _run(self, queries: Mapping[str, tuple[str, int]], bounds: tuple[str, str]) -> dict[str, pl.DataFrame]:
+    def _run(self, queries: Mapping[str, Query], bounds: Mapping[str, str]) -> dict[str, pl.DataFrame]:
+        """Each query's rows as a frame of text columns c0, c1, ..., all read in one transaction."""
         if self.location.dialect == "postgresql":
             return self._run_postgres(queries, bounds)
         return self._run_sqlite(queries, bounds)
 
-    def _run_postgres(self, queries: Mapping[str, tuple[str, int]], bounds: tuple[str, str]) -> dict[str, pl.DataFrame]:
-        start, end = (sql.Literal(f"{b}+00") for b in bounds)
+    def _run_postgres(self, queries: Mapping[str, Query], bounds: Mapping[str, str]) -> dict[str, pl.DataFrame]:
         out: dict[str, pl.DataFrame] = {}
+        parameters = {name: f"{value}+00" for name, value in bounds.items()}
         # One REPEATABLE READ transaction: every table is read from the same snapshot.
         with postgres_connection(self.location) as conn:
             conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with conn.cursor() as cur:
                 # With the default random_page_cost (4, tuned for spinning disks) the planner seq-scans
                 # the millions of analyses and records to find a day's few thousand ids: 1.7 s against
-                # 70 ms through the primary key, measured on the 5M-row benchmark source.
+                # 70 ms through the primary key (docs/decisions.md, "Planner cost on the source").
                 cur.execute("SET LOCAL random_page_cost = 1.1")
-                for name, (query, width) in queries.items():
-                    statement = sql.SQL(query.replace(":start", "{start}").replace(":end", "{end}")).format(
-                        start=start, end=end
-                    )
+                for name, query in queries.items():
+                    # COPY takes no bind parameters; mogrify binds them client-side, quoted by psycopg2.
+                    statement = cur.mogrify(query.sql, parameters).decode()
                     buffer = io.BytesIO()
-                    cur.copy_expert(sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(statement), buffer)
-                    out[name] = _read_text_csv(buffer.getvalue(), width)
+                    cur.copy_expert(f"COPY ({statement}) TO STDOUT WITH (FORMAT csv)", buffer)
+                    out[name] = _read_text_csv(buffer.getvalue(), query.width)
             conn.rollback()
         return out
 
-    def _run_sqlite(self, queries: Mapping[str, tuple[str, int]], bounds: tuple[str, str]) -> dict[str, pl.DataFrame]:
+    def _run_sqlite(self, queries: Mapping[str, Query], bounds: Mapping[str, str]) -> dict[str, pl.DataFrame]:
         out: dict[str, pl.DataFrame] = {}
         with sqlite_connection(self.location) as conn:
             # The app may have stored bytes that are not UTF-8; they must not stop the read.
             conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
             conn.execute("BEGIN")
-            for name, (query, width) in queries.items():
-                rows = conn.execute(query, {"start": bounds[0], "end": bounds[1]}).fetchall()
+            for name, query in queries.items():
+                rows = conn.execute(query.sql, dict(bounds)).fetchall()
                 out[name] = pl.DataFrame(
-                    rows, schema=dict.fromkeys((f"c{i}" for i in range(width)), pl.String), orient="row"
+                    rows, schema=dict.fromkeys((f"c{i}" for i in range(query.width)), pl.String), orient="row"
                 )
             conn.rollback()
         return out

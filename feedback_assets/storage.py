@@ -1,8 +1,5 @@
-"""Where the intermediate partitions live: one Parquet file per asset and day under the storage dir.
-
-The storage dir holds personal data (raw_feedback keeps user ids and ages until pseudonymised), so
-directories are created owner-only.
-"""
+"""Where the intermediate partitions live: one Parquet file per asset and day under the storage dir,
+owner-only (it holds personal data until anonymized_pairs)."""
 
 from __future__ import annotations
 
@@ -11,10 +8,14 @@ from pathlib import Path
 
 import polars as pl
 
-from feedback_assets.files import ensure_dir, remove_stale_temp_files, write_atomically, write_bytes_atomically
-
-PRIVATE_DIR_MODE = 0o700
-PRIVATE_FILE_MODE = 0o600
+from feedback_assets.files import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    ensure_dir,
+    remove_stale_temp_files,
+    write_atomically,
+    write_bytes_atomically,
+)
 
 
 class MissingPartitionError(RuntimeError):

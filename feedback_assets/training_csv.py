@@ -1,23 +1,71 @@
-"""Writing the training CSV (CONTRACT section 4): one file per day, replaced atomically."""
+"""The training CSV (docs/contract.md, section 4): a day's rows and counts, and its file and
+manifest, each replaced atomically. No Dagster here."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from feedback_assets.files import ensure_dir, write_bytes_atomically
+from feedback_assets import k_anonymity, transforms
+from feedback_assets.files import EXPORT_DIR_MODE, EXPORT_FILE_MODE, ensure_dir, write_bytes_atomically
 
-EXPORT_DIR_MODE = 0o750
-EXPORT_FILE_MODE = 0o640
+TRAINING_FILE = re.compile(r"feedback_training_(\d{4})(\d{2})(\d{2})\.csv")
+
+
+class StatisticsError(RuntimeError):
+    """A day's counts do not add up to its rows: something upstream lost or invented a row."""
+
+
+@dataclass(frozen=True)
+class DayExport:
+    """What one day's file holds: its rows in CSV order, and the counts its manifest reports."""
+
+    rows: pl.DataFrame
+    counts: dict[str, int]
+
+
+def export_day(
+    partition: str,
+    deduplicated: pl.DataFrame,
+    upstream_counts: Mapping[str, int],
+    *,
+    include_image_urls: bool,
+    suppress_below: int | None,
+) -> DayExport:
+    """The day's CSV rows, small groups suppressed when `suppress_below` is a threshold, and its
+    counts: `upstream_counts` (anonymized_pairs' and deduplicated_pairs' statistics) with the
+    suppressed rows moved out of exported_records. Fails unless every feedback row is counted once."""
+    rows = transforms.training_rows(deduplicated, include_image_urls)
+    suppressed = 0
+    if suppress_below is not None:
+        rows, suppressed = k_anonymity.suppress_small_groups(rows, suppress_below)
+    counts = {**upstream_counts, "suppressed_records": suppressed}
+    counts["exported_records"] -= suppressed
+    if counts["exported_records"] != rows.height or transforms.unaccounted_rows(counts):
+        raise StatisticsError(
+            f"statistics of {partition} do not add up: {counts} with {rows.height} rows to export; "
+            f"materialize the whole graph for {partition} again"
+        )
+    return DayExport(rows, counts)
 
 
 def csv_path(export_dir: Path, partition: str) -> Path:
     return export_dir / f"feedback_training_{partition.replace('-', '')}.csv"
+
+
+def training_files(export_dir: Path) -> dict[str, Path]:
+    """The exported training CSVs by day (YYYY-MM-DD), oldest first; temporary files never match."""
+    if not export_dir.is_dir():
+        return {}
+    matches = (TRAINING_FILE.fullmatch(path.name) for path in sorted(export_dir.iterdir()))
+    return {"-".join(m.groups()): export_dir / m.group(0) for m in matches if m}
 
 
 def csv_bytes(rows: pl.DataFrame) -> bytes:

@@ -1,4 +1,4 @@
-"""The export's rules (CONTRACT sections 4 and 5) as pure Polars functions.
+"""The export's rules (docs/contract.md, sections 4 and 5) as pure Polars functions.
 
 Every function takes and returns frames; none reads or writes anything. Frames may span several
 daily partitions: the `partition` column (a UTC date) says which row belongs where, so a ranged
@@ -14,9 +14,9 @@ import polars as pl
 import polars_hash as plh
 
 from feedback_assets.pseudonyms import pseudonymize_user_ids
+from feedback_assets.schemas import IMAGE_URL_COLUMN, TEXT_COLUMNS, TRAINING_COLUMNS
 from feedback_assets.settings import DedupeScope
 
-UTC_US = pl.Datetime("us", "UTC")
 RATING_RANGES: dict[str, tuple[int, int]] = {
     "helpful_rating": (1, 5),
     "product_satisfaction": (1, 5),
@@ -24,57 +24,12 @@ RATING_RANGES: dict[str, tuple[int, int]] = {
 }
 RATING_FIELDS = (*RATING_RANGES, "would_recommend")
 
-FEEDBACK_SCHEMA = pl.Schema(
-    {
-        "feedback_id": pl.Int64(),
-        "user_id": pl.Int64(),
-        "analysis_id": pl.Int64(),
-        "recommendation_id": pl.String(),
-        "helpful_rating": pl.Int64(),
-        "product_satisfaction": pl.Int64(),
-        "routine_completion_pct": pl.Int64(),
-        "would_recommend": pl.Boolean(),
-        "created_at": UTC_US,
-        "malformed": pl.Boolean(),
-        "is_history": pl.Boolean(),
-        "partition": pl.Date(),
-    }
-)
-USERS_SCHEMA = pl.Schema(
-    {
-        "user_id": pl.Int64(),
-        "age": pl.Int64(),
-        "ml_training_consent": pl.Boolean(),
-        "image_sharing_consent": pl.Boolean(),
-    }
-)
-ANALYSES_SCHEMA = pl.Schema(
-    {"analysis_id": pl.Int64(), "conditions": pl.String(), "image_url": pl.String(), "analysis_created_at": UTC_US}
-)
-RECORDS_SCHEMA = pl.Schema({"recommendation_id": pl.String, "rules_applied": pl.String, "timeframe": pl.String})
-ERASURES_SCHEMA = pl.Schema({"user_id": pl.Int64})
-
-# Outcomes of CONTRACT section 5, in the order the rules apply; a row takes the first that fits.
+# Outcomes of docs/contract.md section 5, in the order the rules apply; a row takes the first that fits.
 REJECTED_REASONS = ("malformed", "orphan", "out_of_range")
 EXCLUDED_REASONS = ("no_consent", "erased")
 SKIPPED_REASON = "too_few_fields"
 ELIGIBLE = "eligible"
 
-TRAINING_COLUMNS = (
-    "analysis_hash",
-    "recommendation_id",
-    "helpful_rating",
-    "product_satisfaction",
-    "routine_completion_pct",
-    "would_recommend",
-    "conditions",
-    "rules_applied",
-    "timeframe",
-    "age_range",
-    "feedback_created_at",
-    "analysis_created_at",
-)
-TEXT_COLUMNS = ("recommendation_id", "conditions", "rules_applied", "timeframe", "image_url")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
 KEY_SEPARATOR = "\x1f"
@@ -82,7 +37,7 @@ KEY_SEPARATOR = "\x1f"
 
 @dataclass(frozen=True)
 class SourceFrames:
-    """The source rows one run needs, one frame per contract table, typed as the *_SCHEMA above."""
+    """The source rows one run needs, one frame per contract table, typed as in `schemas`."""
 
     feedback: pl.DataFrame
     users: pl.DataFrame
@@ -124,8 +79,15 @@ def redact_excluded(raw: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def raw_rows(frames: SourceFrames, *, with_history: bool) -> pl.DataFrame:
+    """What raw_feedback stores: the joined rows, refusing and erased users' personal fields blanked,
+    and with `with_history` each day's earlier rows of its pairs (`first_per_pair`)."""
+    raw = redact_excluded(join_source(frames))
+    return add_history(raw) if with_history else raw
+
+
 def classify(raw: pl.DataFrame, min_feedback_fields: int) -> pl.DataFrame:
-    """Add `outcome`: the first rule of CONTRACT section 5 a row fails, or `eligible`."""
+    """Add `outcome`: the first rule of docs/contract.md section 5 a row fails, or `eligible`."""
     out_of_range = pl.any_horizontal(
         pl.col(name).is_not_null() & ~pl.col(name).is_between(low, high) for name, (low, high) in RATING_RANGES.items()
     )
@@ -150,6 +112,12 @@ def classify(raw: pl.DataFrame, min_feedback_fields: int) -> pl.DataFrame:
         .otherwise(pl.lit(ELIGIBLE))
     )
     return raw.with_columns(outcome=outcome)
+
+
+def rejected_counts(rejected: pl.DataFrame) -> dict[str, int]:
+    """`rejected_<reason>` for every reason, zero included, of a day's quarantined rows."""
+    found = dict(rejected.group_by("reason").len().iter_rows())
+    return {f"rejected_{reason}": found.get(reason, 0) for reason in REJECTED_REASONS}
 
 
 def rejected_rows(classified: pl.DataFrame) -> pl.DataFrame:
@@ -191,7 +159,7 @@ def normalize_conditions(conditions: pl.Expr) -> pl.Expr:
 
 
 def anonymize(classified: pl.DataFrame, hmac_key: bytes, include_image_urls: bool) -> pl.DataFrame:
-    """The eligible rows with every direct identifier replaced or dropped (CONTRACT section 4)."""
+    """The eligible rows with every direct identifier replaced or dropped (docs/contract.md, section 4)."""
     eligible = classified.filter(pl.col("outcome") == ELIGIBLE)
     image_url = (
         pl.when(pl.col("image_sharing_consent")).then(pl.col("image_url")).otherwise(None)
@@ -226,16 +194,20 @@ def dedupe_key(scope: DedupeScope) -> pl.Expr:
     return plh.concat_str(parts, separator=KEY_SEPARATOR).chash.sha2_256()
 
 
-def deduplicate(pairs: pl.DataFrame, scope: DedupeScope, state_owners: pl.DataFrame | None = None) -> pl.DataFrame:
+def with_dedupe_key(pairs: pl.DataFrame, scope: DedupeScope) -> pl.DataFrame:
+    return pairs.with_columns(dedupe_key=dedupe_key(scope))
+
+
+def deduplicate(keyed: pl.DataFrame, state_owners: pl.DataFrame | None = None) -> pl.DataFrame:
     """Keep the first row of each dedupe key, in the partition that holds it.
 
-    `pairs` may hold history rows (`is_history`): eligible rows from before a row's partition,
-    so that `first_per_pair` gives a key to the partition of its earliest row whatever order the
-    partitions run in. `state_owners` (`dedupe_key`, `owner`) are keys the dedupe state gives to
-    partitions outside this run; a key already owned by an earlier partition is never exported
-    again. Adds `dedupe_key` and `kept`; history rows are dropped.
+    `keyed` holds the pairs with their `dedupe_key` (`with_dedupe_key`). It may hold history rows
+    (`is_history`): eligible rows from before a row's partition, so that `first_per_pair` gives a
+    key to the partition of its earliest row whatever order the partitions run in. `state_owners`
+    (`dedupe_key`, `owner`) are keys the dedupe state gives to partitions outside this run; a key
+    already owned by an earlier partition is never exported again. Adds `kept`; history rows are
+    dropped.
     """
-    keyed = pairs.with_columns(dedupe_key=dedupe_key(scope))
     # A feedback id appears once per (partition, key): the earliest row is the one whose id leads.
     # (A ranked struct over the same window measured 14x slower on 412k rows.)
     earliest_id = pl.col("feedback_id").sort_by("feedback_created_at", "feedback_id").first()
@@ -247,6 +219,11 @@ def deduplicate(pairs: pl.DataFrame, scope: DedupeScope, state_owners: pl.DataFr
         kept = kept & ~(pl.col("owner").is_not_null() & (pl.col("owner") < pl.col("partition")))
         return keyed.with_columns(kept=kept).filter(~pl.col("is_history")).drop("owner")
     return keyed.with_columns(kept=kept).filter(~pl.col("is_history"))
+
+
+def owned_keys(deduplicated: pl.DataFrame) -> pl.DataFrame:
+    """The keys each partition exported and so owns: what the dedupe state records."""
+    return deduplicated.filter(pl.col("kept")).select("dedupe_key", "partition")
 
 
 def superseded_owners(deduplicated: pl.DataFrame, state_owners: pl.DataFrame) -> list[str]:
@@ -262,7 +239,7 @@ def superseded_owners(deduplicated: pl.DataFrame, state_owners: pl.DataFrame) ->
     return sorted({day.isoformat() for day in later["owner"].unique().to_list()})
 
 
-def with_history(raw: pl.DataFrame) -> pl.DataFrame:
+def add_history(raw: pl.DataFrame) -> pl.DataFrame:
     """Give each partition, as `is_history` rows, the earlier rows of the pairs it holds.
 
     `raw` holds a run's window rows and the source's earlier rows of the window's pairs (read with
@@ -288,8 +265,8 @@ def escape_formula(text: pl.Expr) -> pl.Expr:
 
 
 def training_rows(deduplicated: pl.DataFrame, include_image_urls: bool) -> pl.DataFrame:
-    """The exported rows in the CSV's column order, formats and sort order (CONTRACT section 4)."""
-    columns = [*TRAINING_COLUMNS, "image_url"] if include_image_urls else list(TRAINING_COLUMNS)
+    """The exported rows in the CSV's column order, formats and sort order (docs/contract.md, section 4)."""
+    columns = [*TRAINING_COLUMNS, IMAGE_URL_COLUMN] if include_image_urls else list(TRAINING_COLUMNS)
     text = [name for name in columns if name in TEXT_COLUMNS]
     return (
         deduplicated.filter(pl.col("kept"))

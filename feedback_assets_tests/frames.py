@@ -9,14 +9,14 @@ from typing import Any
 
 import polars as pl
 
-from feedback_assets.transforms import (
+from feedback_assets.schemas import (
     ANALYSES_SCHEMA,
     ERASURES_SCHEMA,
     FEEDBACK_SCHEMA,
     RECORDS_SCHEMA,
     USERS_SCHEMA,
-    SourceFrames,
 )
+from feedback_assets.transforms import SourceFrames
 
 KEY = bytes.fromhex("0123456789abcdef" * 4)
 

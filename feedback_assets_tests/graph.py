@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from feedback_assets import assets as graph_assets
+from feedback_assets.assets import FEEDBACK_ASSETS, k_anonymity_of_exports, no_key_owned_twice
 from feedback_assets.resources import FeedbackSettings
 
 KEY_HEX = "0123456789abcdef" * 4
@@ -20,14 +20,27 @@ ALL_ASSETS = (
 )
 
 
-def settings_for(tmp_path: Path, source_url: str, **overrides: str) -> FeedbackSettings:
+def settings_for(tmp_path: Path, source_url: str, **overrides: str | int | bool) -> FeedbackSettings:
     values = {
         "source_url": source_url,
         "export_dir": str(tmp_path / "export"),
         "storage_dir": str(tmp_path / "storage"),
         **overrides,
     }
-    return FeedbackSettings(**values)
+    return FeedbackSettings(**values)  # type: ignore[arg-type]
+
+
+def selection(assets: tuple[str, ...] = ALL_ASSETS) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    """The definitions that make `assets`, with the checks on them (one step may make several)."""
+    wanted = {dg.AssetKey(name) for name in assets}
+    selected: list[dg.AssetsDefinition | dg.AssetChecksDefinition] = [
+        definition for definition in FEEDBACK_ASSETS if wanted & set(definition.keys)
+    ]
+    if "seen_pair_hashes" in assets:
+        selected.append(no_key_owned_twice)
+    if "training_csv" in assets:
+        selected.append(k_anonymity_of_exports)
+    return selected
 
 
 def materialize(
@@ -38,11 +51,7 @@ def materialize(
     assets: tuple[str, ...] = ALL_ASSETS,
 ) -> dg.ExecuteInProcessResult:
     """One run over the days first..last (one partition when last is None), failing loudly."""
-    selected = [getattr(graph_assets, name) for name in assets]
-    if "seen_pair_hashes" in assets:
-        selected.append(graph_assets.no_key_owned_twice)
-    if "training_csv" in assets:
-        selected.append(graph_assets.k_anonymity_of_exports)
+    selected = selection(assets)
     if last is None:
         return dg.materialize(
             selected, instance=instance, resources={"feedback_settings": settings}, partition_key=first

@@ -39,7 +39,7 @@ def _target(temp: str, roots: dict[str, Path]) -> str | None:
     path = Path(temp)
     if not path.name.startswith(TEMP_PREFIX):
         return None
-    # .tmp-<name>.<pid>.<uuid> names <name>
+    # .tmp-<name>.<host>-<pid>.<uuid> names <name>
     final = path.parent.resolve() / path.name.removeprefix(TEMP_PREFIX).rsplit(".", 2)[0]
     for label, root in roots.items():
         if final.is_relative_to(root):

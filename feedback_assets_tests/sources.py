@@ -8,13 +8,15 @@ from typing import Any
 
 import polars as pl
 
-from feedback_assets.demo_data import SCHEMAS, DemoData, create_schema, load
+from feedback_assets.demo.database import create_schema, load
+from feedback_assets.demo.generate import DemoData
+from feedback_assets.schemas import SOURCE_TABLES
 
 CREATED = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
 
 def table(name: str, rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
-    schema = SCHEMAS[name]
+    schema = SOURCE_TABLES[name].schema
     defaults: dict[str, Any] = {"created_at": CREATED, "requested_at": CREATED}
     return pl.DataFrame(
         [{c: row.get(c, defaults.get(c)) for c in schema.names()} for row in rows], schema=schema, orient="row"

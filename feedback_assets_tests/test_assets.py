@@ -46,7 +46,7 @@ def rating(
 
 
 def write_crafted_source(url: str) -> None:
-    """Every awkward case of CONTRACT section 1 in a few rows, around the day 2025-10-25."""
+    """Every awkward case of docs/contract.md, section 1 in a few rows, around the day 2025-10-25."""
     write_source(
         url,
         users=[

@@ -26,7 +26,7 @@ import dagster as dg
 import pytest
 
 from feedback_assets.definitions import defs
-from feedback_assets.demo_data import write_demo_source
+from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.graph import ALL_ASSETS, KEY_HEX, materialize, settings_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

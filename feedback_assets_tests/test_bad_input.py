@@ -86,25 +86,32 @@ def test_an_export_dir_that_cannot_be_written_stops_the_run_first(
 
 
 @pytest.mark.parametrize(
-    ("override", "value", "message"),
+    ("variable", "value", "message"),
     [
         (
-            "dedupe_scope",
+            "FEEDBACK_DEDUPE_SCOPE",
             "per_user",
             "Configuration error: FEEDBACK_DEDUPE_SCOPE must be one of exact, first_per_pair, not 'per_user'",
         ),
         (
-            "min_feedback_fields",
+            "FEEDBACK_MIN_FEEDBACK_FIELDS",
             "one",
             "Configuration error: FEEDBACK_MIN_FEEDBACK_FIELDS must be a whole number from 0 to 4, not 'one'",
         ),
     ],
 )
 def test_bad_settings_stop_the_run_with_the_exact_message(
-    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance, override: str, value: str, message: str
+    tmp_path: Path,
+    hmac_key: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    message: str,
 ) -> None:
     write_crafted_source(sqlite_url(tmp_path))
-    assert failure_text(instance, tmp_path, sqlite_url(tmp_path), **{override: value}) == message
+    monkeypatch.setenv(variable, value)
+    assert failure_text(instance, tmp_path, sqlite_url(tmp_path)) == message
     assert not (tmp_path / "storage").exists() and not (tmp_path / "export").exists()
 
 

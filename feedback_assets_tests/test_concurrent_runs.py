@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from feedback_assets.dedupe_state import DedupeStateStore
-from feedback_assets.demo_data import write_demo_source
+from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 
 FIRST = dt.date(2025, 10, 20)

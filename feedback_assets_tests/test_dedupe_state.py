@@ -1,4 +1,5 @@
-"""The dedupe state under re-runs, late source changes, lost files and a growing history (CONTRACT section 6)."""
+"""The dedupe state under re-runs, late source changes, lost files and a growing history
+(docs/contract.md, section 6)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from feedback_assets.assets import k_anonymity_of_exports, rejected_feedback
 from feedback_assets.dedupe_state import DedupeStateStore
-from feedback_assets.demo_data import write_demo_source
-from feedback_assets_tests.graph import latest_metadata, materialize, settings_for
+from feedback_assets.demo.database import write_demo_source
+from feedback_assets_tests.graph import latest_metadata, materialize, selection, settings_for
 from feedback_assets_tests.sources import write_source
 
 DAYS = ["2025-10-20", "2025-10-21", "2025-10-22", "2025-10-23", "2025-10-24"]
@@ -142,17 +144,8 @@ def test_a_late_row_for_an_earlier_day_reports_the_later_day_until_it_is_rerun(
 
 
 def materialize_allowing_failure(instance: dg.DagsterInstance, settings: object, day: str) -> dg.ExecuteInProcessResult:
-    from feedback_assets import assets as graph_assets
-
     return dg.materialize(
-        [
-            graph_assets.raw_feedback,
-            graph_assets.anonymized_pairs,
-            graph_assets.deduplicated_pairs,
-            graph_assets.seen_pair_hashes,
-            graph_assets.training_csv,
-            graph_assets.no_key_owned_twice,
-        ],
+        [d for d in selection() if d is not k_anonymity_of_exports and d is not rejected_feedback],
         instance=instance,
         resources={"feedback_settings": settings},
         partition_key=day,

@@ -14,18 +14,10 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
-from feedback_assets.demo_data import (
-    EDGE_CASE_IDS,
-    EDGE_CASES,
-    DemoData,
-    DemoSourceExistsError,
-    create_schema,
-    edge_case_ids,
-    generate,
-    load,
-    main,
-    write_demo_source,
-)
+from feedback_assets.demo.data import main
+from feedback_assets.demo.database import DemoSourceExistsError, create_schema, load, write_demo_source
+from feedback_assets.demo.edge_cases import EDGE_CASE_IDS, EDGE_CASES, edge_case_ids
+from feedback_assets.demo.generate import DemoData, generate
 
 END = dt.date(2025, 10, 25)
 DAYS = 4
@@ -34,7 +26,7 @@ SEED = 7
 RANGE = [END - dt.timedelta(days=DAYS - 1 - i) for i in range(DAYS)]
 UTC_US = pl.Datetime("us", "UTC")
 
-# Written out again rather than imported, so a drift from CONTRACT section 1 fails here.
+# Written out again rather than imported, so a drift from docs/contract.md, section 1 fails here.
 CONTRACT_SCHEMAS = {
     "users": {
         "id": pl.Int64,

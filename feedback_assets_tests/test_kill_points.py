@@ -1,6 +1,6 @@
 """SIGKILL a real run at many points: every file stays as it was or is complete, and a re-run repairs all.
 
-Issue "atomic outputs" and CONTRACT section 6: a run killed at any moment leaves each file (CSV,
+Issue "atomic outputs" and docs/contract.md, section 6: a run killed at any moment leaves each file (CSV,
 manifest, intermediate Parquet and statistics, dedupe state) byte for byte as it was before or as
 a complete run writes it, no temporary file that a reader of the export directory would take for an
 export, and a re-run completes with exactly the files of an uninterrupted run.
@@ -51,7 +51,7 @@ from pathlib import Path, PurePosixPath
 import dagster as dg
 import pytest
 
-from feedback_assets.demo_data import write_demo_source
+from feedback_assets.demo.database import write_demo_source
 from feedback_assets.files import TEMP_PREFIX
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 
@@ -70,11 +70,13 @@ STEP_PHASES = {
     "raw_feedback": "read",
     "anonymized_pairs": "transform",
     "rejected_feedback": "transform",
-    "deduplicated_pairs": "transform",
-    "seen_pair_hashes": "state write",
+    "dedupe_and_claim_keys": "transform",
     "training_csv": "CSV write",
 }
-TRANSFORM_STEPS = ("anonymized_pairs", "rejected_feedback", "deduplicated_pairs")
+# The dedupe step also writes the state: a kill there after its first state write hit the state write.
+STATE_STEP = "dedupe_and_claim_keys"
+STATE_WRITE = re.compile(r"(open|replace) storage/seen_pair_hashes/")
+TRANSFORM_STEPS = ("anonymized_pairs", "rejected_feedback", "dedupe_and_claim_keys")
 # How a write is caught, in turn by round: as its temporary file is created (racing the write and
 # its sync), held between sync and rename, or just after the rename (the next file not yet begun).
 WRITE_MODES = ("open", "held before rename", "replace")
@@ -91,7 +93,7 @@ EXIT_TIMEOUT = 30.0
 
 STEP_START = re.compile(r'STEP_START - Started execution of step "(\w+)"')
 KILLPOINT = re.compile(r"^KILLPOINT (open|replace) (\S+)$")
-TEMP_NAME = re.compile(rf"{re.escape(TEMP_PREFIX)}(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{{32}}")
+TEMP_NAME = re.compile(rf"{re.escape(TEMP_PREFIX)}(?P<target>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[0-9a-f]{{32}}")
 # Each run writes its own run id into the manifests; everything else must match byte for byte.
 RUN_ID = re.compile(rb'"run_id": "[0-9a-f-]+"')
 DAGSTER_YAML = "telemetry:\n  enabled: false\n"
@@ -128,6 +130,8 @@ class KillRecord:
 
     @property
     def phase(self) -> str:
+        if self.step == STATE_STEP and self.last_write is not None and STATE_WRITE.match(self.last_write):
+            return "state write"
         return STEP_PHASES.get(self.step or "", f"outside the four phases ({self.step})")
 
     def describe(self) -> str:
@@ -390,7 +394,7 @@ def test_sigkill_at_any_point_leaves_old_or_complete_files_and_a_rerun_repairs_t
             records.append(record)
 
             current, temps = files_under(victim_root)
-            record.temps_left = sum(f".{victim.process.pid}." in name for name in temps)
+            record.temps_left = sum(f"-{victim.process.pid}." in name for name in temps)
             problems = problems_after_kill(current, temps, before, after, dead)
             assert not problems, f"{record.describe()}:\n" + "\n".join(problems)
 

@@ -17,7 +17,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from feedback_assets import k_anonymity
-from feedback_assets.demo_data import write_demo_source
+from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 from feedback_assets_tests.test_assets import EXPECTED_20251025, write_crafted_source
 

@@ -1,4 +1,4 @@
-"""Property-based tests (Hypothesis) of the pure functions of CONTRACT sections 4 and 5.
+"""Property-based tests (Hypothesis) of the pure functions of docs/contract.md, sections 4 and 5.
 
 Any source frame of the contract's shape, however awkward its values, must give counts that add
 up, rows that obey every rule, and a CSV that holds no user id, exact age, free text or
@@ -23,6 +23,7 @@ import polars as pl
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
+from feedback_assets import schemas
 from feedback_assets import transforms as t
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.settings import DEDUPE_SCOPES, DedupeScope
@@ -164,16 +165,16 @@ class Case:
 
     @functools.cached_property
     def frames(self) -> t.SourceFrames:
-        feedback = _frame(self.rows, t.FEEDBACK_SCHEMA).with_columns(
+        feedback = _frame(self.rows, schemas.FEEDBACK_SCHEMA).with_columns(
             # The app's free text rides along as the reader would carry it if it ever selected it.
             feedback_text=pl.Series([row["feedback_text"] for row in self.rows], dtype=pl.String)
         )
         return t.SourceFrames(
             feedback=feedback,
-            users=_frame(self.users.values(), t.USERS_SCHEMA),
-            analyses=_frame(self.analyses.values(), t.ANALYSES_SCHEMA),
-            records=_frame(self.records.values(), t.RECORDS_SCHEMA),
-            erasures=pl.DataFrame({"user_id": list(self.erased)}, schema=t.ERASURES_SCHEMA),
+            users=_frame(self.users.values(), schemas.USERS_SCHEMA),
+            analyses=_frame(self.analyses.values(), schemas.ANALYSES_SCHEMA),
+            records=_frame(self.records.values(), schemas.RECORDS_SCHEMA),
+            erasures=pl.DataFrame({"user_id": list(self.erased)}, schema=schemas.ERASURES_SCHEMA),
         )
 
     @property
@@ -182,7 +183,7 @@ class Case:
 
     @property
     def columns(self) -> list[str]:
-        return [*t.TRAINING_COLUMNS, "image_url"] if self.include_image_urls else list(t.TRAINING_COLUMNS)
+        return [*schemas.TRAINING_COLUMNS, "image_url"] if self.include_image_urls else list(schemas.TRAINING_COLUMNS)
 
     def by_id(self) -> dict[int, Mapping[str, Any]]:
         return {row["feedback_id"]: row for row in self.rows if row["feedback_id"] is not None}
@@ -396,9 +397,9 @@ class Run:
 def run_chain(case: Case, frames: t.SourceFrames | None = None) -> Run:
     raw = t.redact_excluded(t.join_source(frames or case.frames))
     if case.scope == "first_per_pair":
-        raw = t.with_history(raw)
+        raw = t.add_history(raw)
     classified = t.classify(raw, case.min_fields)
-    deduplicated = t.deduplicate(t.anonymize(classified, KEY, case.include_image_urls), case.scope)
+    deduplicated = t.deduplicate(t.with_dedupe_key(t.anonymize(classified, KEY, case.include_image_urls), case.scope))
     rows = {
         day: t.training_rows(part, case.include_image_urls)
         for day, part in split_by_partition(deduplicated, case.partitions).items()
@@ -424,7 +425,7 @@ def parse_csv(data: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
 
 
-# ---- the model: CONTRACT sections 4 and 5 in plain Python --------------------------------------
+# ---- the model: docs/contract.md, sections 4 and 5 in plain Python --------------------------------------
 
 
 def trim(text: str) -> str:
@@ -709,7 +710,7 @@ TEXT_CELL = st.none() | st.text(CHARACTERS, max_size=8) | st.sampled_from(AWKWAR
 @st.composite
 def training_frames(draw: st.DrawFn) -> pl.DataFrame:
     """Frames of training_rows' schema with any values, also text no real row would hold."""
-    columns = [*t.TRAINING_COLUMNS, "image_url"] if draw(st.booleans()) else list(t.TRAINING_COLUMNS)
+    columns = [*schemas.TRAINING_COLUMNS, "image_url"] if draw(st.booleans()) else list(schemas.TRAINING_COLUMNS)
     n = draw(st.integers(0, 5))
     schema: dict[str, pl.DataType] = {}
     values: dict[str, list[Any]] = {}
@@ -832,16 +833,17 @@ def test_every_row_a_window_reads_is_counted_in_its_days(text_rows: list[dict[st
         feedback=feedback,
         users=pl.DataFrame(
             {"user_id": [1], "age": [30], "ml_training_consent": [True], "image_sharing_consent": [False]},
-            schema=t.USERS_SCHEMA,
+            schema=schemas.USERS_SCHEMA,
         ),
         analyses=pl.DataFrame(
             {"analysis_id": [10], "conditions": ["acne"], "image_url": [None], "analysis_created_at": [None]},
-            schema=t.ANALYSES_SCHEMA,
+            schema=schemas.ANALYSES_SCHEMA,
         ),
         records=pl.DataFrame(
-            {"recommendation_id": ["rec_1"], "rules_applied": [None], "timeframe": [None]}, schema=t.RECORDS_SCHEMA
+            {"recommendation_id": ["rec_1"], "rules_applied": [None], "timeframe": [None]},
+            schema=schemas.RECORDS_SCHEMA,
         ),
-        erasures=pl.DataFrame(schema=t.ERASURES_SCHEMA),
+        erasures=pl.DataFrame(schema=schemas.ERASURES_SCHEMA),
     )
     counts = t.outcome_counts(t.classify(t.join_source(frames), 1), days)
     assert sum(day["total_feedback_records"] for day in counts.values()) == len(selected)

@@ -1,4 +1,4 @@
-"""A range in one run, day by day, or in any order: the same files, byte for byte (CONTRACT section 6)."""
+"""A range in one run, day by day, or in any order: the same files, byte for byte (docs/contract.md, section 6)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from feedback_assets.demo_data import write_demo_source
+from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.graph import materialize, settings_for
 
 FIRST = dt.date(2025, 10, 20)

@@ -1,4 +1,4 @@
-"""The rules of CONTRACT sections 4 and 5, on literal frames."""
+"""The rules of docs/contract.md, sections 4 and 5, on literal frames."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from feedback_assets import schemas
 from feedback_assets import transforms as t
 from feedback_assets.pseudonyms import pseudonym, pseudonymize_user_ids
 from feedback_assets_tests.frames import KEY, analyses, feedback, records, source, users, utc
@@ -155,8 +156,8 @@ def test_image_urls_need_the_users_consent() -> None:
 def pipeline(frames: t.SourceFrames, scope: t.DedupeScope) -> pl.DataFrame:
     raw = t.join_source(frames)
     if scope == "first_per_pair":
-        raw = t.with_history(raw)
-    return t.deduplicate(t.anonymize(t.classify(raw, 1), KEY, False), scope)
+        raw = t.add_history(raw)
+    return t.deduplicate(t.with_dedupe_key(t.anonymize(t.classify(raw, 1), KEY, False), scope))
 
 
 def kept(frame: pl.DataFrame) -> pl.DataFrame:
@@ -218,7 +219,7 @@ def test_with_history_gives_each_day_the_earlier_days_of_a_range() -> None:
             {"feedback_id": 3, "created_at": utc("2025-10-26 08:00:00")},
         )
     )
-    result = t.with_history(t.join_source(frames)).select("partition", "feedback_id", "is_history")
+    result = t.add_history(t.join_source(frames)).select("partition", "feedback_id", "is_history")
     d = dt.date.fromisoformat
     expected = pl.DataFrame(
         [
@@ -233,9 +234,8 @@ def test_with_history_gives_each_day_the_earlier_days_of_a_range() -> None:
         orient="row",
     )
     assert_frame_equal(result, expected)
-    deduplicated = t.deduplicate(
-        t.anonymize(t.classify(t.with_history(t.join_source(frames)), 1), KEY, False), "first_per_pair"
-    )
+    pairs = t.anonymize(t.classify(t.add_history(t.join_source(frames)), 1), KEY, False)
+    deduplicated = t.deduplicate(t.with_dedupe_key(pairs, "first_per_pair"))
     assert_frame_equal(kept(deduplicated), kept_expected([(1, True), (2, False), (3, False)]))
 
 
@@ -244,7 +244,9 @@ def test_keys_owned_by_an_earlier_day_in_the_state_are_not_exported_again() -> N
     pairs = t.anonymize(t.classify(t.join_source(frames), 1), KEY, False)
     key_of_4, key_of_5 = pairs.select(t.dedupe_key("exact")).to_series().to_list()
     owners = pl.DataFrame({"dedupe_key": [key_of_4, key_of_5], "owner": [dt.date(2025, 10, 24), dt.date(2025, 10, 26)]})
-    assert_frame_equal(kept(t.deduplicate(pairs, "exact", owners)), kept_expected([(4, False), (5, True)]))
+    assert_frame_equal(
+        kept(t.deduplicate(t.with_dedupe_key(pairs, "exact"), owners)), kept_expected([(4, False), (5, True)])
+    )
 
 
 def test_training_rows_have_the_contract_columns_formats_and_order() -> None:
@@ -280,7 +282,7 @@ def test_training_rows_have_the_contract_columns_formats_and_order() -> None:
         }
     )
     assert_frame_equal(rows, expected)
-    assert tuple(rows.columns) == t.TRAINING_COLUMNS
+    assert tuple(rows.columns) == schemas.TRAINING_COLUMNS
 
 
 def test_every_row_is_counted_once() -> None:
@@ -303,7 +305,7 @@ def test_every_row_is_counted_once() -> None:
         user_rows=users({"user_id": 1}, {"user_id": 2, "ml_training_consent": False}),
     )
     classified = t.classify(t.join_source(frames), 1)
-    deduplicated = t.deduplicate(t.anonymize(classified, KEY, False), "exact")
+    deduplicated = t.deduplicate(t.with_dedupe_key(t.anonymize(classified, KEY, False), "exact"))
     counts = {
         **t.outcome_counts(classified, ["2025-10-25"])["2025-10-25"],
         **t.dedupe_counts(deduplicated, ["2025-10-25"])["2025-10-25"],

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from feedback_assets.demo_data import write_demo_source
+from feedback_assets.demo.database import write_demo_source
 from feedback_assets.settings import DEMO_SOURCE_PATH, ConfigError, settings_from
 
 KEY_FILE = Path(".feedback_hmac_key")
@@ -35,7 +35,11 @@ def provision_key(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m feedback_assets.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--days", type=int, default=7, help="how many of the most recent days to export")
     parser.add_argument("--history-days", type=int, default=30, help="how many days of demo feedback to generate")
     parser.add_argument("--rows-per-day", type=int, default=500)

@@ -1,0 +1,40 @@
+"""The domain errors whose message already says what is wrong and what to do, mapped once to Dagster.
+
+Each is raised by a plain module (settings, source, stores, key guard) and shown in the UI as the
+step's failure description, without a traceback and without retries: retrying cannot fix them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+
+from feedback_assets.dedupe_state import DedupeStateError
+from feedback_assets.key_guard import KeyMismatchError
+from feedback_assets.settings import ConfigError
+from feedback_assets.source import SourceSchemaError
+from feedback_assets.storage import MissingPartitionError
+from feedback_assets.training_csv import StatisticsError
+
+EXPLAINED_ERRORS = (
+    ConfigError,
+    SourceSchemaError,
+    MissingPartitionError,
+    DedupeStateError,
+    KeyMismatchError,
+    StatisticsError,
+)
+
+
+def explained_failure(exc: BaseException) -> dg.Failure:
+    return dg.Failure(description=str(exc), allow_retries=False)
+
+
+@contextmanager
+def explained_failures() -> Iterator[None]:
+    try:
+        yield
+    except EXPLAINED_ERRORS as exc:
+        raise explained_failure(exc) from None
