@@ -4,7 +4,7 @@
 
 Loads a year of demo feedback (5 million rows by default) into a scratch database on
 127.0.0.1:5432, then materializes the graph in-process on a temporary Dagster instance (SQLite, the
-DAGSTER_HOME default) and prints rows per second and each asset's step time. Kept out of the test
+DAGSTER_HOME default) and prints rows per second and each step's time. Kept out of the test
 suite: timings belong here, not in tests.
 """
 
@@ -16,15 +16,26 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import dagster as dg
 import psycopg2
 
+from benchmarks.harness import BENCH_KEY_HEX, STEPS, latest_number, run_export
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets.resources import FeedbackSettings
-from feedback_assets_tests.graph import ALL_ASSETS, KEY_HEX, latest_metadata, materialize
+from feedback_assets.settings import DedupeScopeChoice
 
-SERVER = {"host": "127.0.0.1", "port": 5432, "user": "root"}
+
+class ServerParameters(TypedDict):
+    """libpq keywords for the benchmark's PostgreSQL server."""
+
+    host: str
+    port: int
+    user: str
+
+
+SERVER: ServerParameters = {"host": "127.0.0.1", "port": 5432, "user": "root"}
 
 
 def ensure_database(name: str, days: int, rows_per_day: int, end: dt.date) -> str:
@@ -51,17 +62,17 @@ def run(url: str, workdir: Path, first: str, last: str | None, scope: str) -> No
         source_url=url,
         export_dir=str(workdir / "export"),
         storage_dir=str(workdir / "storage"),
-        dedupe_scope=scope,
+        dedupe_scope=DedupeScopeChoice(scope),
     )
     home = workdir / "dagster_home"
     home.mkdir(parents=True)
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
+    with dg.DagsterInstance.local_temp(str(home)) as instance:
         started = time.perf_counter()
-        assert materialize(instance, settings, first, last).success
+        assert run_export(instance, settings, first, last).success
         seconds = time.perf_counter() - started
         days = [first] if last is None else [p for p in _days(first, last)]
-        rows = sum(int(latest_metadata(instance, "training_csv", d)["total_feedback_records"]) for d in days)  # type: ignore[call-overload]
-        steps = {a: latest_metadata(instance, a, days[0])["execution_seconds"] for a in ALL_ASSETS}
+        rows = sum(int(latest_number(instance, "training_csv", d, "total_feedback_records")) for d in days)
+        steps = {step: latest_number(instance, asset, days[0], "execution_seconds") for step, asset in STEPS.items()}
     label = first if last is None else f"{first}...{last}"
     print(f"{scope:15} {label:23} {rows:>9} rows {seconds:7.2f} s {rows / seconds:>10.0f} rows/s  steps: {steps}")
 
@@ -80,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     end = dt.date.fromisoformat(args.end)
     url = ensure_database(args.keep_db, args.days, args.rows_per_day, end)
-    os.environ.setdefault("FEEDBACK_HMAC_KEY", KEY_HEX)
+    os.environ.setdefault("FEEDBACK_HMAC_KEY", BENCH_KEY_HEX)
     one_day = (end - dt.timedelta(days=60)).isoformat()
     range_first = (end - dt.timedelta(days=29)).isoformat()
     for scope in ("exact", "first_per_pair"):

@@ -20,9 +20,9 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from benchmarks.harness import BENCH_KEY_HEX, latest_metadata, run_export
 from feedback_assets import k_anonymity
 from feedback_assets.resources import FeedbackSettings
-from feedback_assets_tests.graph import KEY_HEX, latest_metadata, materialize
 
 THRESHOLD = 5
 
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--last", default="2025-12-31")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
-    os.environ.setdefault("FEEDBACK_HMAC_KEY", KEY_HEX)
+    os.environ.setdefault("FEEDBACK_HMAC_KEY", BENCH_KEY_HEX)
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
@@ -43,9 +43,9 @@ def main() -> None:
         )
         home = work / "dagster_home"
         home.mkdir(parents=True, exist_ok=True)
-        with dg.instance_for_test(temp_dir=str(home)) as instance:
+        with dg.DagsterInstance.local_temp(str(home)) as instance:
             started = time.perf_counter()
-            assert materialize(instance, settings, args.first, args.last).success
+            assert run_export(instance, settings, args.first, args.last).success
             seconds = time.perf_counter() - started
             last = latest_metadata(instance, "training_csv", args.last)
         files = sorted((work / "export").glob("feedback_training_*.csv"))

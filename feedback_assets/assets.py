@@ -9,7 +9,7 @@ day's statistics as that day's metadata, also when one run covers a range of day
 """
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -64,9 +64,17 @@ def _report(
         yield dg.AssetMaterialization(asset_key=asset_key, partition=key, metadata={**metadata, **common})
 
 
-def _asset(**kwargs: Any) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+def _asset(
+    deps: Sequence[dg.AssetsDefinition | dg.AssetKey] | None = None, retry_policy: dg.RetryPolicy | None = None
+) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
     """Every asset shares the daily partitions, the single-run backfill policy and the group."""
-    return dg.asset(partitions_def=daily_partitions, backfill_policy=single_run_backfill, group_name=GROUP, **kwargs)
+    return dg.asset(
+        partitions_def=daily_partitions,
+        backfill_policy=single_run_backfill,
+        group_name=GROUP,
+        deps=deps,
+        retry_policy=retry_policy,
+    )
 
 
 @_asset(retry_policy=SOURCE_RETRY)
@@ -178,12 +186,7 @@ def dedupe_and_claim_keys(context: dg.AssetExecutionContext, feedback_settings: 
         state.verify(context.instance.get_materialized_partitions(SEEN_PAIR_HASHES), excluding=keys)
         owners = state.owners(pairs["dedupe_key"], excluding=keys).rename({"partition": "owner"})
     deduplicated = transforms.deduplicate(pairs, owners)
-    rerun = ", ".join(transforms.superseded_owners(deduplicated, owners))
-    if rerun:
-        context.log.warning(
-            f"days {rerun} exported keys that an earlier day of this run now owns (the source changed); "
-            f"re-run them: backfill from {keys[0]} to {rerun.rsplit(', ', 1)[-1]}"
-        )
+    rerun = _superseded_days(context, keys, transforms.superseded_owners(deduplicated, owners))
     counts = transforms.dedupe_counts(deduplicated, keys)
     store.write("deduplicated_pairs", split_by_partition(deduplicated, keys))
     store.write_stats("deduplicated_pairs", counts)
@@ -191,19 +194,29 @@ def dedupe_and_claim_keys(context: dg.AssetExecutionContext, feedback_settings: 
     state.write(owned)
     with explained_failures():
         total = state.key_count()
-    facts = {"dedupe_scope": scope}
     deduplicated_metadata = {
-        key: {
-            "dagster/row_count": counts[key]["exported_records"],
-            "later_days_to_rerun": rerun,
-            **facts,
-            **counts[key],
-        }
-        for key in keys
+        key: {"dagster/row_count": c["exported_records"], "later_days_to_rerun": rerun, "dedupe_scope": scope, **c}
+        for key, c in counts.items()
     }
-    state_metadata = {key: {"keys_owned_by_partition": owned[key].height, "keys_total": total, **facts} for key in keys}
-    yield from _report(context, DEDUPLICATED_PAIRS, deduplicated_metadata, started)
-    yield from _report(context, SEEN_PAIR_HASHES, state_metadata, started)
+    state_metadata = {
+        key: {"keys_owned_by_partition": part.height, "keys_total": total, "dedupe_scope": scope}
+        for key, part in owned.items()
+    }
+    # Both outputs before any per-day event: Dagster reads deduplicated_pairs' latest event for
+    # seen_pair_hashes' provenance, and warns of a data version mismatch if it is a per-day one.
+    deduplicated_events = list(_report(context, DEDUPLICATED_PAIRS, deduplicated_metadata, started))
+    state_events = list(_report(context, SEEN_PAIR_HASHES, state_metadata, started))
+    yield from [deduplicated_events[0], state_events[0], *deduplicated_events[1:], *state_events[1:]]
+
+
+def _superseded_days(context: dg.AssetExecutionContext, keys: list[str], days: list[str]) -> str:
+    """Later days whose files hold keys an earlier day of this run now takes, logged with the repair."""
+    if days:
+        context.log.warning(
+            f"days {', '.join(days)} exported keys that an earlier day of this run now owns (the source "
+            f"changed); re-run them: backfill from {keys[0]} to {days[-1]}"
+        )
+    return ", ".join(days)
 
 
 @dg.asset_check(asset=SEEN_PAIR_HASHES, blocking=True, description="No dedupe key is owned by two days.")

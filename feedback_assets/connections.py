@@ -33,16 +33,25 @@ def postgres_connect_kwargs(location: SourceLocation) -> dict[str, object]:
     return kwargs
 
 
+def _dsn(location: SourceLocation, connect_timeout: int) -> str:
+    """The libpq connection string psycopg2.connect(**keywords) would build from the same keywords.
+
+    Built here, not inside connect(): keyword values typed `object` could be taken for connect()'s
+    own dsn and connection_factory parameters, which the type checker cannot rule out.
+    """
+    return psycopg2.extensions.make_dsn(None, connect_timeout=connect_timeout, **postgres_connect_kwargs(location))
+
+
 def _connect(location: SourceLocation, connect_timeout: int) -> psycopg2.extensions.connection:
     for pause in CONNECT_PAUSES:
         try:
-            return psycopg2.connect(connect_timeout=connect_timeout, **postgres_connect_kwargs(location))
+            return psycopg2.connect(_dsn(location, connect_timeout))
         except psycopg2.OperationalError:
             # A restarting server refuses connections for a moment; a wrong URL fails the same way,
             # so the waits are short before the error is reported.
             time.sleep(pause)
     try:
-        return psycopg2.connect(connect_timeout=connect_timeout, **postgres_connect_kwargs(location))
+        return psycopg2.connect(_dsn(location, connect_timeout))
     except psycopg2.OperationalError as exc:
         # psycopg2's message can quote the connection string; only the first line, which names the host, is kept.
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

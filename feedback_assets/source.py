@@ -237,9 +237,9 @@ class FeedbackSource:
                 )
                 rows = cur.fetchall()
         else:
-            with sqlite_connection(self.location) as conn:
-                tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
-                rows = [(t, r[1]) for t in tables for r in conn.execute(f'PRAGMA table_info("{t}")')]
+            with sqlite_connection(self.location) as db:
+                tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
+                rows = [(t, r[1]) for t in tables for r in db.execute(f'PRAGMA table_info("{t}")')]
         present: dict[str, set[str]] = {}
         for table, column in rows:
             present.setdefault(table, set()).add(column)

@@ -6,13 +6,38 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import dagster as dg
 import psycopg2
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
-POSTGRES_SERVER = {"host": "127.0.0.1", "port": 5432, "user": "root"}
+
+class ServerParameters(TypedDict):
+    """libpq keywords for the tests' PostgreSQL server."""
+
+    host: str
+    port: int
+    user: str
+
+
+POSTGRES_SERVER: ServerParameters = {"host": "127.0.0.1", "port": 5432, "user": "root"}
 POSTGRES_MAINTENANCE_DB = "test"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Everything Hypothesis stores (its example database, its caches of Unicode tables and of the
+    tests' constants) goes under this session's pytest temp dir, never into ./.hypothesis.
+
+    Set before collection, where Hypothesis' plugin already caches the constants. The default
+    example database follows this directory, and settings(...) objects that name no database of
+    their own inherit it, so @settings-decorated tests use it too.
+    """
+    # The `tmp_path_factory` fixture's object; pytest attaches it to the config without declaring it.
+    factory: pytest.TempPathFactory = session.config._tmp_path_factory  # type: ignore[attr-defined]
+    set_hypothesis_home_dir(factory.getbasetemp() / "hypothesis")
 
 
 @pytest.fixture

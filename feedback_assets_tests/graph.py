@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -21,12 +22,15 @@ ALL_ASSETS = (
 
 
 def settings_for(tmp_path: Path, source_url: str, **overrides: str | int | bool) -> FeedbackSettings:
+    """Settings for a run under tmp_path; `overrides` may be raw config text ("true", "exact")."""
     values = {
         "source_url": source_url,
         "export_dir": str(tmp_path / "export"),
         "storage_dir": str(tmp_path / "storage"),
         **overrides,
     }
+    # Pydantic coerces raw config values as Dagster's run config would; the __init__ signature it
+    # declares for type checkers admits only each field's final type (bool, DedupeScopeChoice, ...).
     return FeedbackSettings(**values)  # type: ignore[arg-type]
 
 
@@ -64,7 +68,9 @@ def materialize(
     )
 
 
-def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict[str, object]:
+def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict[str, Any]:
+    """The metadata of the asset's latest materialization for one day, as plain values of whatever
+    type the asset recorded (counts, seconds, paths, a TableSchema)."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
     ).records

@@ -1,4 +1,5 @@
-"""Writing small literal source databases (SQLite file or PostgreSQL database) for the asset tests."""
+"""Writing small literal source databases (SQLite file or PostgreSQL database) for the asset tests,
+and building their rows."""
 
 from __future__ import annotations
 
@@ -13,6 +14,30 @@ from feedback_assets.demo.generate import DemoData
 from feedback_assets.schemas import SOURCE_TABLES
 
 CREATED = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+
+def at(text: str) -> dt.datetime:
+    """An ISO timestamp read as UTC."""
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+def rating(
+    fid: int, user: int, analysis: int, rec: str, when: str, *values: object, **extra: object
+) -> dict[str, object]:
+    """A recommendation_feedback row; `values` are helpful, satisfaction, completion, recommend, missing ones None."""
+    helpful, satisfaction, completion, recommend = (*values, None, None, None, None)[:4]
+    return {
+        "id": fid,
+        "user_id": user,
+        "analysis_id": analysis,
+        "recommendation_id": rec,
+        "helpful_rating": helpful,
+        "product_satisfaction": satisfaction,
+        "routine_completion_pct": completion,
+        "would_recommend": recommend,
+        "created_at": at(when),
+        **extra,
+    }
 
 
 def table(name: str, rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:

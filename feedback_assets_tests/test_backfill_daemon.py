@@ -197,7 +197,8 @@ class GraphQL:
     def answers(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.base}/server_info", timeout=5) as response:
-                return response.status == 200
+                status: int = response.status
+                return status == 200
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 

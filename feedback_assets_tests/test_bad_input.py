@@ -15,8 +15,8 @@ import psycopg2
 import pytest
 
 from feedback_assets.pseudonyms import pseudonym
+from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import KEY_HEX, latest_metadata, materialize, settings_for
-from feedback_assets_tests.test_assets import EXPECTED_20251025, write_crafted_source
 
 
 def sqlite_url(tmp_path: Path) -> str:
@@ -67,9 +67,9 @@ def test_a_source_missing_a_table_or_column_is_named(
             conn.execute(statement)
         where = f"the source (sqlite file {tmp_path / 'source.sqlite'})"
     else:
-        with psycopg2.connect(source_url) as conn, conn.cursor() as cur:
+        with psycopg2.connect(source_url) as pg, pg.cursor() as cur:
             cur.execute(statement)
-        conn.close()
+        pg.close()
         where = f"the source (postgresql database '{source_url.rsplit('/', 1)[1]}' on 127.0.0.1:5432)"
     assert failure_text(instance, tmp_path, source_url) == f"{where} {message}"
 

@@ -50,7 +50,7 @@ def test_rerunning_a_day_changes_neither_its_file_nor_the_state(
     assert csv_bytes(tmp_path) == files
     assert_frame_equal(state_of(tmp_path, scope).all_keys().sort("dedupe_key"), state)
     assert latest_metadata(instance, "training_csv", DAYS[2])["exported_records"] == exported_before
-    assert int(exported_before) > 0  # type: ignore[call-overload]
+    assert int(exported_before) > 0
 
 
 @pytest.mark.parametrize("scope", SCOPES)
@@ -63,7 +63,7 @@ def test_the_state_holds_each_exported_key_once(
     assert materialize(instance, settings, DAYS[4]).success
 
     keys = state_of(tmp_path, scope).all_keys()
-    exported = sum(int(latest_metadata(instance, "training_csv", d)["exported_records"]) for d in DAYS)  # type: ignore[call-overload]
+    exported = sum(int(latest_metadata(instance, "training_csv", d)["exported_records"]) for d in DAYS)
     assert exported > 0
     assert keys.height == keys["dedupe_key"].n_unique() == exported
     assert state_of(tmp_path, scope).partitions() == DAYS

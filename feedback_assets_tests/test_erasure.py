@@ -24,9 +24,9 @@ from feedback_assets.erasure_job import erase_subjects
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.training_csv import csv_bytes, write_training_csv
+from feedback_assets_tests.crafted_source import HEADER
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
-from feedback_assets_tests.sources import write_source
-from feedback_assets_tests.test_assets import HEADER, at, rating
+from feedback_assets_tests.sources import at, rating, write_source
 
 # A raw id no count, date or digest is likely to contain, so finding it anywhere means a leak.
 ERASED = 7304911
@@ -93,7 +93,7 @@ def request_erasure(url: str, user_id: int) -> None:
                 "INSERT INTO erasure_requests (user_id, requested_at) VALUES (?, ?)", (user_id, "2025-10-28 00:00:00")
             )
         return
-    with closing(psycopg2.connect(url)) as conn, conn, conn.cursor() as cur:
+    with closing(psycopg2.connect(url)) as pg, pg, pg.cursor() as cur:
         cur.execute(
             "INSERT INTO erasure_requests (user_id, requested_at) VALUES (%s, %s)",
             (user_id, dt.datetime(2025, 10, 28, tzinfo=dt.UTC)),

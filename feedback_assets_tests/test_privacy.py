@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -18,8 +19,8 @@ from polars.testing import assert_frame_equal
 
 from feedback_assets import k_anonymity
 from feedback_assets.demo.database import write_demo_source
+from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
-from feedback_assets_tests.test_assets import EXPECTED_20251025, write_crafted_source
 
 OTHER_KEY = "fedcba9876543210" * 4
 
@@ -149,7 +150,7 @@ def test_cells_read_back_exactly_through_csv_polars_and_pandas(
     assert table["recommendation_id"].tolist() == recommendations
 
 
-def quasi(rows: list[tuple[str | None, str]]) -> pl.DataFrame:
+def quasi(rows: Sequence[tuple[str | None, str]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"age_range": pl.String, "conditions": pl.String}, orient="row")
 
 

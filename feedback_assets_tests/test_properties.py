@@ -32,9 +32,8 @@ from feedback_assets.storage import split_by_partition
 from feedback_assets.training_csv import csv_bytes
 from feedback_assets_tests.frames import KEY
 
-# database=None: no example database under .hypothesis/ in the cwd. (Hypothesis' pytest plugin still
-# caches Unicode tables and source constants there; HYPOTHESIS_STORAGE_DIRECTORY moves those.)
-PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, database=None)
+# The example database is the default one, which conftest.py puts under pytest's temp dir.
+PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
 # For the regression tests of defects these properties found: each explicit example reproduces its
 # defect at once, so shrinking (a minute per failure) is skipped; the generated examples still run.
 DEFECT_SETTINGS = settings(PROPERTY_SETTINGS, phases=(Phase.explicit, Phase.generate))

@@ -19,8 +19,8 @@ import psycopg2
 import pytest
 
 from feedback_assets.connections import APPLICATION_NAME
+from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import materialize, settings_for
-from feedback_assets_tests.test_assets import EXPECTED_20251025, write_crafted_source
 
 WAIT_SECONDS = 60
 

@@ -160,13 +160,11 @@ def load(location: SourceLocation | str, data: DemoData) -> None:
                 cur.execute(f"ANALYZE {', '.join(SOURCE_TABLES)}")
             conn.commit()
         return
-    with sqlite_connection(location, read_only=False) as conn, conn:
+    with sqlite_connection(location, read_only=False) as db, db:
         for table, frame in data.tables().items():
             columns = ", ".join(frame.columns)
             placeholders = ", ".join("?" for _ in frame.columns)
-            conn.executemany(
-                f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", _sqlite_ready(frame).iter_rows()
-            )
+            db.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", _sqlite_ready(frame).iter_rows())
 
 
 def write_demo_source(
