@@ -24,7 +24,6 @@ from feedback_assets.settings import CONTRACT_VERSION
 from feedback_assets.storage import PartitionStore, split_by_partition
 from feedback_assets.training_csv import export_day, training_files, write_training_csv
 
-Event = dg.MaterializeResult | dg.AssetMaterialization
 GROUP = "feedback_export"
 # Steps that read or write the dedupe state share this pool; give it a limit of 1 (README) so
 # only one run at a time claims keys. The state stays consistent without it (each day's claim is
@@ -46,22 +45,18 @@ def _report(
     asset_key: dg.AssetKey,
     per_partition: Mapping[str, Mapping[str, Any]],
     started: float,
-) -> Iterator[Event]:
-    """One materialization per day with that day's own numbers.
+) -> dg.MaterializeResult:
+    """One materialization per day with that day's own numbers, also in a ranged run.
 
-    In a ranged run Dagster records the output for every day of the range with the same metadata;
-    the per-day events that follow it become each day's latest materialization, so the UI shows
-    the day's own figures.
+    Dagster records a ranged output once per day; metadata added for a partition goes onto that
+    day's event only, so no second event per day is needed (docs/decisions.md, "One event per day").
     """
-    seconds = round(time.perf_counter() - started, 3)
-    keys = list(per_partition)
-    common = {"execution_seconds": seconds, "partitions_in_run": len(keys)}
-    if len(keys) == 1:
-        yield dg.MaterializeResult(asset_key=asset_key, metadata={**per_partition[keys[0]], **common})
-        return
-    yield dg.MaterializeResult(asset_key=asset_key, metadata={"partition_range": f"{keys[0]}...{keys[-1]}", **common})
     for key, metadata in per_partition.items():
-        yield dg.AssetMaterialization(asset_key=asset_key, partition=key, metadata={**metadata, **common})
+        context.add_asset_metadata(dict(metadata), asset_key=asset_key, partition_key=key)
+    seconds = round(time.perf_counter() - started, 3)
+    return dg.MaterializeResult(
+        asset_key=asset_key, metadata={"execution_seconds": seconds, "partitions_in_run": len(per_partition)}
+    )
 
 
 def _asset(
@@ -78,7 +73,7 @@ def _asset(
 
 
 @_asset(retry_policy=SOURCE_RETRY)
-def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
+def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
     """The day's feedback rows joined with their user, analysis and recommendation record, as read
     from the app's database; still personal data (user ids, ages), kept in the private storage dir."""
     started = time.perf_counter()
@@ -100,7 +95,7 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
         }
         for key, part in parts.items()
     }
-    yield from _report(context, context.asset_key, metadata, started)
+    return _report(context, context.asset_key, metadata, started)
 
 
 def _classified_raw(store: PartitionStore, keys: list[str], min_feedback_fields: int) -> pl.DataFrame:
@@ -111,7 +106,7 @@ def _classified_raw(store: PartitionStore, keys: list[str], min_feedback_fields:
 
 
 @_asset(deps=[raw_feedback])
-def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
+def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
     """The eligible feedback rows, pseudonymised: keyed HMAC user pseudonyms, age ranges instead of
     ages, normalised conditions; no user id, free text or unconsented image URL."""
     started = time.perf_counter()
@@ -134,11 +129,11 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
         }
         for key in keys
     }
-    yield from _report(context, context.asset_key, metadata, started)
+    return _report(context, context.asset_key, metadata, started)
 
 
 @_asset(deps=[raw_feedback])
-def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
+def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
     """The quarantine: the feedback id and reason of every row rejected (malformed, orphan,
     out_of_range), so the app team can look the rows up; no personal data."""
     started = time.perf_counter()
@@ -150,7 +145,7 @@ def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: Feed
     metadata = {
         key: {"dagster/row_count": part.height, **transforms.rejected_counts(part)} for key, part in parts.items()
     }
-    yield from _report(context, context.asset_key, metadata, started)
+    return _report(context, context.asset_key, metadata, started)
 
 
 @dg.multi_asset(
@@ -174,7 +169,9 @@ def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: Feed
     backfill_policy=single_run_backfill,
     pool=DEDUPE_STATE_POOL,
 )
-def dedupe_and_claim_keys(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
+def dedupe_and_claim_keys(
+    context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings
+) -> Iterator[dg.MaterializeResult]:
     """Reads the dedupe state, removes duplicates and records the keys each day now owns, in one step:
     the state is both an input and an output of deduplication, and the lineage says so."""
     started = time.perf_counter()
@@ -202,11 +199,8 @@ def dedupe_and_claim_keys(context: dg.AssetExecutionContext, feedback_settings: 
         key: {"keys_owned_by_partition": part.height, "keys_total": total, "dedupe_scope": scope}
         for key, part in owned.items()
     }
-    # Both outputs before any per-day event: Dagster reads deduplicated_pairs' latest event for
-    # seen_pair_hashes' provenance, and warns of a data version mismatch if it is a per-day one.
-    deduplicated_events = list(_report(context, DEDUPLICATED_PAIRS, deduplicated_metadata, started))
-    state_events = list(_report(context, SEEN_PAIR_HASHES, state_metadata, started))
-    yield from [deduplicated_events[0], state_events[0], *deduplicated_events[1:], *state_events[1:]]
+    yield _report(context, DEDUPLICATED_PAIRS, deduplicated_metadata, started)
+    yield _report(context, SEEN_PAIR_HASHES, state_metadata, started)
 
 
 def _superseded_days(context: dg.AssetExecutionContext, keys: list[str], days: list[str]) -> str:
@@ -237,7 +231,7 @@ def no_key_owned_twice(feedback_settings: FeedbackSettings) -> dg.AssetCheckResu
 # The CSV waits for the state: a blocking failure of no_key_owned_twice stops the export of a key
 # that another day's file already holds.
 @_asset(deps=[DEDUPLICATED_PAIRS, SEEN_PAIR_HASHES])
-def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> Iterator[Event]:
+def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
     """The daily training file for the data science team: feedback_training_YYYYMMDD.csv, the
     12 columns of docs/contract.md section 4, one row per exported pair."""
     started = time.perf_counter()
@@ -267,7 +261,7 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
                 **facts,
                 **day.counts,
             }
-    yield from _report(context, context.asset_key, metadata, started)
+    return _report(context, context.asset_key, metadata, started)
 
 
 @dg.asset_check(

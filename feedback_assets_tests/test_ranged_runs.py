@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets_tests.graph import materialize, settings_for
+from feedback_assets_tests.graph import ALL_ASSETS, latest_metadata, materialize, settings_for
 
 FIRST = dt.date(2025, 10, 20)
 DAYS = [(FIRST + dt.timedelta(days=i)).isoformat() for i in range(6)]
@@ -53,3 +53,18 @@ def test_single_run_daily_shuffled_and_split_runs_give_identical_files(
     assert daily == single
     assert out_of_order == single
     assert split == single
+
+
+def test_a_ranged_run_records_each_day_of_each_asset_once_with_its_own_figures(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance
+) -> None:
+    source_url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_demo_source(source_url, end_date=dt.date.fromisoformat(DAYS[2]), days=3, rows_per_day=40, seed=3)
+    assert materialize(instance, settings_for(tmp_path, source_url), DAYS[0], DAYS[2]).success
+    for asset in ALL_ASSETS:
+        records = instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
+        days = sorted(r.asset_materialization.partition for r in records if r.asset_materialization)
+        assert days == DAYS[:3], asset
+    totals = [latest_metadata(instance, "raw_feedback", day)["dagster/row_count"] for day in DAYS[:3]]
+    assert len(set(totals)) > 1, "every day shows the same figure: the range's, not its own"
+    assert {latest_metadata(instance, "training_csv", day)["partitions_in_run"] for day in DAYS[:3]} == {3}
