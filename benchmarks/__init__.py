@@ -1,1 +1,1 @@
-"""Throughput measurements, run as modules: .venv/bin/python -m benchmarks.bench_export (see each module)."""
+"""Measurements, run as modules: `.venv/bin/python -m benchmarks.year` (docs/benchmarks.md); see each module."""

@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from feedback_assets.assets import FEEDBACK_ASSETS
 from feedback_assets.definitions import defs
 from feedback_assets.resources import FeedbackSettings
 
 EXPORT_JOB = "feedback_export"
 # A fixed pseudonymisation key for the benchmarks' throwaway exports (set as FEEDBACK_HMAC_KEY unless one is set).
 BENCH_KEY_HEX = "0123456789abcdef" * 4
-# Each step of the graph and the first asset it makes: the multi-asset `dedupe_and_claim_keys`
-# makes both deduplicated_pairs and seen_pair_hashes in one step.
-STEPS = {
-    definition.node_def.name: next(iter(definition.keys_by_output_name.values())).to_user_string()
-    for definition in FEEDBACK_ASSETS
-}
 
 
 def run_export(
@@ -44,11 +37,3 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) ->
         raise LookupError(f"{asset} {partition} was never materialized")
     metadata = records[0].asset_materialization.metadata
     return {key: getattr(value, "value", value) for key, value in metadata.items()}
-
-
-def latest_number(instance: dg.DagsterInstance, asset: str, partition: str, name: str) -> float:
-    """One numeric metadata entry (a count or a duration) of the asset's latest materialization for one day."""
-    value = latest_metadata(instance, asset, partition)[name]
-    if not isinstance(value, int | float):
-        raise TypeError(f"{asset} {partition}: metadata {name} is {value!r}, not a number")
-    return value

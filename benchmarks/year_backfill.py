@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.year_backfill [--source-url URL] [--workdir DIR]
 
-By default it uses the PostgreSQL database `feedback_bench` that benchmarks.bench_export loads
+By default it uses the PostgreSQL database `feedback_bench` that benchmarks.year loads
 (5 million feedback rows over 2025). Prints the run's wall time and rows per second, then, over
 the exported CSVs, the smallest k-anonymity group per day (min, median, max over the year), the
 days whose smallest group is below the threshold, and k for the whole year.

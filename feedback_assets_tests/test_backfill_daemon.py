@@ -29,6 +29,8 @@ from feedback_assets.definitions import defs
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.graph import ALL_ASSETS, KEY_HEX, materialize, settings_for
 
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 # The console scripts of the environment running the tests (the project's .venv under ./scripts/test).

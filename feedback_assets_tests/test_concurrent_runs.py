@@ -9,10 +9,13 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
+
+pytestmark = pytest.mark.slow
 
 FIRST = dt.date(2025, 10, 20)
 DAYS = [(FIRST + dt.timedelta(days=i)).isoformat() for i in range(7)]

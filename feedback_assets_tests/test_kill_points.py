@@ -57,6 +57,8 @@ from feedback_assets.demo.database import write_demo_source
 from feedback_assets.files import TEMP_PREFIX
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 FIRST = dt.date(2025, 10, 27)

@@ -22,6 +22,8 @@ from feedback_assets.connections import APPLICATION_NAME
 from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import materialize, settings_for
 
+pytestmark = pytest.mark.slow
+
 WAIT_SECONDS = 60
 
 

@@ -1,0 +1,364 @@
+"""The year benchmark: a year of feedback through the graph as a user runs it, held against its floors.
+
+    .venv/bin/python -m benchmarks.year [--scaling] [--docs docs/benchmarks.md]
+
+Builds the source in PostgreSQL on 127.0.0.1:5432 with the project's demo generator (a database per
+size, reused when it already holds the rows), then measures, each Dagster run through the real
+`dagster` CLI on a fresh DAGSTER_HOME (SQLite instance storage, the default):
+- the source floor: COPY of every column the graph reads, all five tables, to nowhere;
+- Dagster's floor: the no-op graph of the same shape (benchmarks/noop_graph.py) over the range,
+  then one day again on its instance;
+- the graph over the range in one run (wall time, peak RSS of the process), then one day again;
+- the old row-by-row exporter on one month (benchmarks/row_by_row.py);
+and prints the table and its ratios; with --docs it also writes them into that file between its
+markers. --scaling adds 2x and 4x the rows and the nightly day after one and after two years.
+Timings belong here, never in tests; a tiny run of this command in the tests keeps it working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+
+from benchmarks import row_by_row
+from feedback_assets.demo.database import write_demo_source
+from feedback_assets.schemas import READS, SOURCE_TABLES
+from feedback_assets.source import DIALECTS
+
+SERVER = "postgresql://root@127.0.0.1:5432"
+BENCH_KEY_HEX = "0123456789abcdef" * 4
+DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+START = "<!-- benchmark:start -->"
+END = "<!-- benchmark:end -->"
+TARGETS = {
+    "year_ratio": 1.25,
+    "year_ratio_first_per_pair": 1.35,
+    "baseline_ratio": 15.0,
+    "peak_rss_gib": 1.5,
+    "day_ratio": 1.3,
+}
+
+
+@dataclass(frozen=True)
+class Measured:
+    seconds: float
+    peak_rss_bytes: int
+    events: int = 0
+
+
+@dataclass(frozen=True)
+class Source:
+    url: str
+    first: dt.date
+    days: int
+    rows: int
+
+    @property
+    def last(self) -> dt.date:
+        return self.first + dt.timedelta(days=self.days - 1)
+
+
+class Workdir:
+    """One fresh DAGSTER_HOME, export and storage dir per measured graph."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.root = root / name
+        self.home = self.root / "dagster_home"
+        self.home.mkdir(parents=True)
+        (self.home / "dagster.yaml").write_text(DAGSTER_YAML)
+
+    def env(self, source: Source, scope: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DAGSTER_HOME": str(self.home),
+            "FEEDBACK_SOURCE_URL": source.url,
+            "FEEDBACK_EXPORT_DIR": str(self.root / "export"),
+            "FEEDBACK_STORAGE_DIR": str(self.root / "storage"),
+            "FEEDBACK_HMAC_KEY": os.environ.get("FEEDBACK_HMAC_KEY", BENCH_KEY_HEX),
+            "FEEDBACK_DEDUPE_SCOPE": scope,
+        }
+
+
+def measured_run(argv: Sequence[str], env: Mapping[str, str], log: Path) -> Measured:
+    """Run a command to completion; its wall time and its peak resident memory (from wait4)."""
+    started = time.perf_counter()
+    with log.open("ab") as out:
+        process = subprocess.Popen(argv, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({process.returncode}); its output is in {log}")
+    # Linux reports ru_maxrss in KiB.
+    return Measured(seconds, usage.ru_maxrss * 1024)
+
+
+def materialize(module: str, work: Workdir, env: Mapping[str, str], days: str, flag: str) -> Measured:
+    """`dagster asset materialize` of every asset of `module` for `days`, as a user runs it."""
+    dagster = str(Path(sys.executable).parent / "dagster")
+    argv = [dagster, "asset", "materialize", "-m", module, "--select", "*", flag, days]
+    result = measured_run(argv, env, work.root / "dagster.log")
+    with dg.DagsterInstance.from_config(str(work.home)) as instance:
+        runs = instance.get_runs(limit=1)
+        events = len(instance.all_logs(runs[0].run_id)) if runs else 0
+    return Measured(result.seconds, result.peak_rss_bytes, events)
+
+
+def ensure_source(database: str, first: dt.date, days: int, rows_per_day: int, url: str | None = None) -> Source:
+    """The source database, generated unless it already holds this range at this size."""
+    url = url or f"{SERVER}/{database}"
+    expected = None
+    with psycopg2.connect(f"{SERVER}/postgres") as admin:
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (url.rsplit("/", 1)[1],))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"')
+    admin.close()
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('recommendation_feedback') IS NOT NULL")
+        row = cur.fetchone()
+        if row is not None and row[0]:
+            cur.execute("SELECT min(created_at)::date, max(created_at)::date, count(*) FROM recommendation_feedback")
+            expected = cur.fetchone()
+    conn.close()
+    last = first + dt.timedelta(days=days - 1)
+    if expected is None or expected[0] != first or expected[1] != last or expected[2] < days * rows_per_day:
+        started = time.perf_counter()
+        data = write_demo_source(url, end_date=last, days=days, rows_per_day=rows_per_day, replace=True)
+        rows = data.recommendation_feedback.height
+        print(f"generated {rows} feedback rows ({first}..{last}) in {time.perf_counter() - started:.0f} s", flush=True)
+    else:
+        rows = int(expected[2])
+    return Source(url, first, days, rows)
+
+
+class _Discard(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        return len(data) if isinstance(data, bytes | bytearray | memoryview) else 0
+
+
+def source_floor(source: Source) -> float:
+    """Seconds to stream every column the graph reads out of the source with COPY, as text."""
+    dialect = DIALECTS["postgresql"]
+    started = time.perf_counter()
+    with psycopg2.connect(source.url) as conn, conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+        for read in READS.values():
+            columns = ", ".join(dialect.text("t", c) for c in read.source_columns)
+            table = SOURCE_TABLES[read.table].name
+            cur.copy_expert(f"COPY (SELECT {columns} FROM {table} t) TO STDOUT WITH (FORMAT csv)", _Discard())
+    conn.close()
+    return time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class Result:
+    label: str
+    source: Source
+    scope: str
+    floor_seconds: float
+    noop_year: Measured
+    noop_day: Measured
+    year: Measured
+    day: Measured
+    baseline_rows: int
+    baseline_seconds: float
+
+    @property
+    def year_ratio(self) -> float:
+        return self.year.seconds / (self.noop_year.seconds + self.floor_seconds)
+
+    @property
+    def day_ratio(self) -> float:
+        return self.day.seconds / self.noop_day.seconds
+
+    @property
+    def data_path_rows_per_second(self) -> float:
+        return self.source.rows / max(self.year.seconds - self.noop_year.seconds, 1e-9)
+
+    @property
+    def baseline_rows_per_second(self) -> float:
+        return self.baseline_rows / self.baseline_seconds
+
+    @property
+    def baseline_ratio(self) -> float:
+        return self.data_path_rows_per_second / self.baseline_rows_per_second
+
+
+def measure(source: Source, scope: str, day: dt.date, month_days: int, root: Path, label: str) -> Result:
+    floor = source_floor(source)
+    span = f"{source.first}...{source.last}"
+    noop = Workdir(root, f"{label}-noop-{scope}")
+    noop_year = materialize("benchmarks.noop_graph", noop, noop.env(source, scope), span, "--partition-range")
+    noop_day = materialize("benchmarks.noop_graph", noop, noop.env(source, scope), day.isoformat(), "--partition")
+    graph = Workdir(root, f"{label}-graph-{scope}")
+    year = materialize("feedback_assets.definitions", graph, graph.env(source, scope), span, "--partition-range")
+    one_day = materialize(
+        "feedback_assets.definitions", graph, graph.env(source, scope), day.isoformat(), "--partition"
+    )
+    month_first = max(source.first, day - dt.timedelta(days=month_days - 1))
+    baseline_rows, baseline_seconds = row_by_row.rows_per_second(
+        source.url, month_first, min(month_days, source.days), bytes.fromhex(BENCH_KEY_HEX), root / f"{label}-old"
+    )
+    return Result(label, source, scope, floor, noop_year, noop_day, year, one_day, baseline_rows, baseline_seconds)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def report(results: Sequence[Result], scaling: Sequence[Result], nightly: Sequence[tuple[str, Measured]]) -> str:
+    main = results[0]
+    n = main.source.days
+    lines = [
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} ({os.cpu_count()} cores, "
+        f"Python {platform.python_version()}), PostgreSQL on 127.0.0.1, SQLite instance storage, "
+        f"by `python -m benchmarks.year{' --scaling' if scaling else ''}`.",
+        f"Source: {main.source.rows:,} feedback rows over {n} days ({main.source.first}..{main.source.last}).",
+        "",
+        "| figure | exact | first_per_pair |",
+        "|---|---|---|",
+    ]
+    by_scope = {r.scope: r for r in results}
+
+    def row(name: str, value: object) -> None:
+        cells = [value(by_scope[s]) if s in by_scope else "" for s in ("exact", "first_per_pair")]  # type: ignore[operator]
+        lines.append(f"| {name} | {' | '.join(str(c) for c in cells)} |")
+
+    row("source floor: COPY of the read columns", lambda r: f"{r.floor_seconds:.1f} s")
+    row(
+        f"no-op graph, {n} days in one run",
+        lambda r: f"{r.noop_year.seconds:.1f} s, {_gib(r.noop_year.peak_rss_bytes)}",
+    )
+    row(f"the graph, {n} days in one run", lambda r: f"{r.year.seconds:.1f} s, {_gib(r.year.peak_rss_bytes)}")
+    row(
+        "ratio: graph / (no-op + source floor)",
+        lambda r: (
+            f"{r.year_ratio:.2f} (target {TARGETS['year_ratio' if r.scope == 'exact' else 'year_ratio_first_per_pair']}"
+            f": {_mark(r.year_ratio <= TARGETS['year_ratio' if r.scope == 'exact' else 'year_ratio_first_per_pair'])})"
+        ),
+    )
+    row(
+        "peak RSS of the graph's run",
+        lambda r: (
+            f"{_gib(r.year.peak_rss_bytes)} (target {TARGETS['peak_rss_gib']} GiB: "
+            f"{_mark(r.year.peak_rss_bytes <= TARGETS['peak_rss_gib'] * 2**30)})"
+        ),
+    )
+    row("Dagster events per day, no-op / graph", lambda r: f"{r.noop_year.events / n:.1f} / {r.year.events / n:.1f}")
+    row(
+        "one day again on that instance, no-op / graph",
+        lambda r: (
+            f"{r.noop_day.seconds:.1f} s / {r.day.seconds:.1f} s: {r.day_ratio:.2f} "
+            f"(target {TARGETS['day_ratio']}: {_mark(r.day_ratio <= TARGETS['day_ratio'])})"
+        ),
+    )
+    row(
+        "row-by-row exporter, one month",
+        lambda r: f"{r.baseline_rows:,} rows in {r.baseline_seconds:.1f} s: {r.baseline_rows_per_second:,.0f} rows/s",
+    )
+    row(
+        "the graph's data path (graph - no-op)",
+        lambda r: (
+            f"{r.data_path_rows_per_second:,.0f} rows/s: {r.baseline_ratio:.1f}x the baseline "
+            f"(target {TARGETS['baseline_ratio']:.0f}: {_mark(r.baseline_ratio >= TARGETS['baseline_ratio'])})"
+        ),
+    )
+    if scaling:
+        lines += [
+            "",
+            "Scaling (exact scope, one run over the whole range):",
+            "",
+            "| rows | time | peak RSS |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {r.source.rows:,} | {r.year.seconds:.1f} s | {_gib(r.year.peak_rss_bytes)} |" for r in scaling]
+    if nightly:
+        lines += [
+            "",
+            "The nightly day after one and after two years of history:",
+            "",
+            "| history | one day |",
+            "|---|---|",
+        ]
+        lines += [f"| {name} | {m.seconds:.1f} s |" for name, m in nightly]
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(path: Path, table: str) -> None:
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    if START not in text or END not in text:
+        text += f"\n{START}\n{END}\n"
+    before, rest = text.split(START, 1)
+    _, after = rest.split(END, 1)
+    path.write_text(f"{before}{START}\n{table}{END}{after}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--first", type=dt.date.fromisoformat, default=dt.date(2025, 1, 1))
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--rows-per-day", type=int, default=13_700)
+    parser.add_argument("--database", default="feedback_bench", help="PostgreSQL database of the source")
+    parser.add_argument("--source-url", default=None, help="use this PostgreSQL database instead")
+    parser.add_argument("--scope", choices=("exact", "first_per_pair", "both"), default="both")
+    parser.add_argument("--month-days", type=int, default=30, help="days the row-by-row baseline exports")
+    parser.add_argument("--scaling", action="store_true", help="also 2x and 4x the rows, and two years of history")
+    parser.add_argument("--workdir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--docs", type=Path, default=None, help="write the table into this file between its markers")
+    args = parser.parse_args(argv)
+
+    root = args.workdir / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
+    root.mkdir(parents=True)
+    source = ensure_source(args.database, args.first, args.days, args.rows_per_day, args.source_url)
+    # The day a nightly run re-exports: two months before the end, as a late correction would.
+    day = max(source.first, source.last - dt.timedelta(days=60))
+    scopes = ("exact", "first_per_pair") if args.scope == "both" else (args.scope,)
+    results = [measure(source, scope, day, args.month_days, root, "1x") for scope in scopes]
+    scaling: list[Result] = []
+    nightly: list[tuple[str, Measured]] = []
+    if args.scaling:
+        scaling.append(results[0])
+        for times in (2, 4):
+            bigger = ensure_source(f"{args.database}_x{times}", args.first, args.days, args.rows_per_day * times)
+            scaling.append(measure(bigger, "exact", day, 1, root, f"{times}x"))
+        two_years = ensure_source(f"{args.database}_2y", args.first, 2 * args.days, args.rows_per_day)
+        work = Workdir(root, "2y")
+        env = work.env(two_years, "exact")
+        materialize(
+            "feedback_assets.definitions", work, env, f"{two_years.first}...{two_years.last}", "--partition-range"
+        )
+        late = day + dt.timedelta(days=args.days)
+        nightly = [
+            ("one year", results[0].day),
+            ("two years", materialize("feedback_assets.definitions", work, env, late.isoformat(), "--partition")),
+        ]
+    table = report(results, scaling, nightly)
+    print(table)
+    if args.docs is not None:
+        write_docs(args.docs, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

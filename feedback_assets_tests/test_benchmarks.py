@@ -1,0 +1,64 @@
+"""The benchmark stays runnable and its floor stays the real graph's shape; no timing is asserted here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from benchmarks import year
+from benchmarks.noop_graph import defs as noop_defs
+from feedback_assets.definitions import defs as real_defs
+
+
+def shape(defs: dg.Definitions) -> dict[str, object]:
+    graph = defs.resolve_asset_graph()
+    nodes = {key: graph.get(key) for key in graph.get_all_asset_keys()}
+    return {
+        "assets": {
+            key.to_user_string(): (
+                sorted(parent.to_user_string() for parent in node.parent_keys),
+                node.partitions_def,
+                node.backfill_policy,
+            )
+            for key, node in nodes.items()
+        },
+        "checks": {(check.asset_key.to_user_string(), check.name) for check in graph.asset_check_keys},
+        "blocking": {
+            (spec.asset_key.to_user_string(), spec.name)
+            for checks in defs.asset_checks or []
+            if isinstance(checks, dg.AssetChecksDefinition)
+            for spec in checks.check_specs
+            if spec.blocking
+        },
+        "steps": sorted(
+            (
+                definition.node_def.name,
+                sorted(k.to_user_string() for k in definition.keys),
+                sorted(definition.node_def.pools),
+            )
+            for definition in graph.assets_defs
+        ),
+        "executor": defs.executor,
+    }
+
+
+def test_the_noop_floor_has_the_real_graphs_assets_checks_partitions_policies_and_steps() -> None:
+    assert shape(noop_defs) == shape(real_defs)
+
+
+@pytest.mark.slow
+def test_a_tiny_benchmark_run_writes_its_table(tmp_path: Path, postgres_url: str) -> None:
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n\nprose kept\n\n<!-- benchmark:start -->\nold\n<!-- benchmark:end -->\n\nafter\n")
+    argv = ["--source-url", postgres_url, "--first", "2025-03-01", "--days", "3", "--rows-per-day", "30"]
+    argv += ["--month-days", "2", "--workdir", str(tmp_path / "work"), "--docs", str(docs)]
+    assert year.main(argv) == 0
+    text = docs.read_text()
+    assert text.startswith("# Benchmarks\n\nprose kept\n") and text.endswith("<!-- benchmark:end -->\n\nafter\n")
+    assert "old" not in text
+    for figure in ("source floor", "no-op graph, 3 days", "ratio: graph / (no-op + source floor)", "row-by-row"):
+        assert figure in text
+    assert f"over 3 days ({dt.date(2025, 3, 1)}..{dt.date(2025, 3, 3)})" in text
