@@ -328,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--docs", type=Path, default=None, help="write the table into this file between its markers")
     args = parser.parse_args(argv)
 
-    root = args.workdir / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
+    root = args.workdir.resolve() / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
     root.mkdir(parents=True)
     source = ensure_source(args.database, args.first, args.days, args.rows_per_day, args.source_url)
     # The day a nightly run re-exports: two months before the end, as a late correction would.

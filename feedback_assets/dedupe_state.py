@@ -98,11 +98,22 @@ class DedupeStateStore:
         scan = self._scan(())
         return int(self._collect(scan.select(pl.len())).item()) if scan is not None else 0
 
-    def shared_keys(self) -> pl.DataFrame:
-        """Keys owned by more than one partition: `dedupe_key`, `partitions` (sorted dates)."""
+    def shared_keys(self, among: Collection[str] | None = None) -> pl.DataFrame:
+        """Keys owned by more than one partition: `dedupe_key`, `partitions` (sorted dates).
+
+        With `among` (a run's days), only the keys those days own are looked at: what a run can have
+        made shared. The whole state is still scanned, but only for those keys.
+        """
         scan = self._scan(())
+        empty = pl.DataFrame(schema={"dedupe_key": pl.String, "partitions": pl.List(pl.Date)})
         if scan is None:
-            return pl.DataFrame(schema={"dedupe_key": pl.String, "partitions": pl.List(pl.Date)})
+            return empty
+        if among is not None:
+            days = [day for day in self.partitions() if day in set(among)]
+            if not days:
+                return empty
+            owned = pl.scan_parquet([self.path(day) for day in days], schema=STATE_SCHEMA).select("dedupe_key")
+            scan = scan.join(owned, on="dedupe_key", how="semi")
         shared = (
             scan.group_by("dedupe_key")
             .agg(pl.col("partition").sort().alias("partitions"))

@@ -13,6 +13,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from feedback_assets.assets import k_anonymity_of_exports, rejected_feedback
+from feedback_assets.audit_job import audit_history
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.graph import latest_metadata, materialize, selection, settings_for
@@ -136,11 +137,18 @@ def test_a_late_row_for_an_earlier_day_reports_the_later_day_until_it_is_rerun(
     assert latest_metadata(instance, "deduplicated_pairs", DAYS[0])["later_days_to_rerun"] == DAYS[2]
     # The blocking check kept day 20's file from exporting a key day 22's file still holds.
     assert "2025-10-20T09" not in (tmp_path / "export" / "feedback_training_20251020.csv").read_text()
+    # A run of an unrelated day does not see it; the weekly audit of the whole state does.
+    result = materialize_allowing_failure(instance, settings, DAYS[1])
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "no_key_owned_twice")
+    assert check.passed
+    with pytest.raises(dg.Failure, match=rf"1 dedupe key\(s\) are owned by two days; .* through {DAYS[2]}"):
+        audit_history.execute_in_process(instance=instance, resources={"feedback_settings": settings})
 
     assert materialize(instance, settings, DAYS[0], DAYS[2]).success
     assert "2025-10-20T09" in (tmp_path / "export" / "feedback_training_20251020.csv").read_text()
     assert (tmp_path / "export" / "feedback_training_20251022.csv").read_text().count("\n") == 1
     assert state_of(tmp_path, "first_per_pair").shared_keys().is_empty()
+    assert audit_history.execute_in_process(instance=instance, resources={"feedback_settings": settings}).success
 
 
 def materialize_allowing_failure(instance: dg.DagsterInstance, settings: object, day: str) -> dg.ExecuteInProcessResult:

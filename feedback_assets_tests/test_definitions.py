@@ -24,8 +24,8 @@ def test_definitions_load_with_every_asset_job_and_schedule() -> None:
     for job in defs.jobs or []:
         name = job.name
         assert defs.resolve_job_def(name).name == name
-    for schedule in defs.schedules or []:
-        assert defs.resolve_schedule_def(schedule.name).job_name == "feedback_export"
+    schedules = {schedule.name: defs.resolve_schedule_def(schedule.name).job_name for schedule in defs.schedules or []}
+    assert schedules == {"nightly_feedback_export": "feedback_export", "weekly_history_audit": "audit_history"}
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)

@@ -18,6 +18,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from feedback_assets import k_anonymity
+from feedback_assets.audit_job import audit_history
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
@@ -171,6 +172,12 @@ def test_suppression_drops_exactly_the_small_groups() -> None:
     assert none == 0
 
 
+def audit_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    """The output metadata of the weekly audit's one op."""
+    (event,) = [e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT"]
+    return {key: value.value for key, value in event.step_output_data.metadata.items()}
+
+
 @pytest.mark.parametrize("suppress", [False, True])
 def test_the_k_anonymity_check_reports_and_suppression_is_counted(
     tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance, suppress: bool
@@ -194,5 +201,6 @@ def test_the_k_anonymity_check_reports_and_suppression_is_counted(
         assert check.severity == dg.AssetCheckSeverity.WARN
         assert metadata["smallest_group_in_run"] == 1
         assert metadata["rows_below_threshold_in_run"] == 3
-        assert metadata["smallest_group_overall"] == 1
+        audit = audit_history.execute_in_process(instance=instance, resources={"feedback_settings": settings})
+        assert audit_metadata(audit)["smallest_group_overall"] == 1
         assert manifest["counts"]["suppressed_records"] == 0

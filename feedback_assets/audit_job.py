@@ -1,0 +1,64 @@
+"""The job `audit_history`, weekly: the whole-history forms of the per-run checks.
+
+The checks that run with every export look only at what that run wrote, so the nightly run does not
+grow slower with history (docs/decisions.md, "Checks that stay cheap"). Once a week this job looks at
+everything: every dedupe key owned by one day only, and k-anonymity over every exported file.
+
+No `from __future__ import annotations` here: Dagster resolves the op's `context` annotation at
+definition time.
+"""
+
+import dagster as dg
+
+from feedback_assets import k_anonymity
+from feedback_assets.failures import explained_failures
+from feedback_assets.resources import FeedbackSettings
+from feedback_assets.training_csv import training_files
+
+
+@dg.op
+def audit_exported_history(context: dg.OpExecutionContext, feedback_settings: FeedbackSettings) -> None:
+    """Fails if any dedupe key is owned by two days (naming the days to re-run); reports k-anonymity
+    over every exported file, as a warning in the log when a group is below the threshold."""
+    settings = feedback_settings.settings
+    with explained_failures():
+        shared = feedback_settings.dedupe_state().shared_keys()
+    files = list(training_files(settings.export_dir).values())
+    every_day = k_anonymity.measure(k_anonymity.quasi_identifiers(files), settings.k_anonymity_threshold)
+    days = sorted({day.isoformat() for days in shared["partitions"].to_list() for day in days[1:]})
+    metadata: dict[str, int | str] = {
+        "keys_owned_twice": shared.height,
+        "days_to_rerun": ", ".join(days),
+        "files": len(files),
+        "threshold": settings.k_anonymity_threshold,
+        "smallest_group_overall": every_day.smallest_group,
+        "rows_below_threshold_overall": every_day.rows_below_threshold,
+        "rows_overall": every_day.rows,
+    }
+    context.add_output_metadata(metadata)
+    if every_day.rows_below_threshold:
+        context.log.warning(
+            f"{every_day.rows_below_threshold} exported row(s) sit in (age_range, conditions) groups smaller "
+            f"than {settings.k_anonymity_threshold}; see docs/privacy.md"
+        )
+    if days:
+        raise dg.Failure(
+            description=f"{shared.height} dedupe key(s) are owned by two days; re-run (backfill) from the earliest "
+            f"changed day through {days[-1]}",
+            metadata=metadata,
+            allow_retries=False,
+        )
+
+
+@dg.job(
+    executor_def=dg.in_process_executor,
+    description="Weekly audit of everything exported so far: every dedupe key owned once, k-anonymity over "
+    "every training CSV.",
+)
+def audit_history() -> None:
+    audit_exported_history()
+
+
+weekly_history_audit = dg.ScheduleDefinition(
+    name="weekly_history_audit", job=audit_history, cron_schedule="0 3 * * 1", execution_timezone="UTC"
+)
