@@ -18,7 +18,7 @@ from feedback_assets.files import (
     PRIVATE_FILE_MODE,
     ensure_dir,
     remove_stale_temp_files,
-    write_atomically,
+    write_parquet_atomically,
 )
 from feedback_assets.schemas import STATE_SCHEMA
 
@@ -87,7 +87,7 @@ class DedupeStateStore:
         remove_stale_temp_files(self.directory)
         for partition, frame in owned.items():
             data = frame.select(STATE_SCHEMA.names()).sort("dedupe_key")
-            write_atomically(self.path(partition), data.write_parquet, PRIVATE_FILE_MODE)
+            write_parquet_atomically(self.path(partition), data, PRIVATE_FILE_MODE)
 
     def all_keys(self) -> pl.DataFrame:
         scan = self._scan(())

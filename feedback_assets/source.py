@@ -15,9 +15,11 @@ from __future__ import annotations
 import datetime as dt
 import io
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import polars as pl
+import psycopg2.extensions
 
 from feedback_assets.connections import postgres_connection, sqlite_connection
 from feedback_assets.schemas import (
@@ -252,24 +254,23 @@ class FeedbackSource:
         return self._run_sqlite(queries, bounds)
 
     def _run_postgres(self, queries: Mapping[str, Query], bounds: Mapping[str, str]) -> dict[str, pl.DataFrame]:
-        out: dict[str, pl.DataFrame] = {}
         parameters = {name: f"{value}+00" for name, value in bounds.items()}
-        # One REPEATABLE READ transaction: every table is read from the same snapshot.
-        with postgres_connection(self.location) as conn:
-            conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
-            with conn.cursor() as cur:
-                # With the default random_page_cost (4, tuned for spinning disks) the planner seq-scans
-                # the millions of analyses and records to find a day's few thousand ids: 1.7 s against
-                # 70 ms through the primary key (docs/decisions.md, "Planner cost on the source").
-                cur.execute("SET LOCAL random_page_cost = 1.1")
-                for name, query in queries.items():
-                    # COPY takes no bind parameters; mogrify binds them client-side, quoted by psycopg2.
-                    statement = cur.mogrify(query.sql, parameters).decode()
-                    buffer = io.BytesIO()
-                    cur.copy_expert(f"COPY ({statement}) TO STDOUT WITH (FORMAT csv)", buffer)
-                    out[name] = _read_text_csv(buffer.getvalue(), query.width)
-            conn.rollback()
-        return out
+        groups = [[name for name in group if name in queries] for group in SESSION_GROUPS]
+        with postgres_connection(self.location) as leader, postgres_connection(self.location) as follower:
+            snapshot = _begin_read(leader, share=True)
+            _begin_read(follower, snapshot=snapshot)
+            # The server turns rows into text on one core per session: two sessions, two cores.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                parts = list(
+                    pool.map(
+                        lambda session, names: _copy_out(session, {n: queries[n] for n in names}, parameters),
+                        (leader, follower),
+                        groups,
+                    )
+                )
+            leader.rollback()
+            follower.rollback()
+        return {name: frame for part in parts for name, frame in part.items()}
 
     def _run_sqlite(self, queries: Mapping[str, Query], bounds: Mapping[str, str]) -> dict[str, pl.DataFrame]:
         out: dict[str, pl.DataFrame] = {}
@@ -284,6 +285,45 @@ class FeedbackSource:
                 )
             conn.rollback()
         return out
+
+
+# The queries split in two groups of about equal cost (measured on two months of the benchmark
+# source), one per session.
+SESSION_GROUPS = (("feedback", "records", "history"), ("analyses", "users", "erasures"))
+
+
+def _begin_read(
+    conn: psycopg2.extensions.connection, *, share: bool = False, snapshot: str | None = None
+) -> str | None:
+    """Open a read-only REPEATABLE READ transaction; with `share`, return its snapshot's id for another
+    session to join (`snapshot`), so that every table is read from one consistent snapshot."""
+    conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+    with conn.cursor() as cur:
+        if snapshot is not None:
+            cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
+        # With the default random_page_cost (4, tuned for spinning disks) the planner seq-scans
+        # the millions of analyses and records to find a day's few thousand ids: 1.7 s against
+        # 70 ms through the primary key (docs/decisions.md, "Planner cost on the source").
+        cur.execute("SET LOCAL random_page_cost = 1.1")
+        if share:
+            cur.execute("SELECT pg_export_snapshot()")
+            row = cur.fetchone()
+            return str(row[0]) if row else None
+    return None
+
+
+def _copy_out(
+    conn: psycopg2.extensions.connection, queries: Mapping[str, Query], parameters: Mapping[str, str]
+) -> dict[str, pl.DataFrame]:
+    out: dict[str, pl.DataFrame] = {}
+    with conn.cursor() as cur:
+        for name, query in queries.items():
+            # COPY takes no bind parameters; mogrify binds them client-side, quoted by psycopg2.
+            statement = cur.mogrify(query.sql, parameters).decode()
+            buffer = io.BytesIO()
+            cur.copy_expert(f"COPY ({statement}) TO STDOUT WITH (FORMAT csv)", buffer)
+            out[name] = _read_text_csv(buffer.getvalue(), query.width)
+    return out
 
 
 def _read_text_csv(data: bytes, width: int) -> pl.DataFrame:

@@ -13,8 +13,8 @@ from feedback_assets.files import (
     PRIVATE_FILE_MODE,
     ensure_dir,
     remove_stale_temp_files,
-    write_atomically,
     write_bytes_atomically,
+    write_parquet_atomically,
 )
 
 
@@ -35,7 +35,7 @@ class PartitionStore:
         ensure_dir(directory, PRIVATE_DIR_MODE)
         remove_stale_temp_files(directory)
         for partition, frame in frames.items():
-            write_atomically(self.path(asset, partition), frame.write_parquet, PRIVATE_FILE_MODE)
+            write_parquet_atomically(self.path(asset, partition), frame, PRIVATE_FILE_MODE)
 
     def read(self, asset: str, partitions: list[str]) -> pl.DataFrame:
         """The rows of several partitions in one frame; fails naming the first missing day."""

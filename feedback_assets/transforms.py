@@ -166,23 +166,33 @@ def anonymize(classified: pl.DataFrame, hmac_key: bytes, include_image_urls: boo
         if include_image_urls
         else pl.lit(None, pl.String)
     )
-    return eligible.join(pseudonymize_user_ids(eligible["user_id"], hmac_key), on="user_id", how="left").select(
-        "partition",
-        "is_history",
-        "feedback_id",
-        "analysis_hash",
-        "recommendation_id",
-        "helpful_rating",
-        "product_satisfaction",
-        "routine_completion_pct",
-        "would_recommend",
-        normalize_conditions(_without_nul(pl.col("conditions"))).alias("conditions"),
-        _without_nul(pl.col("rules_applied")).str.strip_chars().alias("rules_applied"),
-        "timeframe",
-        age_range(pl.col("age")).alias("age_range"),
-        pl.col("created_at").alias("feedback_created_at"),
-        "analysis_created_at",
-        image_url.alias("image_url"),
+    # Normalised once per distinct text: an app has a few hundred label combinations, not millions,
+    # and the list operations cost 0.4 s per two months of rows when run per row.
+    labels = eligible.select(pl.col("conditions").unique()).with_columns(
+        normalize_conditions(_without_nul(pl.col("conditions"))).alias("normalized_conditions")
+    )
+    pseudonyms = pseudonymize_user_ids(eligible["user_id"], hmac_key)
+    return (
+        eligible.join(pseudonyms, on="user_id", how="left", maintain_order="left")
+        .join(labels, on="conditions", how="left", nulls_equal=True, maintain_order="left")
+        .select(
+            "partition",
+            "is_history",
+            "feedback_id",
+            "analysis_hash",
+            "recommendation_id",
+            "helpful_rating",
+            "product_satisfaction",
+            "routine_completion_pct",
+            "would_recommend",
+            pl.col("normalized_conditions").alias("conditions"),
+            _without_nul(pl.col("rules_applied")).str.strip_chars().alias("rules_applied"),
+            "timeframe",
+            age_range(pl.col("age")).alias("age_range"),
+            pl.col("created_at").alias("feedback_created_at"),
+            "analysis_created_at",
+            image_url.alias("image_url"),
+        )
     )
 
 
