@@ -18,9 +18,10 @@ import polars as pl
 from feedback_assets import k_anonymity, transforms
 from feedback_assets.failures import explained_failures
 from feedback_assets.files import remove_stale_temp_files
-from feedback_assets.partitions import daily_partitions, days_of_run, single_run_backfill
+from feedback_assets.partitions import daily_partitions, days_of_run, single_run_backfill, window_of
 from feedback_assets.resources import FeedbackSettings
-from feedback_assets.settings import CONTRACT_VERSION
+from feedback_assets.settings import CONTRACT_VERSION, ExportSettings
+from feedback_assets.slices import in_slices
 from feedback_assets.storage import PartitionStore, split_by_partition
 from feedback_assets.training_csv import export_day, training_files, write_training_csv
 
@@ -78,23 +79,24 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     from the app's database; still personal data (user ids, ages), kept in the private storage dir."""
     started = time.perf_counter()
     settings = feedback_settings.settings
-    keys = context.partition_keys
-    window = context.partition_time_window
-    source = feedback_settings.source()
+    source, store = feedback_settings.source(), feedback_settings.partition_store()
     with_history = settings.dedupe_scope == "first_per_pair"
-    context.log.info(f"reading {len(keys)} day(s) from the {settings.source.describe()}")
+    context.log.info(f"reading {len(context.partition_keys)} day(s) from the {settings.source.describe()}")
     with explained_failures():
         source.check_schema()
-        frames = source.read_window(window.start, window.end, with_history=with_history)
-    parts = split_by_partition(transforms.raw_rows(frames, with_history=with_history), keys)
-    feedback_settings.partition_store().write("raw_feedback", parts)
-    metadata = {
-        key: {
-            "dagster/row_count": part.filter(~pl.col("is_history")).height,
-            "history_rows": part.filter(pl.col("is_history")).height,
-        }
-        for key, part in parts.items()
-    }
+    metadata: dict[str, dict[str, Any]] = {}
+
+    def read(days: list[str]) -> int:
+        with explained_failures():
+            frames = source.read_window(*window_of(days), with_history=with_history)
+        parts = split_by_partition(transforms.raw_rows(frames, with_history=with_history), days)
+        store.write("raw_feedback", parts)
+        for key, part in parts.items():
+            history = part.filter(pl.col("is_history")).height
+            metadata[key] = {"dagster/row_count": part.height - history, "history_rows": history}
+        return sum(part.height for part in parts.values())
+
+    in_slices(context.partition_keys, read)
     return _report(context, context.asset_key, metadata, started)
 
 
@@ -111,24 +113,23 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
     ages, normalised conditions; no user id, free text or unconsented image URL."""
     started = time.perf_counter()
     settings = feedback_settings.settings
-    keys = context.partition_keys
     store = feedback_settings.partition_store()
-    classified = _classified_raw(store, keys, settings.min_feedback_fields)
-    pairs = transforms.anonymize(classified, settings.hmac_key, settings.include_image_urls)
-    counts = transforms.outcome_counts(classified, keys)
-    parts = split_by_partition(pairs, keys)
-    store.write("anonymized_pairs", parts)
-    store.write_stats("anonymized_pairs", counts)
-    schema = _column_schema(pairs.schema)
-    metadata = {
-        key: {
-            "dagster/row_count": parts[key].filter(~pl.col("is_history")).height,
-            "dagster/column_schema": schema,
-            "hmac_key_id": settings.hmac_key_id,
-            **counts[key],
-        }
-        for key in keys
-    }
+    metadata: dict[str, dict[str, Any]] = {}
+
+    def anonymize(days: list[str]) -> int:
+        classified = _classified_raw(store, days, settings.min_feedback_fields)
+        pairs = transforms.anonymize(classified, settings.hmac_key, settings.include_image_urls)
+        counts = transforms.outcome_counts(classified, days)
+        parts = split_by_partition(pairs, days)
+        store.write("anonymized_pairs", parts)
+        store.write_stats("anonymized_pairs", counts)
+        for key in days:
+            rows = parts[key].filter(~pl.col("is_history")).height
+            metadata[key] = {"dagster/row_count": rows, "hmac_key_id": settings.hmac_key_id, **counts[key]}
+            metadata[key]["dagster/column_schema"] = _column_schema(pairs.schema)
+        return classified.height
+
+    in_slices(context.partition_keys, anonymize)
     return _report(context, context.asset_key, metadata, started)
 
 
@@ -137,14 +138,18 @@ def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: Feed
     """The quarantine: the feedback id and reason of every row rejected (malformed, orphan,
     out_of_range), so the app team can look the rows up; no personal data."""
     started = time.perf_counter()
-    keys = context.partition_keys
     store = feedback_settings.partition_store()
-    classified = _classified_raw(store, keys, feedback_settings.settings.min_feedback_fields)
-    parts = split_by_partition(transforms.rejected_rows(classified), keys)
-    store.write("rejected_feedback", parts)
-    metadata = {
-        key: {"dagster/row_count": part.height, **transforms.rejected_counts(part)} for key, part in parts.items()
-    }
+    metadata: dict[str, dict[str, Any]] = {}
+
+    def quarantine(days: list[str]) -> int:
+        classified = _classified_raw(store, days, feedback_settings.settings.min_feedback_fields)
+        parts = split_by_partition(transforms.rejected_rows(classified), days)
+        store.write("rejected_feedback", parts)
+        for key, part in parts.items():
+            metadata[key] = {"dagster/row_count": part.height, **transforms.rejected_counts(part)}
+        return classified.height
+
+    in_slices(context.partition_keys, quarantine)
     return _report(context, context.asset_key, metadata, started)
 
 
@@ -175,31 +180,40 @@ def dedupe_and_claim_keys(
     """Reads the dedupe state, removes duplicates and records the keys each day now owns, in one step:
     the state is both an input and an output of deduplication, and the lineage says so."""
     started = time.perf_counter()
-    scope = feedback_settings.settings.dedupe_scope
-    keys = context.partition_keys
+    scope, keys = feedback_settings.settings.dedupe_scope, context.partition_keys
     store, state = feedback_settings.partition_store(), feedback_settings.dedupe_state()
     with explained_failures():
-        pairs = transforms.with_dedupe_key(store.read("anonymized_pairs", keys), scope)
         state.verify(context.instance.get_materialized_partitions(SEEN_PAIR_HASHES), excluding=keys)
-        owners = state.owners(pairs["dedupe_key"], excluding=keys).rename({"partition": "owner"})
-    deduplicated = transforms.deduplicate(pairs, owners)
-    rerun = _superseded_days(context, keys, transforms.superseded_owners(deduplicated, owners))
-    counts = transforms.dedupe_counts(deduplicated, keys)
-    store.write("deduplicated_pairs", split_by_partition(deduplicated, keys))
-    store.write_stats("deduplicated_pairs", counts)
-    owned = split_by_partition(transforms.owned_keys(deduplicated), keys)
-    state.write(owned)
+    counts: dict[str, dict[str, int]] = {}
+    owned: dict[str, int] = {}
+    superseded: list[str] = []
+
+    def dedupe(days: list[str]) -> int:
+        # The run's earlier slices are already in the state; this and later slices' old state is not theirs.
+        with explained_failures():
+            pairs = transforms.with_dedupe_key(store.read("anonymized_pairs", days), scope)
+            not_yet = keys[keys.index(days[0]) :]
+            owners = state.owners(pairs["dedupe_key"], excluding=not_yet).rename({"partition": "owner"})
+        deduplicated = transforms.deduplicate(pairs, owners)
+        superseded.extend(transforms.superseded_owners(deduplicated, owners))
+        counts.update(transforms.dedupe_counts(deduplicated, days))
+        store.write("deduplicated_pairs", split_by_partition(deduplicated, days))
+        store.write_stats("deduplicated_pairs", {day: counts[day] for day in days})
+        parts = split_by_partition(transforms.owned_keys(deduplicated), days)
+        state.write(parts)
+        owned.update({day: part.height for day, part in parts.items()})
+        return pairs.height
+
+    in_slices(keys, dedupe)
+    rerun = _superseded_days(context, keys, sorted(set(superseded)))
     with explained_failures():
         total = state.key_count()
-    deduplicated_metadata = {
-        key: {"dagster/row_count": c["exported_records"], "later_days_to_rerun": rerun, "dedupe_scope": scope, **c}
-        for key, c in counts.items()
-    }
+    facts = {"later_days_to_rerun": rerun, "dedupe_scope": scope}
+    pairs_metadata = {key: {"dagster/row_count": c["exported_records"], **facts, **c} for key, c in counts.items()}
     state_metadata = {
-        key: {"keys_owned_by_partition": part.height, "keys_total": total, "dedupe_scope": scope}
-        for key, part in owned.items()
+        key: {"keys_owned_by_partition": n, "keys_total": total, "dedupe_scope": scope} for key, n in owned.items()
     }
-    yield _report(context, DEDUPLICATED_PAIRS, deduplicated_metadata, started)
+    yield _report(context, DEDUPLICATED_PAIRS, pairs_metadata, started)
     yield _report(context, SEEN_PAIR_HASHES, state_metadata, started)
 
 
@@ -242,32 +256,45 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     12 columns of docs/contract.md section 4, one row per exported pair."""
     started = time.perf_counter()
     settings = feedback_settings.settings
-    keys = context.partition_keys
     store = feedback_settings.partition_store()
+    remove_stale_temp_files(settings.export_dir)
+    metadata: dict[str, dict[str, Any]] = {}
+
+    def export(days: list[str]) -> int:
+        with explained_failures():
+            parts = split_by_partition(store.read("deduplicated_pairs", days), days)
+            for key, part in parts.items():
+                upstream = {**store.read_stats("anonymized_pairs", key), **store.read_stats("deduplicated_pairs", key)}
+                metadata[key] = _export_day(context.run.run_id, settings, key, part, upstream)
+        return sum(part.height for part in parts.values())
+
+    in_slices(context.partition_keys, export)
+    return _report(context, context.asset_key, metadata, started)
+
+
+def _export_day(
+    run_id: str, settings: ExportSettings, key: str, deduplicated: pl.DataFrame, upstream: dict[str, int]
+) -> dict[str, Any]:
+    """Write one day's CSV and manifest; the day's metadata."""
+    suppress_below = settings.k_anonymity_threshold if settings.suppress_small_groups else None
+    day = export_day(
+        key, deduplicated, upstream, include_image_urls=settings.include_image_urls, suppress_below=suppress_below
+    )
     facts = {
         "contract_version": CONTRACT_VERSION,
         "hmac_key_id": settings.hmac_key_id,
         "dedupe_scope": settings.dedupe_scope,
     }
-    suppress_below = settings.k_anonymity_threshold if settings.suppress_small_groups else None
-    remove_stale_temp_files(settings.export_dir)
-    metadata: dict[str, dict[str, Any]] = {}
-    with explained_failures():
-        for key, part in split_by_partition(store.read("deduplicated_pairs", keys), keys).items():
-            upstream = {**store.read_stats("anonymized_pairs", key), **store.read_stats("deduplicated_pairs", key)}
-            day = export_day(
-                key, part, upstream, include_image_urls=settings.include_image_urls, suppress_below=suppress_below
-            )
-            manifest = {"partition": key, "run_id": context.run.run_id, "counts": day.counts, **facts}
-            path = write_training_csv(settings.export_dir, key, day.rows, manifest)
-            metadata[key] = {
-                "dagster/row_count": day.rows.height,
-                "dagster/column_schema": _column_schema(day.rows.schema),
-                "path": dg.MetadataValue.path(str(path)),
-                **facts,
-                **day.counts,
-            }
-    return _report(context, context.asset_key, metadata, started)
+    path = write_training_csv(
+        settings.export_dir, key, day.rows, {"partition": key, "run_id": run_id, "counts": day.counts, **facts}
+    )
+    return {
+        "dagster/row_count": day.rows.height,
+        "dagster/column_schema": _column_schema(day.rows.schema),
+        "path": dg.MetadataValue.path(str(path)),
+        **facts,
+        **day.counts,
+    }
 
 
 @dg.asset_check(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
@@ -23,3 +24,10 @@ def days_of_run(tags: Mapping[str, str]) -> set[str]:
     if not (first and last):
         return set()
     return set(daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last)))
+
+
+def window_of(days: Sequence[str]) -> tuple[dt.datetime, dt.datetime]:
+    """[first day 00:00, the day after the last 00:00) in UTC, for consecutive day keys."""
+    first = daily_partitions.time_window_for_partition_key(days[0])
+    last = daily_partitions.time_window_for_partition_key(days[-1])
+    return first.start, last.end

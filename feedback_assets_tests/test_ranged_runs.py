@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from feedback_assets import slices
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.graph import ALL_ASSETS, latest_metadata, materialize, settings_for
 
@@ -53,6 +54,20 @@ def test_single_run_daily_shuffled_and_split_runs_give_identical_files(
     assert daily == single
     assert out_of_order == single
     assert split == single
+
+
+@pytest.mark.parametrize("scope", ["exact", "first_per_pair"])
+def test_a_range_worked_through_in_slices_of_a_day_or_two_gives_the_same_files(
+    tmp_path: Path, hmac_key: str, scope: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source_url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_demo_source(source_url, end_date=dt.date.fromisoformat(DAYS[-1]), days=8, rows_per_day=40, seed=3)
+    whole = run(tmp_path, "whole", source_url, scope, [DAYS])
+    monkeypatch.setattr(slices, "FIRST_SLICE_DAYS", 2)
+    monkeypatch.setattr(slices, "ROWS_PER_SLICE", 60)
+    sliced = run(tmp_path, "sliced", source_url, scope, [DAYS, DAYS])
+    assert all(len(content.splitlines()) > 1 for content in whole.values())
+    assert sliced == whole
 
 
 def test_a_ranged_run_records_each_day_of_each_asset_once_with_its_own_figures(
