@@ -165,5 +165,24 @@ def test_state_files_hold_only_keys_and_days(tmp_path: Path, hmac_key: str, inst
     settings = settings_for(tmp_path, demo_source(tmp_path))
     assert materialize(instance, settings, DAYS[0]).success
     frame = pl.read_parquet(state_of(tmp_path, "exact").path(DAYS[0]))
-    assert frame.schema == pl.Schema({"dedupe_key": pl.String, "partition": pl.Date})
+    # Besides the key and its day, only the key's own first 15 hex digits, as the lookup index.
+    assert frame.schema == pl.Schema({"dedupe_key": pl.String, "partition": pl.Date, "key_prefix": pl.Int64})
     assert frame["dedupe_key"].str.len_chars().unique().to_list() == [64]
+    assert frame["key_prefix"].to_list() == [int(key[:15], 16) for key in frame["dedupe_key"].to_list()]
+
+
+def test_state_written_before_the_key_prefix_is_upgraded_and_found(tmp_path: Path) -> None:
+    state = DedupeStateStore(tmp_path, "exact", "k1")
+    state.directory.mkdir(parents=True)
+    keys = ["a" * 64, "b" * 64, "0" * 63 + "1"]
+    day = dt.date(2025, 10, 20)
+    pl.DataFrame({"dedupe_key": keys, "partition": [day] * 3}).write_parquet(state.path("2025-10-20"))
+    found = state.owners(pl.Series(["b" * 64, "c" * 64]), excluding=())
+    assert_frame_equal(found, pl.DataFrame({"dedupe_key": ["b" * 64], "partition": [day]}))
+    assert "key_prefix" in pl.read_parquet_schema(state.path("2025-10-20"))
+    assert state.shared_keys().is_empty()
+    state.write({"2025-10-21": pl.DataFrame({"dedupe_key": ["b" * 64], "partition": [day + dt.timedelta(days=1)]})})
+    shared = state.shared_keys(among=["2025-10-21"])
+    assert shared["dedupe_key"].to_list() == ["b" * 64]
+    assert shared["partitions"].to_list() == [[day, day + dt.timedelta(days=1)]]
+    assert_frame_equal(state.shared_keys(), shared)
