@@ -18,7 +18,6 @@ from feedback_assets.files import (
     PRIVATE_FILE_MODE,
     ensure_dir,
     remove_stale_temp_files,
-    write_bytes_atomically,
     write_parquet_atomically,
 )
 from feedback_assets.schemas import STATE_SCHEMA
@@ -28,9 +27,6 @@ from feedback_assets.schemas import STATE_SCHEMA
 # (docs/decisions.md, "An index of the state": 60 ms against 180 ms for a day against a year).
 PREFIX_DIGITS = 15
 STORED_SCHEMA = pl.Schema({**STATE_SCHEMA, "key_prefix": pl.Int64()})
-# Written once every file of the directory has its key_prefix column.
-FORMAT_MARKER = ".state_format"
-STATE_FORMAT = "2"
 
 
 def key_prefix(keys: pl.Expr) -> pl.Expr:
@@ -75,8 +71,6 @@ class DedupeStateStore:
             )
 
     def _files(self, excluding: Collection[str]) -> list[Path]:
-        if self.directory.is_dir() and not (self.directory / FORMAT_MARKER).is_file():
-            self._upgrade()
         skip = set(excluding)
         return [self.path(p) for p in self.partitions() if p not in skip]
 
@@ -85,17 +79,21 @@ class DedupeStateStore:
         return pl.scan_parquet(files, schema=STORED_SCHEMA) if files else None
 
     def _upgrade(self) -> None:
-        """Give state files written before the key prefix existed their prefix column, once."""
+        """Give state files written before the key prefix existed their prefix column."""
         for partition in self.partitions():
             path = self.path(partition)
             if "key_prefix" not in pl.read_parquet_schema(path):
-                self.write({partition: pl.read_parquet(path)}, upgrading=True)
-        write_bytes_atomically(self.directory / FORMAT_MARKER, STATE_FORMAT.encode(), PRIVATE_FILE_MODE)
+                self.write({partition: pl.read_parquet(path)})
 
     def _collect(self, frame: pl.LazyFrame) -> pl.DataFrame:
         try:
-            return frame.collect()
-        except (pl.exceptions.ComputeError, OSError) as exc:
+            try:
+                return frame.collect()
+            except pl.exceptions.ColumnNotFoundError:
+                # State written before the key prefix existed: upgraded once, then read again.
+                self._upgrade()
+                return frame.collect()
+        except (pl.exceptions.ComputeError, pl.exceptions.ColumnNotFoundError, OSError) as exc:
             raise DedupeStateError(
                 f"the dedupe state under {self.directory} cannot be read ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''}); delete the damaged day's file and "
@@ -120,12 +118,10 @@ class DedupeStateStore:
         found = pl.scan_parquet([self.path(day) for day in days], schema=STORED_SCHEMA)
         return self._collect(found.filter(pl.col("dedupe_key").is_in(keys.implode())).select(STATE_SCHEMA.names()))
 
-    def write(self, owned: dict[str, pl.DataFrame], *, upgrading: bool = False) -> None:
+    def write(self, owned: dict[str, pl.DataFrame]) -> None:
         """Replace the state of each given partition with the keys it now owns."""
         ensure_dir(self.directory, PRIVATE_DIR_MODE)
         remove_stale_temp_files(self.directory)
-        if not upgrading and not (self.directory / FORMAT_MARKER).is_file():
-            self._upgrade()
         for partition, frame in owned.items():
             data = frame.select(STATE_SCHEMA.names()).with_columns(key_prefix(pl.col("dedupe_key"))).sort("dedupe_key")
             write_parquet_atomically(self.path(partition), data, PRIVATE_FILE_MODE)
@@ -156,7 +152,8 @@ class DedupeStateStore:
             days = [day for day in self.partitions() if day in set(among)]
             if not days:
                 return empty
-            mine = self._collect(pl.scan_parquet([self.path(day) for day in days], schema=STORED_SCHEMA))
+            owned = pl.scan_parquet([self.path(day) for day in days], schema=STORED_SCHEMA)
+            mine = self._collect(owned.select(STATE_SCHEMA.names()))
             others = self.owners(mine["dedupe_key"], excluding=days)
             if others.is_empty():
                 return empty

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-# About 0.5 GiB of working memory in the heaviest step (the source read and its join), measured on
-# the benchmark's year; a year of 13,700 rows a day takes seven slices.
-ROWS_PER_SLICE = 750_000
+# Smaller slices cost time (every slice scans the dimension tables once more), larger ones memory:
+# a year of 5M rows peaked at 2.04 GiB with 750,000 rows a slice and 0.84 GiB with 400,000, while
+# its source read took 34 s and 45 s (docs/benchmarks.md).
+ROWS_PER_SLICE = 500_000
 # Before the first slice nothing is known about the days' sizes: a week is small on any source.
 FIRST_SLICE_DAYS = 7
 
