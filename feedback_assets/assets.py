@@ -10,17 +10,19 @@ day's statistics as that day's metadata, also when one run covers a range of day
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from feedback_assets import k_anonymity, transforms
+from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.failures import explained_failures
 from feedback_assets.files import remove_stale_temp_files
 from feedback_assets.partitions import daily_partitions, days_of_run, single_run_backfill, window_of
 from feedback_assets.resources import FeedbackSettings
-from feedback_assets.settings import CONTRACT_VERSION, ExportSettings
+from feedback_assets.settings import CONTRACT_VERSION, DedupeScope, ExportSettings
 from feedback_assets.slices import in_slices
 from feedback_assets.storage import PartitionStore, split_by_partition
 from feedback_assets.training_csv import export_day, training_files, write_training_csv
@@ -184,37 +186,55 @@ def dedupe_and_claim_keys(
     store, state = feedback_settings.partition_store(), feedback_settings.dedupe_state()
     with explained_failures():
         state.verify(context.instance.get_materialized_partitions(SEEN_PAIR_HASHES), excluding=keys)
-    counts: dict[str, dict[str, int]] = {}
-    owned: dict[str, int] = {}
-    superseded: list[str] = []
+    claims: list[_Claims] = []
 
     def dedupe(days: list[str]) -> int:
-        # The run's earlier slices are already in the state; this and later slices' old state is not theirs.
-        with explained_failures():
-            pairs = transforms.with_dedupe_key(store.read("anonymized_pairs", days), scope)
-            not_yet = keys[keys.index(days[0]) :]
-            owners = state.owners(pairs["dedupe_key"], excluding=not_yet).rename({"partition": "owner"})
-        deduplicated = transforms.deduplicate(pairs, owners)
-        superseded.extend(transforms.superseded_owners(deduplicated, owners))
-        counts.update(transforms.dedupe_counts(deduplicated, days))
-        store.write("deduplicated_pairs", split_by_partition(deduplicated, days))
-        store.write_stats("deduplicated_pairs", {day: counts[day] for day in days})
-        parts = split_by_partition(transforms.owned_keys(deduplicated), days)
-        state.write(parts)
-        owned.update({day: part.height for day, part in parts.items()})
-        return pairs.height
+        claims.append(_claim_slice(store, state, scope, days, not_yet=keys[keys.index(days[0]) :]))
+        return claims[-1].rows
 
     in_slices(keys, dedupe)
-    rerun = _superseded_days(context, keys, sorted(set(superseded)))
+    rerun = _superseded_days(context, keys, sorted({day for c in claims for day in c.superseded}))
     with explained_failures():
         total = state.key_count()
     facts = {"later_days_to_rerun": rerun, "dedupe_scope": scope}
+    counts = {key: c for claim in claims for key, c in claim.counts.items()}
     pairs_metadata = {key: {"dagster/row_count": c["exported_records"], **facts, **c} for key, c in counts.items()}
     state_metadata = {
-        key: {"keys_owned_by_partition": n, "keys_total": total, "dedupe_scope": scope} for key, n in owned.items()
+        key: {"keys_owned_by_partition": n, "keys_total": total, "dedupe_scope": scope}
+        for claim in claims
+        for key, n in claim.owned.items()
     }
     yield _report(context, DEDUPLICATED_PAIRS, pairs_metadata, started)
     yield _report(context, SEEN_PAIR_HASHES, state_metadata, started)
+
+
+@dataclass(frozen=True)
+class _Claims:
+    """What deduplicating one slice of a run's days did: its counts, the keys each day now owns,
+    the later days outside the run that hold keys this slice took, and the rows it read."""
+
+    counts: dict[str, dict[str, int]]
+    owned: dict[str, int]
+    superseded: list[str]
+    rows: int
+
+
+def _claim_slice(
+    store: PartitionStore, state: DedupeStateStore, scope: DedupeScope, days: list[str], not_yet: Sequence[str]
+) -> _Claims:
+    """Deduplicate `days` against the state and record their keys. `not_yet` are this and the run's
+    later days: their old state is what this run replaces; earlier slices of the run are already in."""
+    with explained_failures():
+        pairs = transforms.with_dedupe_key(store.read("anonymized_pairs", days), scope)
+        owners = state.owners(pairs["dedupe_key"], excluding=not_yet).rename({"partition": "owner"})
+    deduplicated = transforms.deduplicate(pairs, owners)
+    counts = transforms.dedupe_counts(deduplicated, days)
+    store.write("deduplicated_pairs", split_by_partition(deduplicated, days))
+    store.write_stats("deduplicated_pairs", counts)
+    owned = split_by_partition(transforms.owned_keys(deduplicated), days)
+    state.write(owned)
+    superseded = transforms.superseded_owners(deduplicated, owners)
+    return _Claims(counts, {day: part.height for day, part in owned.items()}, superseded, pairs.height)
 
 
 def _superseded_days(context: dg.AssetExecutionContext, keys: list[str], days: list[str]) -> str:
