@@ -120,12 +120,13 @@ def ensure_source(database: str, first: dt.date, days: int, rows_per_day: int, u
     """The source database, generated unless it already holds this range at this size."""
     url = url or f"{SERVER}/{database}"
     expected = None
-    with psycopg2.connect(f"{SERVER}/postgres") as admin:
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (url.rsplit("/", 1)[1],))
-            if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"')
+    # Not `with connect(...)`: that opens a transaction even in autocommit, and CREATE DATABASE refuses one.
+    admin = psycopg2.connect(f"{SERVER}/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (url.rsplit("/", 1)[1],))
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"')
     admin.close()
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('recommendation_feedback') IS NOT NULL")
@@ -335,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     day = max(source.first, source.last - dt.timedelta(days=60))
     scopes = ("exact", "first_per_pair") if args.scope == "both" else (args.scope,)
     results = [measure(source, scope, day, args.month_days, root, "1x") for scope in scopes]
+    print(report(results, [], []), flush=True)
     scaling: list[Result] = []
     nightly: list[tuple[str, Measured]] = []
     if args.scaling:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import psycopg2
 import pytest
 
 from benchmarks import year
@@ -49,11 +51,23 @@ def test_the_noop_floor_has_the_real_graphs_assets_checks_partitions_policies_an
     assert shape(noop_defs) == shape(real_defs)
 
 
+@pytest.fixture
+def new_database(postgres_url: str) -> Iterator[str]:
+    """The name of a PostgreSQL database that does not exist yet; dropped afterwards if made."""
+    name = f"{postgres_url.rsplit('/', 1)[1]}_bench"
+    yield name
+    admin = psycopg2.connect(dbname="test", host="127.0.0.1", port=5432, user="root")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
 @pytest.mark.slow
-def test_a_tiny_benchmark_run_writes_its_table(tmp_path: Path, postgres_url: str) -> None:
+def test_a_tiny_benchmark_run_writes_its_table(tmp_path: Path, new_database: str) -> None:
     docs = tmp_path / "benchmarks.md"
     docs.write_text("# Benchmarks\n\nprose kept\n\n<!-- benchmark:start -->\nold\n<!-- benchmark:end -->\n\nafter\n")
-    argv = ["--source-url", postgres_url, "--first", "2025-03-01", "--days", "3", "--rows-per-day", "30"]
+    argv = ["--database", new_database, "--first", "2025-03-01", "--days", "3", "--rows-per-day", "30"]
     argv += ["--month-days", "2", "--workdir", str(tmp_path / "work"), "--docs", str(docs)]
     assert year.main(argv) == 0
     text = docs.read_text()
