@@ -29,6 +29,10 @@ PREFIX_DIGITS = 15
 STORED_SCHEMA = pl.Schema({**STATE_SCHEMA, "key_prefix": pl.Int64()})
 
 
+# A run's days are checked this many at a time, so the check's memory does not grow with the run.
+SHARED_BATCH_DAYS = 31
+
+
 def key_prefix(keys: pl.Expr) -> pl.Expr:
     return keys.str.slice(0, PREFIX_DIGITS).str.to_integer(base=16).alias("key_prefix")
 
@@ -130,6 +134,16 @@ class DedupeStateStore:
         scan = self._scan(())
         return self._collect(scan.select(STATE_SCHEMA.names())) if scan is not None else STATE_SCHEMA.to_frame()
 
+    def _shared_with(self, days: list[str]) -> pl.DataFrame:
+        """The keys of `days` that another day (of the run or not) or a second day among them owns
+        too, with each owning day: rows of `dedupe_key`, `partition`."""
+        owned = pl.scan_parquet([self.path(day) for day in days], schema=STORED_SCHEMA)
+        mine = self._collect(owned.select(STATE_SCHEMA.names()))
+        others = self.owners(mine["dedupe_key"], excluding=days)
+        twice_here = mine.filter(pl.col("dedupe_key").is_duplicated()).select("dedupe_key")
+        shared = pl.concat([others.select("dedupe_key"), twice_here]).unique()
+        return pl.concat([mine.join(shared, on="dedupe_key", how="semi"), others])
+
     def key_count(self) -> int:
         """How many keys the whole state holds, counted without loading them."""
         scan = self._scan(())
@@ -150,16 +164,10 @@ class DedupeStateStore:
             rows = scan.join(repeated, on="key_prefix", how="semi").select(STATE_SCHEMA.names())
         else:
             days = [day for day in self.partitions() if day in set(among)]
-            if not days:
+            found = [self._shared_with(days[i : i + SHARED_BATCH_DAYS]) for i in range(0, len(days), SHARED_BATCH_DAYS)]
+            if not found:
                 return empty
-            owned = pl.scan_parquet([self.path(day) for day in days], schema=STORED_SCHEMA)
-            mine = self._collect(owned.select(STATE_SCHEMA.names()))
-            others = self.owners(mine["dedupe_key"], excluding=days)
-            if others.is_empty():
-                return empty
-            rows = pl.concat(
-                [mine.select(STATE_SCHEMA.names()).join(others, on="dedupe_key", how="semi"), others]
-            ).lazy()
+            rows = pl.concat(found).unique().lazy()
         shared = (
             rows.group_by("dedupe_key")
             .agg(pl.col("partition").sort().alias("partitions"))

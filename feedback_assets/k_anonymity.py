@@ -28,7 +28,8 @@ def group_size() -> pl.Expr:
 
 def measure(rows: pl.DataFrame | pl.LazyFrame, threshold: int) -> KAnonymity:
     """The smallest group size k (0 for no rows) and the rows in groups smaller than `threshold`."""
-    sizes = rows.lazy().group_by(QUASI_IDENTIFIERS).len().collect()
+    # Streaming: a year of files is counted in batches, never held whole in memory.
+    sizes = rows.lazy().group_by(QUASI_IDENTIFIERS).len().collect(engine="streaming")
     if sizes.is_empty():
         return KAnonymity(rows=0, smallest_group=0, rows_below_threshold=0)
     small = sizes.filter(pl.col("len") < threshold)

@@ -186,3 +186,22 @@ def test_state_written_before_the_key_prefix_is_upgraded_and_found(tmp_path: Pat
     assert shared["dedupe_key"].to_list() == ["b" * 64]
     assert shared["partitions"].to_list() == [[day, day + dt.timedelta(days=1)]]
     assert_frame_equal(state.shared_keys(), shared)
+
+
+def test_a_key_shared_between_two_days_of_a_run_is_found_once_whatever_the_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("feedback_assets.dedupe_state.SHARED_BATCH_DAYS", 1)
+    state = DedupeStateStore(tmp_path, "exact", "k1")
+    days = [dt.date(2025, 10, 20), dt.date(2025, 10, 21), dt.date(2025, 10, 22)]
+    state.write(
+        {
+            d.isoformat(): pl.DataFrame({"dedupe_key": ["a" * 64, f"{i}" * 64], "partition": [d] * 2})
+            for i, d in enumerate(days)
+        }
+    )
+    for among in ([d.isoformat() for d in days], [days[1].isoformat()]):
+        shared = state.shared_keys(among=among)
+        assert shared["dedupe_key"].to_list() == ["a" * 64]
+        assert shared["partitions"].to_list() == [days]
+    assert_frame_equal(state.shared_keys(among=[d.isoformat() for d in days]), state.shared_keys())
