@@ -90,13 +90,15 @@ class DedupeStateStore:
                 self.write({partition: pl.read_parquet(path)})
 
     def _collect(self, frame: pl.LazyFrame) -> pl.DataFrame:
+        # Streaming: the state grows with every exported key; a lookup reads it in batches, so its
+        # memory does not grow with it.
         try:
             try:
-                return frame.collect()
+                return frame.collect(engine="streaming")
             except pl.exceptions.ColumnNotFoundError:
                 # State written before the key prefix existed: upgraded once, then read again.
                 self._upgrade()
-                return frame.collect()
+                return frame.collect(engine="streaming")
         except (pl.exceptions.ComputeError, pl.exceptions.ColumnNotFoundError, OSError) as exc:
             raise DedupeStateError(
                 f"the dedupe state under {self.directory} cannot be read ({type(exc).__name__}: "
