@@ -17,7 +17,7 @@ import dagster as dg
 import polars as pl
 
 from feedback_assets import k_anonymity, transforms
-from feedback_assets.dedupe_state import DedupeStateStore
+from feedback_assets.dedupe_state import DedupeStateStore, days_to_rerun
 from feedback_assets.failures import explained_failures
 from feedback_assets.files import remove_stale_temp_files
 from feedback_assets.partitions import daily_partitions, days_of_run, single_run_backfill, window_of
@@ -125,10 +125,15 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
         parts = split_by_partition(pairs, days)
         store.write("anonymized_pairs", parts)
         store.write_stats("anonymized_pairs", counts)
+        schema = _column_schema(pairs.schema)
         for key in days:
             rows = parts[key].filter(~pl.col("is_history")).height
-            metadata[key] = {"dagster/row_count": rows, "hmac_key_id": settings.hmac_key_id, **counts[key]}
-            metadata[key]["dagster/column_schema"] = _column_schema(pairs.schema)
+            metadata[key] = {
+                "dagster/row_count": rows,
+                "dagster/column_schema": schema,
+                "hmac_key_id": settings.hmac_key_id,
+            }
+            metadata[key].update(counts[key])
         return classified.height
 
     in_slices(context.partition_keys, anonymize)
@@ -257,7 +262,7 @@ def no_key_owned_twice(
 ) -> dg.AssetCheckResult:
     with explained_failures():
         shared = feedback_settings.dedupe_state().shared_keys(among=days_of_run(context.run.tags))
-    days = sorted({day.isoformat() for days in shared["partitions"].to_list() for day in days[1:]})
+    days = days_to_rerun(shared)
     return dg.AssetCheckResult(
         passed=shared.is_empty(),
         metadata={

@@ -11,6 +11,7 @@ definition time.
 import dagster as dg
 
 from feedback_assets import k_anonymity
+from feedback_assets.dedupe_state import days_to_rerun
 from feedback_assets.failures import explained_failures
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.training_csv import training_files
@@ -25,7 +26,7 @@ def audit_exported_history(context: dg.OpExecutionContext, feedback_settings: Fe
         shared = feedback_settings.dedupe_state().shared_keys()
     files = list(training_files(settings.export_dir).values())
     every_day = k_anonymity.measure(k_anonymity.quasi_identifiers(files), settings.k_anonymity_threshold)
-    days = sorted({day.isoformat() for days in shared["partitions"].to_list() for day in days[1:]})
+    days = days_to_rerun(shared)
     metadata: dict[str, int | str] = {
         "keys_owned_twice": shared.height,
         "days_to_rerun": ", ".join(days),

@@ -37,6 +37,11 @@ def key_prefix(keys: pl.Expr) -> pl.Expr:
     return keys.str.slice(0, PREFIX_DIGITS).str.to_integer(base=16).alias("key_prefix")
 
 
+def days_to_rerun(shared: pl.DataFrame) -> list[str]:
+    """The days of `shared_keys()` rows that must be re-run: every owner but the earliest of a key."""
+    return sorted({day.isoformat() for days in shared["partitions"].to_list() for day in days[1:]})
+
+
 class DedupeStateError(RuntimeError):
     """The dedupe state a run needs is missing or unreadable; the message says how to rebuild it."""
 

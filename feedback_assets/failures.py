@@ -28,13 +28,9 @@ EXPLAINED_ERRORS = (
 )
 
 
-def explained_failure(exc: BaseException) -> dg.Failure:
-    return dg.Failure(description=str(exc), allow_retries=False)
-
-
 @contextmanager
 def explained_failures() -> Iterator[None]:
     try:
         yield
     except EXPLAINED_ERRORS as exc:
-        raise explained_failure(exc) from None
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
