@@ -306,21 +306,27 @@ def report(results: Sequence[Result], scaling: Sequence[Result], nightly: Sequen
     return "\n".join(lines) + "\n"
 
 
-def write_docs(path: Path, table: str) -> None:
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
-    if START not in text or END not in text:
-        text += f"\n{START}\n{END}\n"
-    before, rest = text.split(START, 1)
-    _, after = rest.split(END, 1)
-    path.write_text(f"{before}{START}\n{table}{END}{after}")
+def write_docs(path: Path, table: str, start: str = START, end: str = END) -> None:
+    """Put `table` between the markers `start` and `end` of the file, adding them when missing."""
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{start}\n{end}\n"
+    if start not in text or end not in text:
+        text += f"\n{start}\n{end}\n"
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    path.write_text(f"{before}{start}\n{table}{end}{after}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The generated year's options, shared by the benchmarks that build it (`ensure_source`)."""
     parser.add_argument("--first", type=dt.date.fromisoformat, default=dt.date(2025, 1, 1))
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--rows-per-day", type=int, default=13_700)
     parser.add_argument("--database", default="feedback_bench", help="PostgreSQL database of the source")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_source_arguments(parser)
     parser.add_argument("--source-url", default=None, help="use this PostgreSQL database instead")
     parser.add_argument("--scope", choices=("exact", "first_per_pair", "both"), default="both")
     parser.add_argument("--month-days", type=int, default=30, help="days the row-by-row baseline exports")

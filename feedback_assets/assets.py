@@ -25,7 +25,7 @@ from feedback_assets.resources import FeedbackSettings
 from feedback_assets.settings import CONTRACT_VERSION, DedupeScope, ExportSettings
 from feedback_assets.slices import in_slices
 from feedback_assets.storage import PartitionStore, split_by_partition
-from feedback_assets.training_csv import export_day, training_files, write_training_csv
+from feedback_assets.training_csv import csv_format_of, export_day, training_files, write_training_csv
 
 GROUP = "feedback_export"
 # Steps that read or write the dedupe state share this pool; give it a limit of 1 (README) so
@@ -303,12 +303,19 @@ def _export_day(
     """Write one day's CSV and manifest; the day's metadata."""
     suppress_below = settings.k_anonymity_threshold if settings.suppress_small_groups else None
     day = export_day(
-        key, deduplicated, upstream, include_image_urls=settings.include_image_urls, suppress_below=suppress_below
+        key,
+        deduplicated,
+        upstream,
+        csv_format=csv_format_of(settings),
+        suppress_below=suppress_below,
+        quasi_identifiers=settings.quasi_identifiers,
     )
     facts = {
         "contract_version": CONTRACT_VERSION,
         "hmac_key_id": settings.hmac_key_id,
         "dedupe_scope": settings.dedupe_scope,
+        "timestamp_precision": settings.timestamp_precision,
+        "pseudonym_scope": settings.pseudonym_scope,
     }
     path = write_training_csv(
         settings.export_dir, key, day.rows, {"partition": key, "run_id": run_id, "counts": day.counts, **facts}
@@ -324,8 +331,9 @@ def _export_day(
 
 @dg.asset_check(
     asset=training_csv,
-    description="k-anonymity over (age_range, conditions) in the run's files: the smallest group and the rows "
-    "in groups below the threshold (every file so far: the audit_history job).",
+    description="k-anonymity over the quasi-identifiers (FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS) and l-diversity "
+    "of conditions in the run's files: the smallest group, the rows in groups below the threshold, the fewest "
+    "distinct conditions in a group (every file so far: the audit_history job).",
 )
 def k_anonymity_of_exports(
     context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings
@@ -334,13 +342,17 @@ def k_anonymity_of_exports(
     threshold = settings.k_anonymity_threshold
     run_days = days_of_run(context.run.tags)
     run_files = [path for day, path in training_files(settings.export_dir).items() if day in run_days]
-    these_days = k_anonymity.measure(k_anonymity.quasi_identifiers(run_files), threshold)
+    qis = settings.quasi_identifiers
+    these_days = k_anonymity.measure(k_anonymity.exported_cells(run_files, qis), threshold, qis)
     return dg.AssetCheckResult(
         passed=these_days.rows_below_threshold == 0,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "threshold": threshold,
+            "quasi_identifiers": ", ".join(qis),
             "smallest_group_in_run": these_days.smallest_group,
+            "l_diversity_in_run": these_days.l_diversity,
+            "rows_in_single_condition_groups_in_run": these_days.rows_in_uniform_groups,
             "rows_below_threshold_in_run": these_days.rows_below_threshold,
             "rows_in_run": these_days.rows,
             "suppression": "on" if settings.suppress_small_groups else "off",

@@ -25,21 +25,25 @@ def audit_exported_history(context: dg.OpExecutionContext, feedback_settings: Fe
     with explained_failures():
         shared = feedback_settings.dedupe_state().shared_keys()
     files = list(training_files(settings.export_dir).values())
-    every_day = k_anonymity.measure(k_anonymity.quasi_identifiers(files), settings.k_anonymity_threshold)
+    qis = settings.quasi_identifiers
+    every_day = k_anonymity.measure(k_anonymity.exported_cells(files, qis), settings.k_anonymity_threshold, qis)
     days = days_to_rerun(shared)
     metadata: dict[str, int | str] = {
         "keys_owned_twice": shared.height,
         "days_to_rerun": ", ".join(days),
         "files": len(files),
         "threshold": settings.k_anonymity_threshold,
+        "quasi_identifiers": ", ".join(qis),
         "smallest_group_overall": every_day.smallest_group,
+        "l_diversity_overall": every_day.l_diversity,
+        "rows_in_single_condition_groups_overall": every_day.rows_in_uniform_groups,
         "rows_below_threshold_overall": every_day.rows_below_threshold,
         "rows_overall": every_day.rows,
     }
     context.add_output_metadata(metadata)
     if every_day.rows_below_threshold:
         context.log.warning(
-            f"{every_day.rows_below_threshold} exported row(s) sit in (age_range, conditions) groups smaller "
+            f"{every_day.rows_below_threshold} exported row(s) sit in ({', '.join(qis)}) groups smaller "
             f"than {settings.k_anonymity_threshold}; see docs/privacy.md"
         )
     if days:
@@ -53,8 +57,8 @@ def audit_exported_history(context: dg.OpExecutionContext, feedback_settings: Fe
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    description="Weekly audit of everything exported so far: every dedupe key owned once, k-anonymity over "
-    "every training CSV.",
+    description="Weekly audit of everything exported so far: every dedupe key owned once, k-anonymity and "
+    "l-diversity over every training CSV.",
 )
 def audit_history() -> None:
     audit_exported_history()

@@ -16,7 +16,7 @@ import datetime as dt
 import io
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,19 @@ class CsvErasure:
     rows: int
     removed: int
     suppressed: int
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """FEEDBACK_K_ANONYMITY_SUPPRESS in effect: groups below `threshold` over these columns are dropped."""
+
+    threshold: int
+    quasi_identifiers: tuple[str, ...]
+
+
+# The pseudonyms of the erased users as a day's file spells them (they differ by day with a
+# pseudonym scope other than `stable`).
+CsvPseudonyms = Callable[[str], pl.Series]
 
 
 @dataclass(frozen=True)
@@ -86,19 +99,19 @@ def deduplicated_stats_after(stats: Mapping[str, int], remaining: pl.DataFrame, 
     return {**stats, **transforms.dedupe_counts(remaining, [partition])[partition]}
 
 
-def erase_from_csv(data: bytes, pseudonyms: pl.Series, suppress_below: int | None) -> CsvErasure:
+def erase_from_csv(data: bytes, pseudonyms: pl.Series, suppression: Suppression | None) -> CsvErasure:
     """The training CSV without the rows of `pseudonyms`, byte for byte as the pipeline writes it.
 
     The file is its own source: it only ever loses rows, whatever the intermediates hold now. With
-    suppression on (`suppress_below` is the threshold), groups that the erasure leaves too small are
+    `suppression`, groups that the erasure leaves too small are
     suppressed too, which gives the same rows as suppressing the day's rows afresh.
     """
     rows = pl.read_csv(io.BytesIO(data), infer_schema=False)
     kept = without_erased(rows, "analysis_hash", pseudonyms)
     removed = rows.height - kept.height
     suppressed = 0
-    if suppress_below is not None:
-        kept, suppressed = k_anonymity.suppress_small_groups(kept, suppress_below)
+    if suppression is not None:
+        kept, suppressed = k_anonymity.suppress_small_groups(kept, suppression.threshold, suppression.quasi_identifiers)
     return CsvErasure(csv_bytes(kept), kept.height, removed, suppressed)
 
 
@@ -259,8 +272,8 @@ def _rewritten_manifest(
 def _erase_csvs(
     export_dir: Path,
     store: PartitionStore,
-    pseudonyms: pl.Series,
-    suppress_below: int | None,
+    pseudonyms: CsvPseudonyms,
+    suppression: Suppression | None,
     restated: set[str],
     removed: dict[str, int],
 ) -> set[str]:
@@ -269,7 +282,7 @@ def _erase_csvs(
     touched: set[str] = set()
     for day, path in training_files(export_dir).items():
         data = path.read_bytes()
-        erasure = erase_from_csv(data, pseudonyms, suppress_below)
+        erasure = erase_from_csv(data, pseudonyms(day), suppression)
         if erasure.removed:
             write_bytes_atomically(path, erasure.data, EXPORT_FILE_MODE)
             removed["training_csv"] += erasure.removed
@@ -281,7 +294,7 @@ def _erase_csvs(
             continue
         manifest = manifest_path(export_dir, day)
         if manifest.is_file():
-            stats_counts = _counts_from_stored_stats(store, day, erasure.rows, suppress_below is not None)
+            stats_counts = _counts_from_stored_stats(store, day, erasure.rows, suppression is not None)
             rewritten = _rewritten_manifest(json.loads(manifest.read_text()), path.name, erasure, stats_counts)
             if rewritten is not None:
                 write_bytes_atomically(manifest, rewritten, EXPORT_FILE_MODE)
@@ -306,12 +319,17 @@ def erase(
     state: DedupeStateStore,
     user_ids: pl.Series,
     pseudonyms: pl.Series,
-    suppress_below: int | None,
+    csv_pseudonyms: CsvPseudonyms,
+    suppression: Suppression | None,
     run_id: str,
     hmac_key_id: str,
     now: dt.datetime | None = None,
 ) -> ErasureSummary:
-    """Remove the users' rows from every stored partition, the dedupe state and every CSV, then audit it."""
+    """Remove the users' rows from every stored partition, the dedupe state and every CSV, then audit it.
+
+    `pseudonyms` are the users' stable pseudonyms, which the intermediates and the state hold;
+    `csv_pseudonyms(day)` gives them as that day's file spells them.
+    """
     removed = dict.fromkeys(ROW_KINDS, 0)
     touched: set[str] = set()
     if not user_ids.is_empty():
@@ -320,7 +338,7 @@ def erase(
         restated = _erase_deduplicated(store, state, pseudonyms, removed)
         restated |= _erase_anonymized(store, pseudonyms, removed)
         touched = restated | _erase_raw(store, user_ids, removed)
-        touched |= _erase_csvs(export_dir, store, pseudonyms, suppress_below, restated, removed)
+        touched |= _erase_csvs(export_dir, store, csv_pseudonyms, suppression, restated, removed)
     summary = ErasureSummary(subjects=user_ids.n_unique(), partitions=sorted(touched), rows_removed=removed)
     entry = audit_entry(now or dt.datetime.now(dt.UTC), run_id, hmac_key_id, summary)
     append_audit_entry(storage_dir, entry)

@@ -5,12 +5,15 @@ No `from __future__ import annotations` here: Dagster resolves the op's `context
 definition time and cannot resolve it from a string.
 """
 
+import datetime as dt
+
 import dagster as dg
+import polars as pl
 
 from feedback_assets import erasure
 from feedback_assets.assets import DEDUPE_STATE_POOL
 from feedback_assets.failures import explained_failures
-from feedback_assets.pseudonyms import pseudonymize_user_ids
+from feedback_assets.pseudonyms import pseudonymize_user_ids, scoped_pseudonyms
 from feedback_assets.resources import FeedbackSettings
 
 
@@ -25,13 +28,23 @@ def erase_requested_subjects(context: dg.OpExecutionContext, feedback_settings: 
         source.check_schema()
         user_ids = source.read_erasure_requests()
     pseudonyms = pseudonymize_user_ids(user_ids, settings.hmac_key)
+
+    def csv_pseudonyms(day: str) -> pl.Series:
+        rows = pseudonyms.select(pl.lit(dt.date.fromisoformat(day)).alias("partition"), "analysis_hash")
+        return scoped_pseudonyms(rows, settings.pseudonym_scope, settings.hmac_key)
+
     summary = erasure.erase(
         storage_dir=settings.storage_dir,
         export_dir=settings.export_dir,
         state=feedback_settings.dedupe_state(),
         user_ids=pseudonyms["user_id"],
         pseudonyms=pseudonyms["analysis_hash"],
-        suppress_below=settings.k_anonymity_threshold if settings.suppress_small_groups else None,
+        csv_pseudonyms=csv_pseudonyms,
+        suppression=(
+            erasure.Suppression(settings.k_anonymity_threshold, settings.quasi_identifiers)
+            if settings.suppress_small_groups
+            else None
+        ),
         run_id=context.run_id,
         hmac_key_id=settings.hmac_key_id,
     )

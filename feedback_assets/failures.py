@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import dagster as dg
 
 from feedback_assets.dedupe_state import DedupeStateError
-from feedback_assets.key_guard import KeyMismatchError
+from feedback_assets.key_guard import FormatMismatchError, KeyMismatchError
 from feedback_assets.settings import ConfigError
 from feedback_assets.source import SourceSchemaError
 from feedback_assets.storage import MissingPartitionError
@@ -24,6 +24,7 @@ EXPLAINED_ERRORS = (
     MissingPartitionError,
     DedupeStateError,
     KeyMismatchError,
+    FormatMismatchError,
     StatisticsError,
 )
 

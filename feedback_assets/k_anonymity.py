@@ -1,18 +1,23 @@
-"""k-anonymity of the exported rows over their quasi-identifiers (pure Polars, no Dagster).
+"""k-anonymity and l-diversity of the exported rows (pure Polars, no Dagster).
 
-A row whose (age_range, conditions) combination is shared by fewer than k rows singles out a small
-group of people; the check reports the smallest group and how many rows sit in groups below the
-threshold, and the opt-in suppression drops those rows from a day's file.
+Rows that share every quasi-identifier (by default age_range and the two exported times: what an
+attacker may know of a person) form a group. k is the smallest group: a row in a group of one
+singles a person out. l is the smallest number of distinct `conditions` (the sensitive attribute,
+health data) within a group: a group whose rows all hold the same conditions tells an attacker who
+places a person in it that person's conditions, however large it is. The check reports both and the
+rows in groups below the threshold; the opt-in suppression drops those rows from a day's file.
+Cells are compared as the CSV shows them, an empty cell being one value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-QUASI_IDENTIFIERS = ("age_range", "conditions")
+from feedback_assets.settings import SENSITIVE_ATTRIBUTE
 
 
 @dataclass(frozen=True)
@@ -20,16 +25,35 @@ class KAnonymity:
     rows: int
     smallest_group: int
     rows_below_threshold: int
+    # Distinct sensitive values in the least diverse group (0 for no rows).
+    l_diversity: int = 0
+    groups: int = 0
+    # Rows whose group holds one `conditions` value only: placing a person in it reveals theirs.
+    rows_in_uniform_groups: int = 0
 
 
-def group_size() -> pl.Expr:
-    return pl.len().over(QUASI_IDENTIFIERS)
+def _as_cells(names: Sequence[str]) -> list[pl.Expr]:
+    return [pl.col(name).cast(pl.String).fill_null("") for name in names]
 
 
-def measure(rows: pl.DataFrame | pl.LazyFrame, threshold: int) -> KAnonymity:
-    """The smallest group size k (0 for no rows) and the rows in groups smaller than `threshold`."""
+def group_size(quasi_identifiers: Sequence[str]) -> pl.Expr:
+    return pl.len().over(_as_cells(quasi_identifiers))
+
+
+def measure(
+    rows: pl.DataFrame | pl.LazyFrame,
+    threshold: int,
+    quasi_identifiers: Sequence[str],
+) -> KAnonymity:
+    """k (the smallest group; 0 for no rows), the rows in groups smaller than `threshold`, and l."""
     # Streaming: a year of files is counted in batches, never held whole in memory.
-    sizes = rows.lazy().group_by(QUASI_IDENTIFIERS).len().collect(engine="streaming")
+    sizes = (
+        rows.lazy()
+        .select(*_as_cells(quasi_identifiers), *_as_cells([SENSITIVE_ATTRIBUTE]))
+        .group_by(quasi_identifiers)
+        .agg(pl.len(), pl.col(SENSITIVE_ATTRIBUTE).n_unique().alias("distinct_sensitive"))
+        .collect(engine="streaming")
+    )
     if sizes.is_empty():
         return KAnonymity(rows=0, smallest_group=0, rows_below_threshold=0)
     small = sizes.filter(pl.col("len") < threshold)
@@ -37,17 +61,23 @@ def measure(rows: pl.DataFrame | pl.LazyFrame, threshold: int) -> KAnonymity:
         rows=int(sizes["len"].sum()),
         smallest_group=int(sizes["len"].min()),  # type: ignore[arg-type]
         rows_below_threshold=int(small["len"].sum()),
+        l_diversity=int(sizes["distinct_sensitive"].min()),  # type: ignore[arg-type]
+        groups=sizes.height,
+        rows_in_uniform_groups=int(sizes.filter(pl.col("distinct_sensitive") == 1)["len"].sum()),
     )
 
 
-def suppress_small_groups(rows: pl.DataFrame, threshold: int) -> tuple[pl.DataFrame, int]:
+def suppress_small_groups(
+    rows: pl.DataFrame, threshold: int, quasi_identifiers: Sequence[str]
+) -> tuple[pl.DataFrame, int]:
     """The rows whose group has at least `threshold` members, and how many were dropped."""
-    kept = rows.filter(group_size() >= threshold)
+    kept = rows.filter(group_size(quasi_identifiers) >= threshold)
     return kept, rows.height - kept.height
 
 
-def quasi_identifiers(files: list[Path]) -> pl.LazyFrame:
-    """The quasi-identifier columns of every row of `files`, as text."""
+def exported_cells(files: list[Path], quasi_identifiers: Sequence[str]) -> pl.LazyFrame:
+    """The quasi-identifier and sensitive columns of every row of `files`, as text."""
+    names = [*quasi_identifiers, SENSITIVE_ATTRIBUTE]
     if not files:
-        return pl.LazyFrame(schema=dict.fromkeys(QUASI_IDENTIFIERS, pl.String))
-    return pl.scan_csv(files, infer_schema=False).select(QUASI_IDENTIFIERS)
+        return pl.LazyFrame(schema=dict.fromkeys(names, pl.String))
+    return pl.scan_csv(files, infer_schema=False).select(names)

@@ -1,8 +1,10 @@
-"""Refusing to mix pseudonyms made with different HMAC keys in one export.
+"""Refusing to mix pseudonyms made with different HMAC keys, or files of different formats, in one export.
 
 Each directory the pipeline writes (exports, storage) carries `.feedback_key.json`: the key id and
 a keyed fingerprint of the key (an HMAC of a fixed label), which shows whether two keys are the
-same without revealing either.
+same without revealing either. The export directory's marker also records the timestamp precision
+and the pseudonym scope of its files: files of mixed precision, or whose pseudonyms follow
+different rules, are not one data set.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hmac
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 from feedback_assets.files import PRIVATE_FILE_MODE, ensure_dir, remove_stale_temp_files, write_bytes_atomically
 
@@ -19,43 +22,79 @@ MARKER_NAME = ".feedback_key.json"
 FINGERPRINT_LABEL = b"feedback_assets key fingerprint v1"
 
 
+# Markers written before these settings existed describe files exported this way.
+FORMAT_BEFORE_SETTINGS = {"timestamp_precision": "microsecond", "pseudonym_scope": "stable"}
+
+
 class KeyMismatchError(RuntimeError):
     """This run's key is not the one the existing files were made with."""
+
+
+class FormatMismatchError(RuntimeError):
+    """This run would write files of another timestamp precision or pseudonym scope than those there."""
 
 
 def fingerprint(key: bytes) -> str:
     return hmac.new(key, FINGERPRINT_LABEL, hashlib.sha256).hexdigest()[:32]
 
 
-def ensure_same_key(directories: Mapping[Path, int], key_id: str, key: bytes) -> None:
-    """Fail if any directory was written with another key; mark unmarked ones with this key.
+def ensure_same_key(
+    directories: Mapping[Path, int],
+    key_id: str,
+    key: bytes,
+    formats: Mapping[Path, Mapping[str, str]] | None = None,
+) -> None:
+    """Fail if any directory was written with another key or, for those in `formats`, files of
+    another format (setting name in lower case: value); mark unmarked ones with this run's.
 
     `directories` maps each directory to the mode it gets if it has to be created. All are checked
     before any marker is written, so a refused run writes nothing.
     """
-    mine = {"hmac_key_id": key_id, "key_fingerprint": fingerprint(key)}
-    unmarked: list[Path] = []
+    key_facts = {"hmac_key_id": key_id, "key_fingerprint": fingerprint(key)}
+    to_write: list[tuple[Path, bytes]] = []
     for directory in directories:
         marker = directory / MARKER_NAME
+        mine = {**key_facts, **(formats or {}).get(directory, {})}
+        data = json.dumps(mine, sort_keys=True).encode()
         if not marker.is_file():
-            unmarked.append(marker)
+            to_write.append((marker, data))
             continue
         theirs = json.loads(marker.read_text())
-        if theirs == mine:
-            continue
-        if theirs.get("hmac_key_id") != key_id:
-            what = f"HMAC key id {theirs.get('hmac_key_id')!r}; this run uses key id {key_id!r}"
-        else:
-            what = f"a different key under the same key id {key_id!r}"
-        raise KeyMismatchError(
-            f"{directory} was written with {what}. Pseudonyms made with different keys are never mixed: "
-            "to re-export everything with this key, move the export and storage directories aside "
-            "(or point FEEDBACK_EXPORT_DIR and FEEDBACK_STORAGE_DIR at new ones) and backfill every day; "
-            "otherwise run with the original FEEDBACK_HMAC_KEY and FEEDBACK_HMAC_KEY_ID"
-        )
-    data = json.dumps(mine, sort_keys=True).encode()
+        if {name: theirs.get(name) for name in key_facts} != key_facts:
+            _refuse_other_key(directory, theirs, key_id)
+        _ensure_same_format(directory, theirs, mine)
+        if theirs != mine:
+            to_write.append((marker, data))
     for directory in directories:
         remove_stale_temp_files(directory)
-    for marker in unmarked:
+    for marker, data in to_write:
         ensure_dir(marker.parent, directories[marker.parent])
         write_bytes_atomically(marker, data, PRIVATE_FILE_MODE)
+
+
+def _refuse_other_key(directory: Path, theirs: Mapping[str, object], key_id: str) -> NoReturn:
+    if theirs.get("hmac_key_id") != key_id:
+        what = f"HMAC key id {theirs.get('hmac_key_id')!r}; this run uses key id {key_id!r}"
+    else:
+        what = f"a different key under the same key id {key_id!r}"
+    raise KeyMismatchError(
+        f"{directory} was written with {what}. Pseudonyms made with different keys are never mixed: "
+        "to re-export everything with this key, move the export and storage directories aside "
+        "(or point FEEDBACK_EXPORT_DIR and FEEDBACK_STORAGE_DIR at new ones) and backfill every day; "
+        "otherwise run with the original FEEDBACK_HMAC_KEY and FEEDBACK_HMAC_KEY_ID"
+    )
+
+
+def _ensure_same_format(directory: Path, theirs: Mapping[str, object], mine: Mapping[str, str]) -> None:
+    for name, value in FORMAT_BEFORE_SETTINGS.items():
+        if name not in mine:
+            continue
+        existing = theirs.get(name, value)
+        if existing != mine[name]:
+            setting = f"FEEDBACK_{name.upper()}"
+            raise FormatMismatchError(
+                f"{directory} holds files exported with {setting}={existing}; this run uses {mine[name]}. "
+                f"Files made with different {setting} values are not one data set: to re-export everything "
+                f"with {mine[name]}, move the export directory aside (or point FEEDBACK_EXPORT_DIR at a new one) "
+                f"and backfill every day; otherwise run with {setting}={existing}"
+            )

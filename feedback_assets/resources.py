@@ -3,6 +3,8 @@ source, stores and dedupe state built from them."""
 
 from __future__ import annotations
 
+import enum
+
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
@@ -14,7 +16,9 @@ from feedback_assets.settings import (
     ConfigError,
     DedupeScopeChoice,
     ExportSettings,
+    PseudonymScopeChoice,
     SettingValue,
+    TimestampPrecisionChoice,
     check_output_dirs,
     settings_from,
 )
@@ -22,6 +26,10 @@ from feedback_assets.source import FeedbackSource
 from feedback_assets.storage import PartitionStore
 
 UNSET = "Unset: FEEDBACK_{} when the run starts, else the default of docs/contract.md section 2."
+
+
+def _choice(value: enum.StrEnum | None) -> str | None:
+    return value.value if value is not None else None
 
 
 class FeedbackSettings(dg.ConfigurableResource):
@@ -45,6 +53,13 @@ class FeedbackSettings(dg.ConfigurableResource):
     include_image_urls: bool | None = Field(default=None, description=UNSET.format("INCLUDE_IMAGE_URLS"))
     k_anonymity_threshold: int | None = Field(default=None, description=UNSET.format("K_ANONYMITY_THRESHOLD"))
     k_anonymity_suppress: bool | None = Field(default=None, description=UNSET.format("K_ANONYMITY_SUPPRESS"))
+    k_anonymity_quasi_identifiers: str | None = Field(
+        default=None, description=UNSET.format("K_ANONYMITY_QUASI_IDENTIFIERS")
+    )
+    timestamp_precision: TimestampPrecisionChoice | None = Field(
+        default=None, description=UNSET.format("TIMESTAMP_PRECISION")
+    )
+    pseudonym_scope: PseudonymScopeChoice | None = Field(default=None, description=UNSET.format("PSEUDONYM_SCOPE"))
 
     _validated: ExportSettings | None = PrivateAttr(default=None)
     _problem: str | None = PrivateAttr(default=None)
@@ -66,6 +81,12 @@ class FeedbackSettings(dg.ConfigurableResource):
                 {settings.export_dir: EXPORT_DIR_MODE, settings.storage_dir: PRIVATE_DIR_MODE},
                 settings.hmac_key_id,
                 settings.hmac_key,
+                formats={
+                    settings.export_dir: {
+                        "timestamp_precision": settings.timestamp_precision,
+                        "pseudonym_scope": settings.pseudonym_scope,
+                    }
+                },
             )
         except EXPLAINED_ERRORS as exc:
             self._problem = str(exc)
@@ -79,11 +100,14 @@ class FeedbackSettings(dg.ConfigurableResource):
             "FEEDBACK_STORAGE_DIR": self.storage_dir,
             "FEEDBACK_HMAC_KEY": self.hmac_key,
             "FEEDBACK_HMAC_KEY_ID": self.hmac_key_id,
-            "FEEDBACK_DEDUPE_SCOPE": self.dedupe_scope.value if self.dedupe_scope is not None else None,
+            "FEEDBACK_DEDUPE_SCOPE": _choice(self.dedupe_scope),
             "FEEDBACK_MIN_FEEDBACK_FIELDS": self.min_feedback_fields,
             "FEEDBACK_INCLUDE_IMAGE_URLS": self.include_image_urls,
             "FEEDBACK_K_ANONYMITY_THRESHOLD": self.k_anonymity_threshold,
             "FEEDBACK_K_ANONYMITY_SUPPRESS": self.k_anonymity_suppress,
+            "FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS": self.k_anonymity_quasi_identifiers,
+            "FEEDBACK_TIMESTAMP_PRECISION": _choice(self.timestamp_precision),
+            "FEEDBACK_PSEUDONYM_SCOPE": _choice(self.pseudonym_scope),
         }
 
     @property

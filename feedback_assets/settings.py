@@ -7,10 +7,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from feedback_assets.schemas import TRAINING_COLUMNS
 
 DedupeScope = Literal["exact", "first_per_pair"]
 DEDUPE_SCOPES: tuple[DedupeScope, ...] = get_args(DedupeScope)
@@ -23,8 +25,38 @@ class DedupeScopeChoice(enum.StrEnum):
     first_per_pair = "first_per_pair"
 
 
+TimestampPrecision = Literal["microsecond", "second", "minute", "hour", "day"]
+TIMESTAMP_PRECISIONS: tuple[TimestampPrecision, ...] = get_args(TimestampPrecision)
+
+
+class TimestampPrecisionChoice(enum.StrEnum):
+    microsecond = "microsecond"
+    second = "second"
+    minute = "minute"
+    hour = "hour"
+    day = "day"
+
+
+PseudonymScope = Literal["stable", "year", "month", "day"]
+PSEUDONYM_SCOPES: tuple[PseudonymScope, ...] = get_args(PseudonymScope)
+
+
+class PseudonymScopeChoice(enum.StrEnum):
+    stable = "stable"
+    year = "year"
+    month = "month"
+    day = "day"
+
+
+# Exported columns an attacker may know of a person; `conditions` is the sensitive attribute that
+# l-diversity measures within their groups, so it cannot be one of them (docs/privacy.md).
+SENSITIVE_ATTRIBUTE = "conditions"
+QUASI_IDENTIFIER_CHOICES = tuple(name for name in TRAINING_COLUMNS if name != SENSITIVE_ATTRIBUTE)
+DEFAULT_QUASI_IDENTIFIERS = ("age_range", "feedback_created_at", "analysis_created_at")
+
+
 MIN_KEY_HEX_DIGITS = 64
-CONTRACT_VERSION = "1"
+CONTRACT_VERSION = "2"
 
 DEMO_SOURCE_PATH = Path("data/demo_feedback.sqlite")
 DEFAULT_EXPORT_DIR = Path("ml/feedback_training")
@@ -49,6 +81,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FEEDBACK_STORAGE_DIR", "$DAGSTER_HOME/storage/feedback_assets"),
     Setting("FEEDBACK_K_ANONYMITY_THRESHOLD", "5"),
     Setting("FEEDBACK_K_ANONYMITY_SUPPRESS", "false"),
+    Setting("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", ",".join(DEFAULT_QUASI_IDENTIFIERS)),
+    Setting("FEEDBACK_TIMESTAMP_PRECISION", "day"),
+    Setting("FEEDBACK_PSEUDONYM_SCOPE", "stable"),
 )
 
 
@@ -89,6 +124,9 @@ class ExportSettings:
     include_image_urls: bool
     k_anonymity_threshold: int = 5
     suppress_small_groups: bool = False
+    quasi_identifiers: tuple[str, ...] = DEFAULT_QUASI_IDENTIFIERS
+    timestamp_precision: TimestampPrecision = "day"
+    pseudonym_scope: PseudonymScope = "stable"
 
 
 def parse_source_url(raw: str) -> SourceLocation:
@@ -172,12 +210,51 @@ def parse_threshold(raw: SettingValue) -> int:
     return value
 
 
-def parse_scope(raw: str) -> DedupeScope:
+Choice = TypeVar("Choice", bound=str)
+
+
+def _one_of(name: str, raw: str, choices: tuple[Choice, ...]) -> Choice:
     value = str(raw).strip()
-    for scope in DEDUPE_SCOPES:
-        if value == scope:
-            return scope
-    raise ConfigError(f"FEEDBACK_DEDUPE_SCOPE must be one of {', '.join(DEDUPE_SCOPES)}, not {raw!r}")
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+
+
+def parse_scope(raw: str) -> DedupeScope:
+    return _one_of("FEEDBACK_DEDUPE_SCOPE", raw, DEDUPE_SCOPES)
+
+
+def parse_precision(raw: str) -> TimestampPrecision:
+    return _one_of("FEEDBACK_TIMESTAMP_PRECISION", raw, TIMESTAMP_PRECISIONS)
+
+
+def parse_pseudonym_scope(raw: str) -> PseudonymScope:
+    return _one_of("FEEDBACK_PSEUDONYM_SCOPE", raw, PSEUDONYM_SCOPES)
+
+
+def parse_quasi_identifiers(raw: str) -> tuple[str, ...]:
+    """A comma-separated list of exported columns, each once, in the order given."""
+    names = tuple(name.strip() for name in str(raw).split(",") if name.strip())
+    if not names:
+        raise ConfigError(
+            "FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS names no column; "
+            f"give exported columns separated by commas, e.g. {','.join(DEFAULT_QUASI_IDENTIFIERS)}"
+        )
+    if SENSITIVE_ATTRIBUTE in names:
+        raise ConfigError(
+            f"FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS cannot include {SENSITIVE_ATTRIBUTE!r}: it is the sensitive "
+            "attribute whose diversity is measured within the groups"
+        )
+    unknown = [name for name in names if name not in QUASI_IDENTIFIER_CHOICES]
+    if unknown:
+        raise ConfigError(
+            f"FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS names {', '.join(map(repr, unknown))}, which the CSV does not "
+            f"have; choose from {', '.join(QUASI_IDENTIFIER_CHOICES)}"
+        )
+    if len(set(names)) != len(names):
+        raise ConfigError("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS names a column twice")
+    return names
 
 
 def default_storage_dir(env: Mapping[str, str]) -> Path:
@@ -219,6 +296,11 @@ def settings_from(values: Mapping[str, SettingValue | None], env: Mapping[str, s
         include_image_urls=parse_bool("FEEDBACK_INCLUDE_IMAGE_URLS", pick("FEEDBACK_INCLUDE_IMAGE_URLS", False)),
         k_anonymity_threshold=parse_threshold(pick("FEEDBACK_K_ANONYMITY_THRESHOLD", 5)),
         suppress_small_groups=parse_bool("FEEDBACK_K_ANONYMITY_SUPPRESS", pick("FEEDBACK_K_ANONYMITY_SUPPRESS", False)),
+        quasi_identifiers=parse_quasi_identifiers(
+            text("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", ",".join(DEFAULT_QUASI_IDENTIFIERS))
+        ),
+        timestamp_precision=parse_precision(text("FEEDBACK_TIMESTAMP_PRECISION", "day")),
+        pseudonym_scope=parse_pseudonym_scope(text("FEEDBACK_PSEUDONYM_SCOPE", "stable")),
     )
 
 

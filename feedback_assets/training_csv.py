@@ -7,7 +7,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import polars as pl
 
 from feedback_assets import k_anonymity, transforms
 from feedback_assets.files import EXPORT_DIR_MODE, EXPORT_FILE_MODE, ensure_dir, write_bytes_atomically
+from feedback_assets.settings import ExportSettings
 
 TRAINING_FILE = re.compile(r"feedback_training_(\d{4})(\d{2})(\d{2})\.csv")
 
@@ -31,21 +32,31 @@ class DayExport:
     counts: dict[str, int]
 
 
+def csv_format_of(settings: ExportSettings) -> transforms.CsvFormat:
+    return transforms.CsvFormat(
+        include_image_urls=settings.include_image_urls,
+        timestamp_precision=settings.timestamp_precision,
+        pseudonym_scope=settings.pseudonym_scope,
+        hmac_key=settings.hmac_key,
+    )
+
+
 def export_day(
     partition: str,
     deduplicated: pl.DataFrame,
     upstream_counts: Mapping[str, int],
     *,
-    include_image_urls: bool,
+    csv_format: transforms.CsvFormat,
     suppress_below: int | None,
+    quasi_identifiers: Sequence[str],
 ) -> DayExport:
     """The day's CSV rows, small groups suppressed when `suppress_below` is a threshold, and its
     counts: `upstream_counts` (anonymized_pairs' and deduplicated_pairs' statistics) with the
     suppressed rows moved out of exported_records. Fails unless every feedback row is counted once."""
-    rows = transforms.training_rows(deduplicated, include_image_urls)
+    rows = transforms.training_rows(deduplicated, csv_format)
     suppressed = 0
     if suppress_below is not None:
-        rows, suppressed = k_anonymity.suppress_small_groups(rows, suppress_below)
+        rows, suppressed = k_anonymity.suppress_small_groups(rows, suppress_below, quasi_identifiers)
     counts = {**upstream_counts, "suppressed_records": suppressed}
     counts["exported_records"] -= suppressed
     if counts["exported_records"] != rows.height or transforms.unaccounted_rows(counts):

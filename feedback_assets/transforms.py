@@ -8,14 +8,14 @@ run computes a year in one pass and still reports each day's own numbers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 import polars_hash as plh
 
-from feedback_assets.pseudonyms import pseudonymize_user_ids
+from feedback_assets.pseudonyms import pseudonymize_user_ids, scoped_pseudonyms
 from feedback_assets.schemas import IMAGE_URL_COLUMN, TEXT_COLUMNS, TRAINING_COLUMNS
-from feedback_assets.settings import DedupeScope
+from feedback_assets.settings import DedupeScope, PseudonymScope, TimestampPrecision
 
 RATING_RANGES: dict[str, tuple[int, int]] = {
     "helpful_rating": (1, 5),
@@ -274,19 +274,62 @@ def escape_formula(text: pl.Expr) -> pl.Expr:
     return pl.when(starts_like_formula).then(pl.lit("'") + text).otherwise(text)
 
 
-def training_rows(deduplicated: pl.DataFrame, include_image_urls: bool) -> pl.DataFrame:
-    """The exported rows in the CSV's column order, formats and sort order (docs/contract.md, section 4)."""
-    columns = [*TRAINING_COLUMNS, IMAGE_URL_COLUMN] if include_image_urls else list(TRAINING_COLUMNS)
+TRUNCATIONS: dict[TimestampPrecision, str | None] = {
+    "microsecond": None,
+    "second": "1s",
+    "minute": "1m",
+    "hour": "1h",
+    "day": "1d",
+}
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """The settings that shape the CSV's cells (docs/contract.md, section 4)."""
+
+    include_image_urls: bool = False
+    timestamp_precision: TimestampPrecision = "day"
+    pseudonym_scope: PseudonymScope = "stable"
+    hmac_key: bytes = field(default=b"", repr=False)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*TRAINING_COLUMNS, IMAGE_URL_COLUMN] if self.include_image_urls else list(TRAINING_COLUMNS)
+
+
+def exported_time(timestamp: pl.Expr, precision: TimestampPrecision) -> pl.Expr:
+    """A timestamp truncated to `precision`, in the CSV's text form (always six fractional digits)."""
+    every = TRUNCATIONS[precision]
+    return (timestamp if every is None else timestamp.dt.truncate(every)).dt.strftime(TIMESTAMP_FORMAT)
+
+
+def sort_by_cells(rows: pl.DataFrame) -> pl.DataFrame:
+    """Rows ordered by what the file shows and nothing else: feedback_created_at as exported,
+    recommendation_id, analysis_hash, then the other columns in order, each compared as its cell's
+    text (an empty cell first). Rows that tie are equal in every cell, so any order of them gives the
+    same bytes; and no hidden value, such as the time before truncation, leaks through a row's place."""
+    leading = ["feedback_created_at", "recommendation_id", "analysis_hash"]
+    order = [*leading, *(name for name in rows.columns if name not in leading)]
+    return rows.sort([pl.col(name).cast(pl.String).fill_null("") for name in order])
+
+
+def training_rows(deduplicated: pl.DataFrame, csv_format: CsvFormat) -> pl.DataFrame:
+    """The exported rows in the CSV's column order, formats and sort order (docs/contract.md, section 4).
+
+    Deduplication happened before, on the full-precision times; only the exported cells are truncated.
+    """
+    columns = csv_format.columns
     text = [name for name in columns if name in TEXT_COLUMNS]
-    return (
-        deduplicated.filter(pl.col("kept"))
-        .sort("feedback_created_at", "recommendation_id", "analysis_hash")
-        .with_columns(
-            pl.col("feedback_created_at", "analysis_created_at").dt.strftime(TIMESTAMP_FORMAT),
-            *(escape_formula(_without_nul(pl.col(name))).alias(name) for name in text),
-        )
-        .select(columns)
-    )
+    kept = deduplicated.filter(pl.col("kept"))
+    cells = kept.with_columns(
+        scoped_pseudonyms(kept, csv_format.pseudonym_scope, csv_format.hmac_key),
+        *(
+            exported_time(pl.col(name), csv_format.timestamp_precision)
+            for name in ("feedback_created_at", "analysis_created_at")
+        ),
+        *(escape_formula(_without_nul(pl.col(name))).alias(name) for name in text),
+    ).select(columns)
+    return sort_by_cells(cells)
 
 
 def _zeroes(partitions: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, int]]:

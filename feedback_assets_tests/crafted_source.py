@@ -75,7 +75,19 @@ def write_crafted_source(url: str) -> None:
     )
 
 
+# The default precision, day: every time is its day's midnight, so the rows fall back on
+# recommendation_id ("'" sorts before "r"), then analysis_hash, for their order.
 EXPECTED_20251025 = HEADER + (
+    f'{h(5)},\'-rec_c,1,1,0,,"\'=hyperlink(""x"")",\'@at,2w,,'
+    "2025-10-25T00:00:00.000000Z,2025-10-24T00:00:00.000000Z\n"
+    f'{h(1)},rec_a,5,4,80,true,"acne,oily","hydration_boost, spf_daily",4w,25-35,'
+    "2025-10-25T00:00:00.000000Z,2025-10-24T00:00:00.000000Z\n"
+    f'{h(2)},rec_b,3,,,false,"""red"" cheeks\nline2,rosacea,日本",\'+plus,,<18,'
+    "2025-10-25T00:00:00.000000Z,2025-10-24T00:00:00.000000Z\n"
+)
+
+# FEEDBACK_TIMESTAMP_PRECISION=microsecond: the times as the source holds them.
+EXPECTED_20251025_MICROSECOND = HEADER + (
     f'{h(1)},rec_a,5,4,80,true,"acne,oily","hydration_boost, spf_daily",4w,25-35,'
     "2025-10-25T00:00:00.000000Z,2025-10-24T10:00:00.000000Z\n"
     f'{h(5)},\'-rec_c,1,1,0,,"\'=hyperlink(""x"")",\'@at,2w,,'

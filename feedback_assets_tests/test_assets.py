@@ -10,6 +10,7 @@ import pytest
 
 from feedback_assets_tests.crafted_source import (
     EXPECTED_20251025,
+    EXPECTED_20251025_MICROSECOND,
     EXPECTED_COUNTS_20251025,
     HEADER,
     write_crafted_source,
@@ -17,15 +18,18 @@ from feedback_assets_tests.crafted_source import (
 from feedback_assets_tests.graph import KEY_HEX, latest_metadata, materialize, settings_for
 
 
+@pytest.mark.parametrize("precision", ["day", "microsecond"])
 def test_one_partition_gives_the_hand_written_csv(
-    tmp_path: Path, source_url: str, hmac_key: str, instance: dg.DagsterInstance
+    tmp_path: Path, source_url: str, hmac_key: str, instance: dg.DagsterInstance, precision: str
 ) -> None:
     write_crafted_source(source_url)
-    settings = settings_for(tmp_path, source_url)
+    overrides = {} if precision == "day" else {"timestamp_precision": precision}
+    settings = settings_for(tmp_path, source_url, **overrides)
     assert materialize(instance, settings, "2025-10-25").success
 
     csv = tmp_path / "export" / "feedback_training_20251025.csv"
-    assert csv.read_bytes().decode("utf-8") == EXPECTED_20251025
+    expected = EXPECTED_20251025 if precision == "day" else EXPECTED_20251025_MICROSECOND
+    assert csv.read_bytes().decode("utf-8") == expected
     metadata = latest_metadata(instance, "training_csv", "2025-10-25")
     assert {k: metadata[k] for k in EXPECTED_COUNTS_20251025} == EXPECTED_COUNTS_20251025
     assert metadata["dagster/row_count"] == 3
@@ -91,7 +95,8 @@ def test_image_urls_are_exported_only_when_enabled_and_consented(
     with open(tmp_path / "export" / "feedback_training_20251025.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == [*HEADER.strip().split(","), "image_url"]
-    assert [row[-1] for row in rows[1:]] == ["https://img.invalid/1.jpg", "", ""]
+    # Rows of users 5, 1 and 2 (EXPECTED_20251025's order); only user 1 consented to image sharing.
+    assert [row[-1] for row in rows[1:]] == ["", "https://img.invalid/1.jpg", ""]
 
 
 def test_a_missing_key_stops_the_run_before_anything_is_written(

@@ -120,7 +120,8 @@ def test_a_late_row_for_an_earlier_day_reports_the_later_day_until_it_is_rerun(
         records=[{"id": "rec_a", "analysis_id": 10}],
         feedback=[{"id": 2, **pair, "created_at": at("2025-10-22 10:00:00")}],
     )
-    settings = settings_for(tmp_path, url, dedupe_scope="first_per_pair")
+    # Microseconds, so the late row's time identifies it in the files.
+    settings = settings_for(tmp_path, url, dedupe_scope="first_per_pair", timestamp_precision="microsecond")
     assert materialize(instance, settings, DAYS[0], DAYS[2]).success
     assert latest_metadata(instance, "training_csv", DAYS[2])["exported_records"] == 1
 

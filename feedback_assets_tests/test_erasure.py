@@ -373,7 +373,7 @@ def test_the_csv_loses_exactly_the_erased_rows_in_the_pipelines_format() -> None
 
 def test_the_csv_suppresses_groups_the_erasure_leaves_too_small() -> None:
     data = csv_bytes(AWKWARD_ROWS.with_columns(conditions=pl.lit("acne"), age_range=pl.lit("25-35")))
-    erased = erasure.erase_from_csv(data, pl.Series(["a" * 64]), 3)
+    erased = erasure.erase_from_csv(data, pl.Series(["a" * 64]), erasure.Suppression(3, ("age_range",)))
     assert (erased.rows, erased.removed, erased.suppressed) == (0, 2, 2)
     assert erased.data == HEADER_AWKWARD
 
@@ -445,7 +445,8 @@ def test_a_csv_whose_intermediates_are_gone_is_still_cleaned(tmp_path: Path) -> 
         state=DedupeStateStore(storage, "exact", "k1"),
         user_ids=pl.Series([ERASED]),
         pseudonyms=pl.Series(["a" * 64]),
-        suppress_below=None,
+        csv_pseudonyms=lambda day: pl.Series(["a" * 64]),
+        suppression=None,
         run_id="r2",
         hmac_key_id="k1",
     )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import functools
+import hashlib
+import hmac
 import io
 import re
 from collections import Counter
@@ -25,8 +27,15 @@ from hypothesis import strategies as st
 
 from feedback_assets import schemas
 from feedback_assets import transforms as t
-from feedback_assets.pseudonyms import pseudonym
-from feedback_assets.settings import DEDUPE_SCOPES, DedupeScope
+from feedback_assets.pseudonyms import PERIOD_KEY_INFO, pseudonym
+from feedback_assets.settings import (
+    DEDUPE_SCOPES,
+    PSEUDONYM_SCOPES,
+    TIMESTAMP_PRECISIONS,
+    DedupeScope,
+    PseudonymScope,
+    TimestampPrecision,
+)
 from feedback_assets.source import FEEDBACK_READ_SCHEMA, type_feedback
 from feedback_assets.storage import split_by_partition
 from feedback_assets.training_csv import csv_bytes
@@ -154,6 +163,8 @@ class Case:
     scope: DedupeScope
     min_fields: int
     include_image_urls: bool
+    precision: TimestampPrecision
+    pseudonym_scope: PseudonymScope
     users: Mapping[int, Mapping[str, Any]]
     analyses: Mapping[int, Mapping[str, Any]]
     records: Mapping[str, Mapping[str, Any]]
@@ -179,6 +190,10 @@ class Case:
     @property
     def partitions(self) -> list[str]:
         return [day.isoformat() for day in self.days]
+
+    @property
+    def csv_format(self) -> t.CsvFormat:
+        return t.CsvFormat(self.include_image_urls, self.precision, self.pseudonym_scope, KEY)
 
     @property
     def columns(self) -> list[str]:
@@ -321,6 +336,8 @@ def cases(
         scope=scope,
         min_fields=draw(st.integers(0, 4)),
         include_image_urls=draw(st.booleans()),
+        precision=draw(st.sampled_from(TIMESTAMP_PRECISIONS)),
+        pseudonym_scope=draw(st.sampled_from(PSEUDONYM_SCOPES)),
         users=users,
         analyses=analyses,
         records=records,
@@ -344,6 +361,8 @@ def one_row_case(
         scope="exact",
         min_fields=1,
         include_image_urls=False,
+        precision="day",
+        pseudonym_scope="stable",
         users={
             user_id: {"user_id": user_id, "age": 30, "ml_training_consent": consent, "image_sharing_consent": False}
         },
@@ -400,7 +419,7 @@ def run_chain(case: Case, frames: t.SourceFrames | None = None) -> Run:
     classified = t.classify(raw, case.min_fields)
     deduplicated = t.deduplicate(t.with_dedupe_key(t.anonymize(classified, KEY, case.include_image_urls), case.scope))
     rows = {
-        day: t.training_rows(part, case.include_image_urls)
+        day: t.training_rows(part, case.csv_format)
         for day, part in split_by_partition(deduplicated, case.partitions).items()
     }
     return Run(raw, classified, deduplicated, rows, {day: csv_bytes(frame) for day, frame in rows.items()})
@@ -497,7 +516,7 @@ def earliest(rows: Iterable[Mapping[str, Any]]) -> Mapping[str, Any]:
 
 
 def model_exported(case: Case) -> dict[str, list[Mapping[str, Any]]]:
-    """Per day, the source rows its file holds, in the file's order.
+    """Per day, the source rows its file holds, in no particular order.
 
     A dedupe key's row is its earliest eligible one (tie: smallest id), history included; it is
     exported only if it lies in the window, by the day that holds it.
@@ -511,9 +530,41 @@ def model_exported(case: Case) -> dict[str, list[Mapping[str, Any]]]:
         winner = earliest(group)
         if not winner["is_history"]:
             per_day[winner["partition"].isoformat()].append(winner)
-    for rows in per_day.values():
-        rows.sort(key=lambda r: (r["created_at"], r["recommendation_id"], pseudonym(r["user_id"], KEY)))
     return per_day
+
+
+def exported_pseudonym(case: Case, user_id: int, day: dt.date) -> str:
+    """The CSV's pseudonym, derived here with nothing of the product's but the info label: HKDF-Expand
+    of one SHA-256 block is HMAC(key, info || 0x01)."""
+    stable = pseudonym(user_id, KEY)
+    if case.pseudonym_scope == "stable":
+        return stable
+    label = {"year": f"{day:%Y}", "month": f"{day:%Y-%m}", "day": day.isoformat()}[case.pseudonym_scope]
+    period_key = hmac.new(KEY, (PERIOD_KEY_INFO + label).encode() + b"\x01", hashlib.sha256).digest()
+    return hmac.new(period_key, stable.encode(), hashlib.sha256).hexdigest()
+
+
+UNITS = {
+    "microsecond": dt.timedelta(microseconds=1),
+    "second": dt.timedelta(seconds=1),
+    "minute": dt.timedelta(minutes=1),
+    "hour": dt.timedelta(hours=1),
+    "day": dt.timedelta(days=1),
+}
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def truncated(moment: dt.datetime, precision: TimestampPrecision) -> dt.datetime:
+    """The moment floored to a whole unit since the epoch (a UTC day starts at a whole day)."""
+    unit = UNITS[precision]
+    return EPOCH + (moment - EPOCH) // unit * unit
+
+
+def in_file_order(header: list[str], rows: list[list[str]]) -> list[list[str]]:
+    """The contract's order: by cell text, feedback_created_at, recommendation_id, analysis_hash first."""
+    leading = [header.index(name) for name in ("feedback_created_at", "recommendation_id", "analysis_hash")]
+    order = [*leading, *(i for i in range(len(header)) if i not in leading)]
+    return sorted(rows, key=lambda row: [row[i] for i in order])
 
 
 def model_cells(case: Case, row: Mapping[str, Any]) -> list[str]:
@@ -521,15 +572,15 @@ def model_cells(case: Case, row: Mapping[str, Any]) -> list[str]:
     analysis = case.analyses[row["analysis_id"]]
     record = case.records[row["recommendation_id"]]
     cells = [
-        pseudonym(row["user_id"], KEY),
+        exported_pseudonym(case, row["user_id"], row["partition"]),
         escaped(row["recommendation_id"]),
         *(cell(row[name]) for name in t.RATING_FIELDS),
         escaped(normalized(analysis["conditions"])),
         escaped(trim(without_nul(record["rules_applied"] or ""))),
         escaped(record["timeframe"]),
         bucket(user["age"]),
-        iso(row["created_at"]),
-        iso(analysis["analysis_created_at"]),
+        iso(truncated(row["created_at"], case.precision)),
+        iso(truncated(analysis["analysis_created_at"], case.precision)),
     ]
     if case.include_image_urls:
         cells.append(escaped(analysis["image_url"] if user["image_sharing_consent"] else None))
@@ -561,21 +612,27 @@ def assert_counts_add_up(case: Case, run: Run) -> None:
 
 def assert_files_match_the_model(case: Case, run: Run) -> None:
     for day, rows in model_exported(case).items():
-        assert parse_csv(run.csv[day]) == [case.columns, *(model_cells(case, row) for row in rows)], day
+        expected = in_file_order(case.columns, [model_cells(case, row) for row in rows])
+        assert parse_csv(run.csv[day]) == [case.columns, *expected], day
 
 
 def assert_rows_obey_the_contract(case: Case, run: Run) -> None:
-    user_of_hash = {pseudonym(uid, KEY): uid for uid in case.user_ids}
     for day in case.partitions:
+        user_of_hash = {exported_pseudonym(case, uid, dt.date.fromisoformat(day)): uid for uid in case.user_ids}
         header, *rows = parse_csv(run.csv[day])
         assert header == case.columns
         for values in rows:
             assert len(values) == len(header), values
             assert_row_obeys_the_contract(case, day, dict(zip(header, values, strict=True)), user_of_hash)
-        # Sorted by feedback_created_at (fixed-width ISO text sorts as time does). The ties are ordered
-        # by the source's recommendation id, which escaping may alter, so the model checks those.
+        # Sorted by feedback_created_at (fixed-width ISO text sorts as time does), and by nothing the
+        # file does not show: the rows are in the order of their cells.
         created = [row[header.index("feedback_created_at")] for row in rows]
         assert created == sorted(created), "rows not sorted by feedback_created_at"
+        assert rows == in_file_order(header, rows), "rows not in the order of their cells"
+        for name in ("feedback_created_at", "analysis_created_at"):
+            for text in (row[header.index(name)] for row in rows):
+                moment = dt.datetime.fromisoformat(text)
+                assert truncated(moment, case.precision) == moment, f"{name} {text} finer than {case.precision}"
 
     source = case.by_id()
     kept_rows = [source[feedback_id] for feedback_id in run.kept()["feedback_id"].to_list()]
@@ -637,8 +694,12 @@ def assert_no_personal_data(case: Case, run: Run) -> None:
     for day, data in run.csv.items():
         assert FREE_TEXT_MARKER.encode() not in data, "free text in the CSV"
         header, *rows = parse_csv(data)
-        day_hashes = kept.filter(pl.col("partition") == dt.date.fromisoformat(day))["analysis_hash"]
-        assert Counter(row[0] for row in rows) == Counter(day_hashes.to_list())
+        day_kept = kept.filter(pl.col("partition") == dt.date.fromisoformat(day))
+        day_hashes = [
+            exported_pseudonym(case, source[feedback_id]["user_id"], dt.date.fromisoformat(day))
+            for feedback_id in day_kept["feedback_id"].to_list()
+        ]
+        assert Counter(row[0] for row in rows) == Counter(day_hashes)
         for row in rows:
             assert raw_ids.isdisjoint(row), "a raw user id as a cell"
             assert row[header.index("age_range")] not in ages, "an exact age as the age cell"

@@ -25,6 +25,14 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.dedupe_scope == "exact"
     assert settings.min_feedback_fields == 1
     assert settings.include_image_urls is False
+    assert settings.timestamp_precision == "day"
+    assert settings.pseudonym_scope == "stable"
+    assert settings.quasi_identifiers == ("age_range", "feedback_created_at", "analysis_created_at")
+
+
+def test_quasi_identifiers_are_read_in_order_with_spaces_trimmed() -> None:
+    settings = settings_from({}, env(FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS=" timeframe , age_range"))
+    assert settings.quasi_identifiers == ("timeframe", "age_range")
 
 
 def test_explicit_values_win_over_the_environment() -> None:
@@ -69,6 +77,16 @@ def test_the_key_never_appears_in_the_settings_repr() -> None:
         ("FEEDBACK_SOURCE_URL", "mysql://h/db", "only sqlite and postgresql sources are supported"),
         ("FEEDBACK_SOURCE_URL", "not a url", "FEEDBACK_SOURCE_URL is not a database URL"),
         ("FEEDBACK_HMAC_KEY_ID", "k 1", "FEEDBACK_HMAC_KEY_ID must be a short label"),
+        (
+            "FEEDBACK_TIMESTAMP_PRECISION",
+            "week",
+            "FEEDBACK_TIMESTAMP_PRECISION must be one of microsecond, second, minute, hour, day, not 'week'",
+        ),
+        ("FEEDBACK_PSEUDONYM_SCOPE", "forever", "FEEDBACK_PSEUDONYM_SCOPE must be one of stable, year, month, day"),
+        ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", " , ", "FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS names no column"),
+        ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", "age_range,conditions", "cannot include 'conditions'"),
+        ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", "age,postcode", "names 'age', 'postcode', which the CSV"),
+        ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", "age_range,age_range", "names a column twice"),
     ],
 )
 def test_bad_settings_name_the_setting(name: str, value: str, message: str) -> None:

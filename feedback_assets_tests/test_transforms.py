@@ -11,7 +11,8 @@ from polars.testing import assert_frame_equal
 
 from feedback_assets import schemas
 from feedback_assets import transforms as t
-from feedback_assets.pseudonyms import pseudonym, pseudonymize_user_ids
+from feedback_assets.pseudonyms import hkdf_expand, pseudonym, pseudonymize_user_ids, scoped_pseudonyms
+from feedback_assets.settings import PseudonymScope, TimestampPrecision
 from feedback_assets_tests.frames import KEY, analyses, feedback, records, source, users, utc
 
 # Computed outside Python: echo -n 42 | openssl dgst -sha256 -mac HMAC -macopt hexkey:0123456789abcdef...(x4)
@@ -37,6 +38,56 @@ def test_pseudonyms_are_computed_once_per_distinct_user() -> None:
         mapping,
         pl.DataFrame({"user_id": [7, 42], "analysis_hash": [pseudonym(7, KEY), HMAC_OF_42]}),
     )
+
+
+# RFC 5869, appendix A, test case 1 (its PRK is what HKDF-Extract makes of the case's salt and IKM).
+RFC_5869_PRK = "077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5"
+RFC_5869_OKM = "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+# User 42's pseudonym in the month 2025-11, computed with OpenSSL 3.0:
+#   openssl kdf -keylen 32 -kdfopt digest:SHA256 -kdfopt mode:EXPAND_ONLY -kdfopt hexkey:<KEY>
+#     -kdfopt "info:feedback_assets pseudonym period v1 2025-11" HKDF            (the period key)
+#   printf '%s' <HMAC_OF_42> | openssl dgst -sha256 -mac HMAC -macopt hexkey:<period key>
+HMAC_OF_42_IN_2025_11 = "95a0923900b01d1792dfd6f7cbd8637d717ff7c22e13c6424fd8190f951b5e3d"
+
+
+def test_period_keys_follow_rfc_5869() -> None:
+    assert hkdf_expand(bytes.fromhex(RFC_5869_PRK), bytes(range(0xF0, 0xFA)), 42).hex() == RFC_5869_OKM
+
+
+def stable_rows(days: list[str], user_ids: list[int]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "partition": [dt.date.fromisoformat(day) for day in days],
+            "analysis_hash": [pseudonym(uid, KEY) for uid in user_ids],
+        }
+    )
+
+
+def test_a_scoped_pseudonym_matches_a_value_computed_by_openssl() -> None:
+    scoped = scoped_pseudonyms(stable_rows(["2025-11-03"], [42]), "month", KEY)
+    assert scoped.to_list() == [HMAC_OF_42_IN_2025_11]
+
+
+@pytest.mark.parametrize(
+    ("scope", "same_period", "other_period"),
+    [
+        ("year", "2025-12-31", "2026-01-01"),
+        ("month", "2025-11-30", "2025-12-01"),
+        ("day", "2025-11-01", "2025-11-02"),
+    ],
+)
+def test_a_user_keeps_one_pseudonym_within_a_period_and_another_in_the_next(
+    scope: PseudonymScope, same_period: str, other_period: str
+) -> None:
+    days = ["2025-11-01", same_period, other_period, other_period]
+    scoped = scoped_pseudonyms(stable_rows(days, [42, 42, 42, 7]), scope, KEY).to_list()
+    assert scoped[0] == scoped[1], "one period, one pseudonym"
+    assert scoped[2] != scoped[1], "the next period links to nothing before it"
+    assert scoped[3] != scoped[2], "two users, two pseudonyms"
+    assert not set(scoped) & {pseudonym(42, KEY), pseudonym(7, KEY)}, "the stable pseudonym never leaves"
+    assert scoped_pseudonyms(stable_rows(days, [42, 42, 42, 7]), "stable", KEY).to_list() == [
+        pseudonym(uid, KEY) for uid in [42, 42, 42, 7]
+    ]
 
 
 def test_orphans_are_rejected_whatever_is_missing() -> None:
@@ -259,7 +310,7 @@ def test_training_rows_have_the_contract_columns_formats_and_order() -> None:
         analysis_rows=analyses({"analysis_id": 10, "conditions": None}),
         record_rows=records({"recommendation_id": "rec_1", "rules_applied": " a, b "}, {"recommendation_id": "=rec"}),
     )
-    rows = t.training_rows(pipeline(frames, "exact"), include_image_urls=False)
+    rows = t.training_rows(pipeline(frames, "exact"), t.CsvFormat(timestamp_precision="microsecond"))
     hashed = pseudonym(1, KEY)
     expected = pl.DataFrame(
         {
@@ -283,6 +334,39 @@ def test_training_rows_have_the_contract_columns_formats_and_order() -> None:
     )
     assert_frame_equal(rows, expected)
     assert tuple(rows.columns) == schemas.TRAINING_COLUMNS
+
+    # At the default precision, day, the times are alike and the cells alone order the rows: the
+    # escaped "'=rec" first, then the two rec_1 rows by their next differing cell, helpful_rating
+    # (empty first). Ordering by the hidden time would put the 00:00 row (helpful_rating 4) first.
+    by_day = t.training_rows(pipeline(frames, "exact"), t.CsvFormat())
+    assert_frame_equal(
+        by_day,
+        expected[[1, 2, 0]].with_columns(
+            feedback_created_at=pl.lit("2025-10-25T00:00:00.000000Z"),
+            analysis_created_at=pl.lit("2025-10-24T00:00:00.000000Z"),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("precision", "feedback_time", "analysis_time"),
+    [
+        ("microsecond", "2025-10-25T13:47:09.123456Z", "2025-10-01T23:59:59.999999Z"),
+        ("second", "2025-10-25T13:47:09.000000Z", "2025-10-01T23:59:59.000000Z"),
+        ("minute", "2025-10-25T13:47:00.000000Z", "2025-10-01T23:59:00.000000Z"),
+        ("hour", "2025-10-25T13:00:00.000000Z", "2025-10-01T23:00:00.000000Z"),
+        ("day", "2025-10-25T00:00:00.000000Z", "2025-10-01T00:00:00.000000Z"),
+    ],
+)
+def test_both_exported_times_are_truncated_to_the_precision(
+    precision: TimestampPrecision, feedback_time: str, analysis_time: str
+) -> None:
+    frames = source(
+        feedback({"feedback_id": 1, "created_at": utc("2025-10-25 13:47:09.123456")}),
+        analysis_rows=analyses({"analysis_id": 10, "analysis_created_at": utc("2025-10-01 23:59:59.999999")}),
+    )
+    rows = t.training_rows(pipeline(frames, "exact"), t.CsvFormat(timestamp_precision=precision))
+    assert rows.select("feedback_created_at", "analysis_created_at").row(0) == (feedback_time, analysis_time)
 
 
 def test_every_row_is_counted_once() -> None:

@@ -1,0 +1,115 @@
+"""The privacy figures the pipeline reports equal those of an independent library, pyCANON.
+
+pyCANON runs in its own environment, `.venv-pycanon` (requirements/pycanon.txt), which
+`./scripts/test` makes; it reads the exported CSVs as an auditor would, and the k and l it finds
+must be the ones the k-anonymity check and the weekly audit report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from feedback_assets.audit_job import audit_history
+from feedback_assets.demo.database import write_demo_source
+from feedback_assets.training_csv import training_files
+from feedback_assets_tests.graph import materialize, settings_for
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PYCANON_PYTHON = REPO_ROOT / ".venv-pycanon" / "bin" / "python"
+MEASURE = REPO_ROOT / "scripts" / "pycanon_measure.py"
+FIRST, LAST = "2025-03-01", "2025-03-04"
+THRESHOLD = 5
+
+
+def pycanon(files: list[Path], quasi_identifiers: str) -> dict[str, int]:
+    if not PYCANON_PYTHON.exists():
+        pytest.fail(f"{PYCANON_PYTHON} is missing: ./scripts/test makes it (requirements/pycanon.txt)")
+    command = [str(PYCANON_PYTHON), str(MEASURE), "--quasi-identifiers", quasi_identifiers, "--sensitive"]
+    result = subprocess.run(
+        [*command, "conditions", *map(str, files)], capture_output=True, text=True, check=True, timeout=300
+    )
+    figures: dict[str, int] = json.loads(result.stdout)
+    return figures
+
+
+def check_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "k_anonymity_of_exports"]
+    return {key: value.value for key, value in check.metadata.items()}
+
+
+def audit_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    (event,) = [e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT"]
+    return {key: value.value for key, value in event.step_output_data.metadata.items()}
+
+
+# The default quasi-identifiers single out the demo's crafted edge-case rows (k = l = 1); the coarser
+# sets give groups of many rows and conditions, where a miscount would show.
+@pytest.mark.parametrize(
+    ("precision", "quasi_identifiers", "groups_of_many"),
+    [
+        ("day", "age_range,feedback_created_at,analysis_created_at", False),
+        ("day", "age_range,feedback_created_at", True),
+        ("day", "timeframe,would_recommend", True),
+    ],
+)
+def test_k_and_l_equal_pycanons_on_generated_data(
+    tmp_path: Path,
+    hmac_key: str,
+    instance: dg.DagsterInstance,
+    precision: str,
+    quasi_identifiers: str,
+    groups_of_many: bool,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_demo_source(url, end_date=dt.date.fromisoformat(LAST), days=4, rows_per_day=400, users=150)
+    settings = settings_for(
+        tmp_path, url, timestamp_precision=precision, k_anonymity_quasi_identifiers=quasi_identifiers
+    )
+    # Two runs: the check looks at its run's days only, the audit at every file.
+    materialize(instance, settings, FIRST, "2025-03-02")
+    last_run = materialize(instance, settings, "2025-03-03", LAST)
+    files = training_files(tmp_path / "export")
+
+    in_run = check_metadata(last_run)
+    theirs = pycanon([files["2025-03-03"], files[LAST]], quasi_identifiers)
+    assert theirs["rows"] > 500, "too few rows for the groups to mean anything"
+    if groups_of_many:
+        assert theirs["k"] > 1 and theirs["l"] > 1, theirs
+    assert (in_run["rows_in_run"], in_run["smallest_group_in_run"], in_run["l_diversity_in_run"]) == (
+        theirs["rows"],
+        theirs["k"],
+        theirs["l"],
+    )
+
+    overall = audit_metadata(
+        audit_history.execute_in_process(instance=instance, resources={"feedback_settings": settings})
+    )
+    everything = pycanon(list(files.values()), quasi_identifiers)
+    assert (overall["rows_overall"], overall["smallest_group_overall"], overall["l_diversity_overall"]) == (
+        everything["rows"],
+        everything["k"],
+        everything["l"],
+    )
+    assert overall["quasi_identifiers"] == quasi_identifiers.replace(",", ", ")
+
+
+def test_suppressed_files_are_k_anonymous_by_pycanons_measure(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance
+) -> None:
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_demo_source(url, end_date=dt.date.fromisoformat(LAST), days=4, rows_per_day=400, users=150)
+    quasi_identifiers = "age_range,feedback_created_at,analysis_created_at"
+    settings = settings_for(tmp_path, url, k_anonymity_suppress="true")
+    result = materialize(instance, settings, FIRST, LAST)
+    files = list(training_files(tmp_path / "export").values())
+    theirs = pycanon(files, quasi_identifiers)
+    metadata = check_metadata(result)
+    assert metadata["rows_below_threshold_in_run"] == 0
+    assert theirs["k"] >= THRESHOLD
+    assert (metadata["rows_in_run"], metadata["smallest_group_in_run"]) == (theirs["rows"], theirs["k"])
