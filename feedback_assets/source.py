@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -157,8 +157,28 @@ def _typed(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
     return frame.select(casts)
 
 
-def type_feedback(text: pl.DataFrame) -> pl.DataFrame:
-    """Type the feedback rows; `malformed` marks a row whose stored values do not parse."""
+def window_days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
+    """The UTC days of the window [start, end), which starts and ends at midnights."""
+    first, last = start.astimezone(dt.UTC).date(), end.astimezone(dt.UTC).date()
+    return [first + dt.timedelta(days=i) for i in range((last - first).days)]
+
+
+def day_read_for(stored: pl.Series, days: Sequence[dt.date]) -> pl.Series:
+    """The day of `days` whose window the query put each stored created_at text in.
+
+    The query compares created_at with each day's 'YYYY-MM-DD 00:00:00' (on SQLite, as text, byte by
+    byte); the same comparison here finds the last day starting at or before the text. No parse is
+    involved, so any text the window held (an impossible date, hour 24, a date alone) gets the day
+    the database gave it, and only then is its parse checked against that day.
+    """
+    starts = pl.Series([f"{day.isoformat()} 00:00:00" for day in days], dtype=pl.String)
+    index = (starts.search_sorted(stored, side="right").cast(pl.Int64) - 1).clip(0, len(days) - 1)
+    return pl.Series(days, dtype=pl.Date).gather(index)
+
+
+def type_feedback(text: pl.DataFrame, days: Sequence[dt.date]) -> pl.DataFrame:
+    """Type the feedback rows read for the window of `days`; `malformed` marks a row whose stored
+    values do not parse, or whose created_at parses to another day than the one it was read for."""
     typed = _typed(text, FEEDBACK_READ_SCHEMA)
     failed = [
         text[name].is_not_null() & typed[name].is_null()
@@ -168,18 +188,17 @@ def type_feedback(text: pl.DataFrame) -> pl.DataFrame:
     required_missing = pl.any_horizontal(
         pl.col(name).is_null() for name in ("feedback_id", "user_id", "analysis_id", "recommendation_id", "created_at")
     )
-    # The window selects rows by comparing created_at, which SQLite stores as text: a row belongs to
-    # the day whose window its text falls in, even if it does not parse ('2025-10-26' sorts before
-    # '2025-10-26 00:00:00', so the 25th's window reads it), and a parsed time on another day than
-    # its text says (a leap second '23:59:60') is malformed rather than moved to a day outside the run.
-    stored = text["created_at"].str.strip_chars()
-    text_day = stored.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
-    before_midnight = stored < text_day.dt.strftime("%Y-%m-%d") + " 00:00:00"
-    day = pl.select(pl.when(before_midnight).then(text_day - dt.timedelta(days=1)).otherwise(text_day)).to_series()
+    # A window row belongs to the day the query read it for, even if its text does not parse
+    # ('2025-10-26' sorts before '2025-10-26 00:00:00', so the 25th's window reads it), and a parsed
+    # time on another day (a leap second '23:59:60') is malformed rather than moved out of the run.
+    # History rows lie before the window: their own day, when it parses, places them (add_history).
+    is_history = typed["is_history"].fill_null(False)
     parsed_day = typed["created_at"].dt.date()
+    read_for = day_read_for(text["created_at"].fill_null(""), days) if days else parsed_day
+    day = pl.select(pl.when(is_history).then(parsed_day).otherwise(read_for)).to_series()
     return typed.with_columns(
         malformed=pl.any_horizontal(failed) | required_missing | (parsed_day != day).fill_null(False),
-        is_history=typed["is_history"].fill_null(False),
+        is_history=is_history,
         partition=day,
     )
 
@@ -216,7 +235,7 @@ class FeedbackSource:
         if "history" in texts:
             feedback_text = pl.concat([feedback_text, texts["history"]])
         return SourceFrames(
-            feedback=type_feedback(_frame_from_text(FEEDBACK_READ_SCHEMA, feedback_text)),
+            feedback=type_feedback(_frame_from_text(FEEDBACK_READ_SCHEMA, feedback_text), window_days(start, end)),
             users=_typed(_frame_from_text(USERS_SCHEMA, texts["users"]), USERS_SCHEMA),
             analyses=_typed(_frame_from_text(ANALYSES_SCHEMA, texts["analyses"]), ANALYSES_SCHEMA),
             records=_typed(_frame_from_text(RECORDS_SCHEMA, texts["records"]), RECORDS_SCHEMA),

@@ -17,6 +17,7 @@ import pytest
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import KEY_HEX, latest_metadata, materialize, settings_for
+from feedback_assets_tests.sources import write_source
 
 
 def sqlite_url(tmp_path: Path) -> str:
@@ -185,6 +186,63 @@ def test_messy_sqlite_rows_are_counted_never_exported_and_never_crash(
         2004,
         2005,
     ]
+
+
+# SQLite stores whatever text (or number) the app gives; the windows 2025-02-27..2025-03-01 compare it
+# as text. Each value with the day whose window reads it, and whether it parses to that day.
+AWKWARD_CREATED_AT: list[tuple[object, str | None, bool]] = [
+    ("2025-02-29 10:00:00", "2025-02-28", False),  # no Feb 29 in 2025
+    ("2025-02-30 00:00:00", "2025-02-28", False),
+    ("2025-02-31 23:00:00", "2025-02-28", False),
+    ("2025-02-28 24:00:00", "2025-02-28", False),
+    ("2025-02-28 25:00:00", "2025-02-28", False),
+    ("2025-02-28 10:60:00", "2025-02-28", False),
+    ("2025-02-28 23:59:60", "2025-02-28", False),  # a leap second parses to Mar 1: not the day it was read for
+    ("2025-02-28", "2025-02-27", False),  # a date alone sorts before '2025-02-28 00:00:00'
+    ("2025-02-28T12:00:00Z", "2025-02-28", False),
+    ("2025-02-28 12:00:00+02:00", "2025-02-28", False),
+    ("2025-02-28 12:00", "2025-02-28", False),
+    ("2025-02-28 12:00:00.", "2025-02-28", False),
+    ("2025-02-28 12:00:00.1", "2025-02-28", True),
+    ("2025-02-28 12:00:00.1234567", "2025-02-28", True),
+    ("2025-02-28 12:00:00 ", "2025-02-28", True),
+    ("2025-02-27 23:59:59.999999", "2025-02-27", True),
+    ("2025-03-01 00:00:00", "2025-03-01", True),
+    ("2025-03-00 08:00:00", "2025-02-28", False),  # '2025-03-00' sorts before '2025-03-01'
+    (" 2025-02-28 12:00:00", None, True),  # a leading space sorts before every window: never read
+    ("", None, True),
+    (20250228, None, True),  # SQLite orders every number before every text
+    (1740787200.5, None, True),
+]
+
+
+def test_any_timestamp_text_in_sqlite_ends_counted_never_a_crash(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance
+) -> None:
+    url = sqlite_url(tmp_path)
+    write_source(
+        url,
+        users=[{"id": 1, "age": 30, "ml_training_consent": True, "image_sharing_consent": False}],
+        analyses=[{"id": 10, "user_id": 1, "conditions": "dry"}],
+        records=[{"id": f"rec_{i}", "analysis_id": 10} for i in range(len(AWKWARD_CREATED_AT))],
+        feedback=[],
+    )
+    with sqlite3.connect(tmp_path / "source.sqlite") as db:
+        db.executemany(
+            "INSERT INTO recommendation_feedback (id, user_id, analysis_id, recommendation_id, helpful_rating, "
+            "created_at) VALUES (?, 1, 10, ?, 4, ?)",
+            [(i + 1, f"rec_{i}", text) for i, (text, _, _) in enumerate(AWKWARD_CREATED_AT)],
+        )
+    assert materialize(instance, settings_for(tmp_path, url), "2025-02-27", "2025-03-01").success
+
+    for day in ("2025-02-27", "2025-02-28", "2025-03-01"):
+        read_here = [valid for _, read_for, valid in AWKWARD_CREATED_AT if read_for == day]
+        counts = latest_metadata(instance, "training_csv", day)
+        assert counts["total_feedback_records"] == len(read_here), day
+        assert counts["rejected_malformed"] == read_here.count(False), day
+        assert counts["exported_records"] == read_here.count(True), day
+        exported = pl.read_csv(tmp_path / "export" / f"feedback_training_{day.replace('-', '')}.csv")
+        assert exported["feedback_created_at"].str.starts_with(day).all(), day
 
 
 @pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Pacific/Pago_Pago"])

@@ -819,8 +819,21 @@ def test_nul_in_a_label_never_breaks_the_normalisation(case: Case) -> None:
     assert_rows_obey_the_contract(case, run_chain(case))
 
 
-TEXT_WINDOW_DAYS = [dt.date(2025, 10, 24) + dt.timedelta(days=i) for i in range(3)]
-DATE_TEXTS = [(TEXT_WINDOW_DAYS[0] + dt.timedelta(days=i)).isoformat() for i in range(-1, 5)]
+# Three-day windows across a common-year February end, a leap day, a 30-day month's end and a year end.
+TEXT_WINDOW_STARTS = (dt.date(2025, 2, 27), dt.date(2024, 2, 28), dt.date(2025, 4, 29), dt.date(2025, 12, 30))
+TEXT_WINDOW_LENGTH = 3
+# Dates that do not exist, near those boundaries: SQLite stores them, its text comparison puts them in a window.
+IMPOSSIBLE_DATES = (
+    "2025-02-29",
+    "2025-02-30",
+    "2024-02-30",
+    "2025-04-31",
+    "2025-13-01",
+    "2025-12-32",
+    "2025-00-10",
+    "2025-03-00",
+    "2026-01-00",
+)
 TIME_SUFFIXES = (
     "",
     " 00:00:00",
@@ -828,46 +841,68 @@ TIME_SUFFIXES = (
     " 23:59:59.999999",
     " 23:59:60",
     " 24:00:00",
+    " 25:00:00",
+    " 10:60:00",
     " 12:00:00 ",
+    " 12:00:00.1",
+    " 12:00:00.1234567",
+    " 12:00:00.",
     "T12:00:00",
+    "T12:00:00Z",
     " 12:00",
     " 12:00:00+02:00",
+    " 12:00:00Z",
     "\t",
 )
-CREATED_AT_TEXT = st.one_of(
-    st.none(),
-    st.builds(
-        lambda date, suffix: date + suffix,
-        st.sampled_from(DATE_TEXTS),
-        st.one_of(
-            st.sampled_from(TIME_SUFFIXES),
-            st.times().map(lambda time: " " + time.isoformat()),
-            st.text(CHARACTERS, max_size=6),
+
+
+def date_texts(start: dt.date) -> list[str]:
+    return [(start + dt.timedelta(days=i)).isoformat() for i in range(-1, TEXT_WINDOW_LENGTH + 2)]
+
+
+def created_at_texts(start: dt.date) -> st.SearchStrategy[str | None]:
+    return st.one_of(
+        st.none(),
+        st.builds(
+            lambda date, suffix: date + suffix,
+            st.sampled_from([*date_texts(start), *IMPOSSIBLE_DATES]),
+            st.one_of(
+                st.sampled_from(TIME_SUFFIXES),
+                st.times().map(lambda time: " " + time.isoformat()),
+                st.text(CHARACTERS, max_size=6),
+            ),
         ),
-    ),
-    st.text(CHARACTERS, max_size=12),
-)
+        st.sampled_from(["", " ", "2025", "20250301", "1740787200", "1740787200.5"]),
+        st.text(CHARACTERS, max_size=12),
+    )
+
+
 NUMBER_TEXT = st.one_of(
     st.none(), st.sampled_from(["1", " 4 ", "0", "101", "x", "4.0", ""]), st.integers(-9, 200).map(str)
 )
-FEEDBACK_TEXT_ROWS = st.lists(
-    st.fixed_dictionaries(
-        {
-            "feedback_id": st.integers(1, 10**6).map(str),
-            "user_id": st.sampled_from(["1", "2", " 1", "u"]),
-            "analysis_id": st.sampled_from(["10", "11"]),
-            "recommendation_id": st.sampled_from(["rec_1", "rec_2"]),
-            "helpful_rating": NUMBER_TEXT,
-            "product_satisfaction": NUMBER_TEXT,
-            "routine_completion_pct": NUMBER_TEXT,
-            "would_recommend": st.sampled_from([None, "1", "0", "t", "true", "FALSE", "yes"]),
-            "created_at": CREATED_AT_TEXT,
-            "is_history": st.just("0"),
-        }
-    ),
-    max_size=8,
-    unique_by=lambda row: row["feedback_id"],
-)
+
+
+def feedback_text_rows(start: dt.date) -> st.SearchStrategy[list[dict[str, str | None]]]:
+    return st.lists(
+        st.fixed_dictionaries(
+            {
+                "feedback_id": st.integers(1, 10**6).map(str),
+                "user_id": st.sampled_from(["1", "2", " 1", "u"]),
+                "analysis_id": st.sampled_from(["10", "11"]),
+                "recommendation_id": st.sampled_from(["rec_1", "rec_2"]),
+                "helpful_rating": NUMBER_TEXT,
+                "product_satisfaction": NUMBER_TEXT,
+                "routine_completion_pct": NUMBER_TEXT,
+                "would_recommend": st.sampled_from([None, "1", "0", "t", "true", "FALSE", "yes"]),
+                "created_at": created_at_texts(start),
+                "is_history": st.just("0"),
+            }
+        ),
+        max_size=8,
+        unique_by=lambda row: row["feedback_id"],
+    )
+
+
 ONE_TEXT_ROW = {
     **dict.fromkeys(FEEDBACK_READ_SCHEMA.names(), "1"),
     "recommendation_id": "rec_1",
@@ -876,19 +911,37 @@ ONE_TEXT_ROW = {
 }
 
 
+@st.composite
+def text_windows(draw: st.DrawFn) -> tuple[list[dt.date], list[dict[str, str | None]]]:
+    start = draw(st.sampled_from(TEXT_WINDOW_STARTS))
+    return [start + dt.timedelta(days=i) for i in range(TEXT_WINDOW_LENGTH)], draw(feedback_text_rows(start))
+
+
+def leap_window(created_at: str) -> tuple[list[dt.date], list[dict[str, str | None]]]:
+    return [dt.date(2025, 2, 27) + dt.timedelta(days=i) for i in range(3)], [{**ONE_TEXT_ROW, "created_at": created_at}]
+
+
 @DEFECT_SETTINGS
-@given(FEEDBACK_TEXT_ROWS)
-@example([{**ONE_TEXT_ROW, "created_at": "2025-10-27"}])
-@example([{**ONE_TEXT_ROW, "created_at": "2025-10-26 23:59:60"}])
-def test_every_row_a_window_reads_is_counted_in_its_days(text_rows: list[dict[str, str | None]]) -> None:
-    start, end = (
-        f"{day.isoformat()} 00:00:00" for day in (TEXT_WINDOW_DAYS[0], TEXT_WINDOW_DAYS[-1] + dt.timedelta(1))
-    )
+@given(text_windows())
+@example(leap_window("2025-03-01"))
+@example(leap_window("2025-02-28 23:59:60"))
+@example(leap_window("2025-02-29 10:00:00"))
+@example(leap_window("2025-02-28 24:00:00"))
+def test_every_row_a_window_reads_is_counted_in_its_days(
+    window: tuple[list[dt.date], list[dict[str, str | None]]],
+) -> None:
+    window_days, text_rows = window
+    start, end = (f"{day.isoformat()} 00:00:00" for day in (window_days[0], window_days[-1] + dt.timedelta(1)))
     # The source's WHERE created_at >= :start AND created_at < :end, on SQLite's text: compared bytewise.
     selected = [row for row in text_rows if row["created_at"] is not None and start <= row["created_at"] < end]
-    feedback = type_feedback(pl.DataFrame(selected, schema=dict.fromkeys(FEEDBACK_READ_SCHEMA.names(), pl.String)))
-    days = [day.isoformat() for day in TEXT_WINDOW_DAYS]
+    text = pl.DataFrame(selected, schema=dict.fromkeys(FEEDBACK_READ_SCHEMA.names(), pl.String))
+    feedback = type_feedback(text, window_days)
+    days = [day.isoformat() for day in window_days]
     assert {day.isoformat() for day in feedback["partition"].to_list()} <= set(days)
+    # A row that is not malformed parsed to the very day it was read for.
+    for day, malformed, created in feedback.select("partition", "malformed", "created_at").iter_rows():
+        assert malformed or created.date() == day, (day, created)
+    assert sum(part.height for part in split_by_partition(feedback, days).values()) == len(selected)
     frames = t.SourceFrames(
         feedback=feedback,
         users=pl.DataFrame(
