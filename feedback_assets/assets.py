@@ -34,9 +34,6 @@ GROUP = "feedback_export"
 DEDUPE_STATE_POOL = "feedback_dedupe_state"
 DEDUPLICATED_PAIRS = dg.AssetKey("deduplicated_pairs")
 SEEN_PAIR_HASHES = dg.AssetKey("seen_pair_hashes")
-# A dropped connection or a restarting server mid-read is worth retrying; the step writes nothing
-# until the whole window is read, so a failed attempt leaves no partial partition behind.
-SOURCE_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
 
 def _column_schema(schema: pl.Schema) -> dg.TableSchema:
@@ -63,7 +60,7 @@ def _report(
 
 
 def _asset(
-    deps: Sequence[dg.AssetsDefinition | dg.AssetKey] | None = None, retry_policy: dg.RetryPolicy | None = None
+    deps: Sequence[dg.AssetsDefinition | dg.AssetKey] | None = None,
 ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
     """Every asset shares the daily partitions, the single-run backfill policy and the group."""
     return dg.asset(
@@ -71,17 +68,18 @@ def _asset(
         backfill_policy=single_run_backfill,
         group_name=GROUP,
         deps=deps,
-        retry_policy=retry_policy,
     )
 
 
-@_asset(retry_policy=SOURCE_RETRY)
+# No Dagster retry policy: the reader itself tries again after transient faults, for up to
+# FEEDBACK_SOURCE_RETRY_SECONDS, and Dagster's retries would multiply that budget.
+@_asset()
 def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
     """The day's feedback rows joined with their user, analysis and recommendation record, as read
     from the app's database; still personal data (user ids, ages), kept in the private storage dir."""
     started = time.perf_counter()
     settings = feedback_settings.settings
-    source, store = feedback_settings.source(), feedback_settings.partition_store()
+    source, store = feedback_settings.source(context.log.warning), feedback_settings.partition_store()
     with_history = settings.dedupe_scope == "first_per_pair"
     context.log.info(f"reading {len(context.partition_keys)} day(s) from the {settings.source.describe()}")
     with explained_failures():
@@ -98,7 +96,8 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
             metadata[key] = {"dagster/row_count": part.height - history, "history_rows": history}
         return sum(part.height for part in parts.values())
 
-    in_slices(context.partition_keys, read)
+    with explained_failures(), feedback_settings.writing(context.log.info):
+        in_slices(context.partition_keys, read)
     return _report(context, context.asset_key, metadata, started)
 
 
@@ -136,7 +135,8 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
             metadata[key].update(counts[key])
         return classified.height
 
-    in_slices(context.partition_keys, anonymize)
+    with explained_failures(), feedback_settings.writing(context.log.info):
+        in_slices(context.partition_keys, anonymize)
     return _report(context, context.asset_key, metadata, started)
 
 
@@ -156,7 +156,8 @@ def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: Feed
             metadata[key] = {"dagster/row_count": part.height, **transforms.rejected_counts(part)}
         return classified.height
 
-    in_slices(context.partition_keys, quarantine)
+    with explained_failures(), feedback_settings.writing(context.log.info):
+        in_slices(context.partition_keys, quarantine)
     return _report(context, context.asset_key, metadata, started)
 
 
@@ -197,7 +198,8 @@ def dedupe_and_claim_keys(
         claims.append(_claim_slice(store, state, scope, days, not_yet=keys[keys.index(days[0]) :]))
         return claims[-1].rows
 
-    in_slices(keys, dedupe)
+    with explained_failures(), feedback_settings.writing(context.log.info):
+        in_slices(keys, dedupe)
     rerun = _superseded_days(context, keys, sorted({day for c in claims for day in c.superseded}))
     with explained_failures():
         total = state.key_count()
@@ -293,7 +295,8 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
                 metadata[key] = _export_day(context.run.run_id, settings, key, part, upstream)
         return sum(part.height for part in parts.values())
 
-    in_slices(context.partition_keys, export)
+    with explained_failures(), feedback_settings.writing(context.log.info):
+        in_slices(context.partition_keys, export)
     return _report(context, context.asset_key, metadata, started)
 
 

@@ -3,17 +3,56 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg2
 import psycopg2.extensions
 
+from feedback_assets.files import first_line_of
 from feedback_assets.settings import ConfigError, SourceLocation
 
 APPLICATION_NAME = "feedback_assets"
-CONNECT_PAUSES = (0.5, 1.0, 2.0)
+
+# SQLSTATE classes and codes of faults that pass: a lost connection (class 08), a serialization
+# failure or deadlock, too many connections, a server shutting down, crashed or starting up, or a
+# backend terminated by an administrator (pg_terminate_backend, a failover).
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "53300", "57P01", "57P02", "57P03"})
+# What libpq says when connecting can never work as configured; anything else it says while
+# connecting (refused, reset, timed out, starting up) may pass.
+PERMANENT_CONNECT_FAULTS = (
+    "password authentication failed",
+    "no password supplied",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "could not translate host name",
+    "invalid dsn",
+    "invalid connection option",
+    "invalid sslmode",
+    "permission denied",
+)
+
+
+class SourceUnreachableError(RuntimeError):
+    """The source cannot be reached now but might be soon: refused or dropped connections, a server
+    starting up or shutting down, too many connections."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error may pass if the same work is tried again."""
+    if isinstance(exc, SourceUnreachableError):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return "locked" in str(exc) or "busy" in str(exc)
+    if not isinstance(exc, psycopg2.Error):
+        return False
+    code = exc.pgcode
+    if code:
+        return code.startswith("08") or code in TRANSIENT_SQLSTATES
+    if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+        text = str(exc).lower()
+        return not any(fault in text for fault in PERMANENT_CONNECT_FAULTS)
+    return False
 
 
 def postgres_connect_kwargs(location: SourceLocation) -> dict[str, object]:
@@ -43,19 +82,15 @@ def _dsn(location: SourceLocation, connect_timeout: int) -> str:
 
 
 def _connect(location: SourceLocation, connect_timeout: int) -> psycopg2.extensions.connection:
-    for pause in CONNECT_PAUSES:
-        try:
-            return psycopg2.connect(_dsn(location, connect_timeout))
-        except psycopg2.OperationalError:
-            # A restarting server refuses connections for a moment; a wrong URL fails the same way,
-            # so the waits are short before the error is reported.
-            time.sleep(pause)
+    """A connection, or ConfigError when it can never work as configured (the reader fails at once),
+    or SourceUnreachableError when it may work soon (the reader tries again)."""
     try:
         return psycopg2.connect(_dsn(location, connect_timeout))
     except psycopg2.OperationalError as exc:
-        # psycopg2's message can quote the connection string; only the first line, which names the host, is kept.
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"FEEDBACK_SOURCE_URL: cannot connect to the {location.describe()}: {first_line}") from None
+        message = f"FEEDBACK_SOURCE_URL: cannot connect to the {location.describe()}: {first_line_of(exc)}"
+        if is_transient(exc):
+            raise SourceUnreachableError(message) from None
+        raise ConfigError(message) from None
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from feedback_assets.files import (
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
     ensure_dir,
+    first_line_of,
     remove_stale_temp_files,
     write_parquet_atomically,
 )
@@ -105,11 +106,22 @@ class DedupeStateStore:
                 self._upgrade()
                 return frame.collect(engine="streaming")
         except (pl.exceptions.ComputeError, pl.exceptions.ColumnNotFoundError, OSError) as exc:
+            damaged = self._damaged_files()
+            which = ", ".join(str(path) for path in damaged) if damaged else "the damaged day's file"
             raise DedupeStateError(
                 f"the dedupe state under {self.directory} cannot be read ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}); delete the damaged day's file and "
-                + _rebuild_hint(self.partitions())
+                f"{first_line_of(exc)}); delete {which} and " + _rebuild_hint(self.partitions())
             ) from None
+
+    def _damaged_files(self) -> list[Path]:
+        """The state files that cannot be read on their own: looked for only once a read has failed."""
+        damaged = []
+        for partition in self.partitions():
+            try:
+                pl.read_parquet(self.path(partition))
+            except (pl.exceptions.PolarsError, OSError):
+                damaged.append(self.path(partition))
+        return damaged
 
     def owners(self, keys: pl.Series, excluding: Collection[str]) -> pl.DataFrame:
         """The partitions outside `excluding` that own any of `keys`: the key prefixes find the few

@@ -29,6 +29,8 @@ from feedback_assets.files import (
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
     ensure_dir,
+    reading,
+    rematerialize_command,
     write_bytes_atomically,
 )
 from feedback_assets.storage import PartitionStore
@@ -160,19 +162,23 @@ def _partition_files(directory: Path) -> Iterator[tuple[str, Path]]:
                 yield match.group(1), path
 
 
+def _repair(asset: str, day: str) -> str:
+    return f"rebuild it with {rematerialize_command(asset, day)}, then run erase_subjects again"
+
+
 def _split(path: Path, column: str, erased: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     """The partition's remaining and erased rows, or None when it holds no erased row."""
-    hits = pl.scan_parquet(path).select(is_erased(column, erased).sum()).collect().item()
-    if not hits:
-        return None
-    frame = pl.read_parquet(path)
+    with reading(path, _repair(path.parent.name, path.stem)):
+        hits = pl.scan_parquet(path).select(is_erased(column, erased).sum()).collect().item()
+        if not hits:
+            return None
+        frame = pl.read_parquet(path)
     mask = is_erased(column, erased)
     return frame.filter(~mask), frame.filter(mask)
 
 
 def _read_stats(store: PartitionStore, asset: str, partition: str) -> dict[str, int] | None:
-    path = store.stats_path(asset, partition)
-    return json.loads(path.read_text()) if path.is_file() else None
+    return store.read_stats(asset, partition) if store.stats_path(asset, partition).is_file() else None
 
 
 def _erase_state_keys(state: DedupeStateStore, keys: pl.Series, removed: dict[str, int]) -> set[str]:
@@ -282,7 +288,8 @@ def _erase_csvs(
     touched: set[str] = set()
     for day, path in training_files(export_dir).items():
         data = path.read_bytes()
-        erasure = erase_from_csv(data, pseudonyms(day), suppression)
+        with reading(path, _repair("training_csv", day)):
+            erasure = erase_from_csv(data, pseudonyms(day), suppression)
         if erasure.removed:
             write_bytes_atomically(path, erasure.data, EXPORT_FILE_MODE)
             removed["training_csv"] += erasure.removed
@@ -295,7 +302,9 @@ def _erase_csvs(
         manifest = manifest_path(export_dir, day)
         if manifest.is_file():
             stats_counts = _counts_from_stored_stats(store, day, erasure.rows, suppression is not None)
-            rewritten = _rewritten_manifest(json.loads(manifest.read_text()), path.name, erasure, stats_counts)
+            with reading(manifest, _repair("training_csv", day)):
+                written = json.loads(manifest.read_text())
+            rewritten = _rewritten_manifest(written, path.name, erasure, stats_counts)
             if rewritten is not None:
                 write_bytes_atomically(manifest, rewritten, EXPORT_FILE_MODE)
     return touched

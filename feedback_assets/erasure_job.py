@@ -23,7 +23,7 @@ def erase_requested_subjects(context: dg.OpExecutionContext, feedback_settings: 
     """Remove the rows of every user in erasure_requests from the exports, the intermediates and the
     dedupe state, and append an audit entry (counts and days only) to the storage dir."""
     settings = feedback_settings.settings
-    source = feedback_settings.source()
+    source = feedback_settings.source(context.log.warning)
     with explained_failures():
         source.check_schema()
         user_ids = source.read_erasure_requests()
@@ -33,21 +33,22 @@ def erase_requested_subjects(context: dg.OpExecutionContext, feedback_settings: 
         rows = pseudonyms.select(pl.lit(dt.date.fromisoformat(day)).alias("partition"), "analysis_hash")
         return scoped_pseudonyms(rows, settings.pseudonym_scope, settings.hmac_key)
 
-    summary = erasure.erase(
-        storage_dir=settings.storage_dir,
-        export_dir=settings.export_dir,
-        state=feedback_settings.dedupe_state(),
-        user_ids=pseudonyms["user_id"],
-        pseudonyms=pseudonyms["analysis_hash"],
-        csv_pseudonyms=csv_pseudonyms,
-        suppression=(
-            erasure.Suppression(settings.k_anonymity_threshold, settings.quasi_identifiers)
-            if settings.suppress_small_groups
-            else None
-        ),
-        run_id=context.run_id,
-        hmac_key_id=settings.hmac_key_id,
-    )
+    with explained_failures(), feedback_settings.erasing(context.log.info):
+        summary = erasure.erase(
+            storage_dir=settings.storage_dir,
+            export_dir=settings.export_dir,
+            state=feedback_settings.dedupe_state(),
+            user_ids=pseudonyms["user_id"],
+            pseudonyms=pseudonyms["analysis_hash"],
+            csv_pseudonyms=csv_pseudonyms,
+            suppression=(
+                erasure.Suppression(settings.k_anonymity_threshold, settings.quasi_identifiers)
+                if settings.suppress_small_groups
+                else None
+            ),
+            run_id=context.run_id,
+            hmac_key_id=settings.hmac_key_id,
+        )
     removed = summary.rows_removed
     context.log.info(
         f"{summary.subjects} subject(s) in erasure_requests; removed {removed['training_csv']} CSV row(s) and "

@@ -11,7 +11,9 @@ from contextlib import contextmanager
 
 import dagster as dg
 
+from feedback_assets.connections import SourceUnreachableError
 from feedback_assets.dedupe_state import DedupeStateError
+from feedback_assets.files import DamagedFileError, OutputWriteError
 from feedback_assets.key_guard import FormatMismatchError, KeyMismatchError
 from feedback_assets.settings import ConfigError
 from feedback_assets.source import SourceSchemaError
@@ -21,11 +23,14 @@ from feedback_assets.training_csv import StatisticsError
 EXPLAINED_ERRORS = (
     ConfigError,
     SourceSchemaError,
+    SourceUnreachableError,
     MissingPartitionError,
     DedupeStateError,
     KeyMismatchError,
     FormatMismatchError,
     StatisticsError,
+    DamagedFileError,
+    OutputWriteError,
 )
 
 

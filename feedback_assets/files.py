@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -65,8 +68,89 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+LOCK_NAME = ".feedback.lock"
+
+
+@contextlib.contextmanager
+def storage_lock(storage_dir: Path, *, exclusive: bool, on_wait: Callable[[], None]) -> Iterator[None]:
+    """Hold the storage dir's lock: shared by the export steps, exclusive for erasure.
+
+    Erasure rewrites the files the export steps write; with the lock, an erasure never runs while a
+    step is between reading and writing them, so no step writes back rows erasure removed, and two
+    erasures never interleave their audit entries. `on_wait` is called once if the lock is taken.
+    An flock lives as long as its open file, so a killed process never leaves it held. It covers the
+    processes of one machine; runs on several machines also share the dedupe-state pool.
+    """
+    ensure_dir(storage_dir, PRIVATE_DIR_MODE)
+    fd = os.open(storage_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    try:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(fd, mode)
+        yield
+    finally:
+        os.close(fd)
+
+
+class DamagedFileError(RuntimeError):
+    """A file the pipeline wrote cannot be read back (truncated, corrupt, edited by hand); the
+    message names it and the command that rebuilds it."""
+
+
+def first_line_of(exc: BaseException) -> str:
+    """The first line of an error's message: the rest may quote a connection string or a file's bytes."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def rematerialize_command(asset: str, partition: str) -> str:
+    """The CLI command that rebuilds `asset` and everything after it for one day."""
+    return f"dagster asset materialize -m feedback_assets.definitions --select '{asset}*' --partition {partition}"
+
+
+@contextlib.contextmanager
+def reading(path: Path, repair: str) -> Iterator[None]:
+    """Turn a failure to read or parse `path` into a DamagedFileError naming it and saying `repair`."""
+    try:
+        yield
+    except (pl.exceptions.PolarsError, ValueError, OSError) as exc:
+        raise DamagedFileError(f"{path} is damaged and cannot be read ({first_line_of(exc)}); {repair}") from None
+
+
+class OutputWriteError(OSError):
+    """The disk refused a write: full, read-only, or not ours to write."""
+
+
+# What to do about each refusal of the disk; any other OSError is not the disk's state and goes up as is.
+DISK_REFUSALS = {
+    errno.ENOSPC: "free space on that filesystem",
+    errno.EDQUOT: "raise the quota or free space",
+    errno.EROFS: "remount the filesystem read-write or point the setting at a writable directory",
+    errno.EACCES: "give the user running Dagster write access to the directory",
+    errno.EPERM: "give the user running Dagster write access to the directory",
+}
+
+
+def _disk_refusal(exc: BaseException) -> OSError | None:
+    """The OSError of a full, read-only or forbidden disk behind `exc`, if there is one (a library
+    writing through a file handle may wrap it)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_REFUSALS:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def write_atomically(path: Path, write: Callable[[BinaryIO], object], mode: int) -> None:
-    """Write through `write` into a temporary file beside `path`, sync it, then rename it into place."""
+    """Write through `write` into a temporary file beside `path`, sync it, then rename it into place.
+
+    If anything fails the temporary file is removed and `path` is as it was; a full, read-only or
+    forbidden disk becomes an OutputWriteError naming the directory and the errno.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(path)
     try:
@@ -76,9 +160,19 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], mode: int)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        refusal = _disk_refusal(exc)
+        if refusal is None or refusal.errno is None:
+            raise
+        code = refusal.errno
+        raise OutputWriteError(
+            code,
+            f"cannot write {path.name} in {path.parent}: {os.strerror(code)} ({errno.errorcode[code]}); "
+            f"the files already there are as they were and no temporary file is left: {DISK_REFUSALS[code]}, "
+            "then run the same days again",
+        ) from None
     _fsync_dir(path.parent)
 
 

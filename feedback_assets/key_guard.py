@@ -16,7 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
-from feedback_assets.files import PRIVATE_FILE_MODE, ensure_dir, remove_stale_temp_files, write_bytes_atomically
+from feedback_assets.files import (
+    PRIVATE_FILE_MODE,
+    ensure_dir,
+    reading,
+    remove_stale_temp_files,
+    write_bytes_atomically,
+)
 
 MARKER_NAME = ".feedback_key.json"
 FINGERPRINT_LABEL = b"feedback_assets key fingerprint v1"
@@ -59,7 +65,15 @@ def ensure_same_key(
         if not marker.is_file():
             to_write.append((marker, data))
             continue
-        theirs = json.loads(marker.read_text())
+        with reading(
+            marker,
+            "it records the key id and key fingerprint (and, for the export directory, the timestamp precision "
+            "and pseudonym scope) the directory's files were made with: if they were made with this run's, "
+            "delete it and run again, which writes it anew; otherwise move the directory aside and backfill every day",
+        ):
+            theirs = json.loads(marker.read_text())
+            if not isinstance(theirs, dict):
+                raise ValueError("not a JSON object")
         if {name: theirs.get(name) for name in key_facts} != key_facts:
             _refuse_other_key(directory, theirs, key_id)
         _ensure_same_format(directory, theirs, mine)

@@ -4,13 +4,15 @@ source, stores and dedupe state built from them."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.failures import EXPLAINED_ERRORS
-from feedback_assets.files import EXPORT_DIR_MODE, PRIVATE_DIR_MODE
+from feedback_assets.files import EXPORT_DIR_MODE, PRIVATE_DIR_MODE, storage_lock
 from feedback_assets.key_guard import ensure_same_key
 from feedback_assets.settings import (
     ConfigError,
@@ -60,6 +62,7 @@ class FeedbackSettings(dg.ConfigurableResource):
         default=None, description=UNSET.format("TIMESTAMP_PRECISION")
     )
     pseudonym_scope: PseudonymScopeChoice | None = Field(default=None, description=UNSET.format("PSEUDONYM_SCOPE"))
+    source_retry_seconds: int | None = Field(default=None, description=UNSET.format("SOURCE_RETRY_SECONDS"))
 
     _validated: ExportSettings | None = PrivateAttr(default=None)
     _problem: str | None = PrivateAttr(default=None)
@@ -108,6 +111,7 @@ class FeedbackSettings(dg.ConfigurableResource):
             "FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS": self.k_anonymity_quasi_identifiers,
             "FEEDBACK_TIMESTAMP_PRECISION": _choice(self.timestamp_precision),
             "FEEDBACK_PSEUDONYM_SCOPE": _choice(self.pseudonym_scope),
+            "FEEDBACK_SOURCE_RETRY_SECONDS": self.source_retry_seconds,
         }
 
     @property
@@ -119,9 +123,28 @@ class FeedbackSettings(dg.ConfigurableResource):
             raise dg.Failure(description="FeedbackSettings was used outside a run", allow_retries=False)
         return self._validated
 
-    def source(self) -> FeedbackSource:
+    def source(self, log: Callable[[str], None] | None = None) -> FeedbackSource:
+        """The source reader; `log` hears of every transient fault and when the next try is."""
         settings = self.settings
-        return FeedbackSource(settings.source, settings.include_image_urls)
+        return FeedbackSource(
+            settings.source, settings.include_image_urls, retry_seconds=settings.source_retry_seconds, log=log
+        )
+
+    def writing(self, log: Callable[[str], None]) -> AbstractContextManager[None]:
+        """Held by every export step while it reads and writes the stored files (erasure waits)."""
+        return storage_lock(
+            self.settings.storage_dir,
+            exclusive=False,
+            on_wait=lambda: log("waiting for an erase_subjects run to finish with the stored files"),
+        )
+
+    def erasing(self, log: Callable[[str], None]) -> AbstractContextManager[None]:
+        """Held by erasure while it rewrites the stored and exported files (export steps wait)."""
+        return storage_lock(
+            self.settings.storage_dir,
+            exclusive=True,
+            on_wait=lambda: log("waiting for the export steps now running to finish with the stored files"),
+        )
 
     def partition_store(self) -> PartitionStore:
         return PartitionStore(self.settings.storage_dir)

@@ -84,6 +84,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", ",".join(DEFAULT_QUASI_IDENTIFIERS)),
     Setting("FEEDBACK_TIMESTAMP_PRECISION", "day"),
     Setting("FEEDBACK_PSEUDONYM_SCOPE", "stable"),
+    Setting("FEEDBACK_SOURCE_RETRY_SECONDS", "120"),
 )
 
 
@@ -127,6 +128,7 @@ class ExportSettings:
     quasi_identifiers: tuple[str, ...] = DEFAULT_QUASI_IDENTIFIERS
     timestamp_precision: TimestampPrecision = "day"
     pseudonym_scope: PseudonymScope = "stable"
+    source_retry_seconds: int = 120
 
 
 def parse_source_url(raw: str) -> SourceLocation:
@@ -197,6 +199,16 @@ def parse_min_fields(raw: SettingValue) -> int:
         raise ConfigError(f"FEEDBACK_MIN_FEEDBACK_FIELDS must be a whole number from 0 to 4, not {raw!r}") from None
     if not 0 <= value <= 4:
         raise ConfigError(f"FEEDBACK_MIN_FEEDBACK_FIELDS must be from 0 to 4, not {value}")
+    return value
+
+
+def parse_retry_seconds(raw: SettingValue) -> int:
+    try:
+        value = _whole_number(raw)
+    except ValueError:
+        raise ConfigError(f"FEEDBACK_SOURCE_RETRY_SECONDS must be a whole number of seconds, not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"FEEDBACK_SOURCE_RETRY_SECONDS must be 0 or more, not {value}")
     return value
 
 
@@ -301,6 +313,7 @@ def settings_from(values: Mapping[str, SettingValue | None], env: Mapping[str, s
         ),
         timestamp_precision=parse_precision(text("FEEDBACK_TIMESTAMP_PRECISION", "day")),
         pseudonym_scope=parse_pseudonym_scope(text("FEEDBACK_PSEUDONYM_SCOPE", "stable")),
+        source_retry_seconds=parse_retry_seconds(pick("FEEDBACK_SOURCE_RETRY_SECONDS", 120)),
     )
 
 

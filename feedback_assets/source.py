@@ -14,14 +14,24 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Mapping, Sequence
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import polars as pl
+import psycopg2
 import psycopg2.extensions
 
-from feedback_assets.connections import postgres_connection, sqlite_connection
+from feedback_assets.connections import (
+    SourceUnreachableError,
+    is_transient,
+    postgres_connection,
+    sqlite_connection,
+)
+from feedback_assets.files import first_line_of
 from feedback_assets.schemas import (
     ANALYSES_SCHEMA,
     ERASURES_SCHEMA,
@@ -43,6 +53,9 @@ REQUIRED_COLUMNS: Mapping[str, tuple[str, ...]] = {
 FEEDBACK_READ_SCHEMA = pl.Schema({k: v for k, v in FEEDBACK_SCHEMA.items() if k not in ("partition", "malformed")})
 TRUE_TEXT = ("1", "t", "true")
 FALSE_TEXT = ("0", "f", "false")
+
+
+Result = TypeVar("Result")
 
 
 class SourceSchemaError(ValueError):
@@ -207,16 +220,65 @@ def _frame_from_text(schema: pl.Schema, text: pl.DataFrame) -> pl.DataFrame:
     return text.rename(dict(zip(text.columns, schema.names(), strict=True)))
 
 
-class FeedbackSource:
-    """The source database for one run: check its shape, then read windows of feedback."""
+# The waits between tries after a transient fault: doubling from 1 s, at most 15 s, until the budget
+# (FEEDBACK_SOURCE_RETRY_SECONDS) is spent.
+FIRST_PAUSE_SECONDS = 1.0
+LONGEST_PAUSE_SECONDS = 15.0
 
-    def __init__(self, location: SourceLocation, include_image_urls: bool) -> None:
+
+class FeedbackSource:
+    """The source database for one run: check its shape, then read windows of feedback.
+
+    Each read is tried again after a transient fault (`connections.is_transient`: a refused or
+    dropped connection, a server starting up or shutting down, too many connections, a
+    serialization failure) for up to `retry_seconds` from the first fault, reporting every fault to
+    `log`; a read has no side effect, so trying it again is safe. Past the budget, or on any other
+    fault, the error goes up.
+    """
+
+    def __init__(
+        self,
+        location: SourceLocation,
+        include_image_urls: bool,
+        *,
+        retry_seconds: int = 120,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.location = location
         self.include_image_urls = include_image_urls
+        self.retry_seconds = retry_seconds
+        self.log = log or (lambda message: None)
+
+    def _retrying(self, read: Callable[[], Result]) -> Result:
+        first_fault: float | None = None
+        pause = FIRST_PAUSE_SECONDS
+        while True:
+            try:
+                return read()
+            except (SourceUnreachableError, psycopg2.Error, sqlite3.Error) as exc:
+                if not is_transient(exc):
+                    raise
+                first_fault = time.monotonic() if first_fault is None else first_fault
+                waited = time.monotonic() - first_fault
+                left = self.retry_seconds - waited
+                fault = str(exc) if isinstance(exc, SourceUnreachableError) else first_line_of(exc)
+                if left <= 0:
+                    raise SourceUnreachableError(
+                        f"{fault} (the {self.location.describe()} was unreachable for {waited:.0f} s, "
+                        f"FEEDBACK_SOURCE_RETRY_SECONDS={self.retry_seconds}); the run wrote nothing for the days "
+                        "it could not read: run them again once the database is back"
+                    ) from None
+                wait = min(pause, left)
+                self.log(
+                    f"reading the {self.location.describe()} failed: {fault}; trying again in {wait:.0f} s "
+                    f"({left:.0f} s of FEEDBACK_SOURCE_RETRY_SECONDS={self.retry_seconds} left)"
+                )
+                time.sleep(wait)
+                pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
 
     def check_schema(self) -> None:
         """Fail with the missing table or column named, before anything is read."""
-        present = self._columns()
+        present = self._retrying(self._columns)
         for table, columns in REQUIRED_COLUMNS.items():
             if table not in present:
                 raise SourceSchemaError(f"the source ({self.location.describe()}) has no table {table!r}")
@@ -230,7 +292,7 @@ class FeedbackSource:
         """Feedback created in [start, end) UTC, the dimension rows it refers to, and with
         `with_history` the earlier feedback rows of the same (user, recommendation) pairs."""
         queries = _queries(DIALECTS[self.location.dialect], with_history, self.include_image_urls)
-        texts = self._run(queries, _window_bounds(start, end))
+        texts = self._retrying(lambda: self._run(queries, _window_bounds(start, end)))
         feedback_text = texts["feedback"]
         if "history" in texts:
             feedback_text = pl.concat([feedback_text, texts["history"]])
@@ -246,7 +308,7 @@ class FeedbackSource:
         """Every user id in erasure_requests (the erasure job removes them from what was exported)."""
         user_id = DIALECTS[self.location.dialect].text("e", SOURCE_TABLES["erasure_requests"].column("user_id"))
         query = Query(f"SELECT DISTINCT {user_id} FROM erasure_requests e", 1)
-        text = self._run({"erasures": query}, {})["erasures"]
+        text = self._retrying(lambda: self._run({"erasures": query}, {}))["erasures"]
         return _typed(_frame_from_text(ERASURES_SCHEMA, text), ERASURES_SCHEMA)["user_id"].drop_nulls()
 
     def _columns(self) -> dict[str, set[str]]:

@@ -11,7 +11,11 @@ import polars as pl
 from feedback_assets.files import (
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
+    DamagedFileError,
     ensure_dir,
+    first_line_of,
+    reading,
+    rematerialize_command,
     remove_stale_temp_files,
     write_bytes_atomically,
     write_parquet_atomically,
@@ -46,7 +50,19 @@ class PartitionStore:
                     f"{asset} has no stored partition {partition} (expected {path}); "
                     f"materialize {asset} for {partition} first"
                 )
-        return pl.read_parquet(paths)
+        try:
+            return pl.read_parquet(paths)
+        except (pl.exceptions.PolarsError, OSError):
+            # Only now is each file opened on its own, to name the one that is damaged.
+            for partition, path in zip(partitions, paths, strict=True):
+                try:
+                    pl.read_parquet(path)
+                except (pl.exceptions.PolarsError, OSError) as exc:
+                    raise DamagedFileError(
+                        f"{path} is damaged and cannot be read ({first_line_of(exc)}); rebuild it with "
+                        f"{rematerialize_command(asset, partition)}"
+                    ) from None
+            raise
 
     def stats_path(self, asset: str, partition: str) -> Path:
         return self.root / asset / f"{partition}.stats.json"
@@ -63,7 +79,10 @@ class PartitionStore:
                 f"{asset} has no statistics for partition {partition} (expected {path}); "
                 f"materialize {asset} for {partition} again"
             )
-        counts: dict[str, int] = json.loads(path.read_text())
+        with reading(path, f"rebuild it with {rematerialize_command(asset, partition)}"):
+            counts = json.loads(path.read_text())
+            if not isinstance(counts, dict) or not all(isinstance(n, int) for n in counts.values()):
+                raise ValueError("not a JSON object of counts")
         return counts
 
 
