@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +54,23 @@ def materialize(
     first: str,
     last: str | None = None,
     assets: tuple[str, ...] = ALL_ASSETS,
+    tags: Mapping[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """One run over the days first..last (one partition when last is None), failing loudly."""
     selected = selection(assets)
     if last is None:
         return dg.materialize(
-            selected, instance=instance, resources={"feedback_settings": settings}, partition_key=first
+            selected,
+            instance=instance,
+            resources={"feedback_settings": settings},
+            partition_key=first,
+            tags=dict(tags or {}),
         )
     return dg.materialize(
         selected,
         instance=instance,
         resources={"feedback_settings": settings},
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+        tags={**(tags or {}), "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
     )
 
 

@@ -80,8 +80,11 @@ def main() -> int:
     if command[:1] != ["go"]:
         return 2
     _report_atomic_writes(re.compile(command[2]) if command[1:2] == ["HOLD"] else None)
+    # A run time limit for Dagster's run monitoring, when the test gives one.
+    max_runtime = os.environ.get("KILL_RUNNER_MAX_RUNTIME")
+    tags = {"dagster/max_runtime": max_runtime} if max_runtime else None
     with dg.DagsterInstance.get() as instance:
-        result = materialize(instance, FeedbackSettings(), first, last)
+        result = materialize(instance, FeedbackSettings(), first, last, tags=tags)
     return 0 if result.success else 1
 
 

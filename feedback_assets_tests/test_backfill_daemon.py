@@ -10,15 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +24,18 @@ import pytest
 from feedback_assets.definitions import defs
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.graph import ALL_ASSETS, KEY_HEX, materialize, settings_for
+from feedback_assets_tests.processes import BIN_DIR, Processes
 
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE = REPO_ROOT / "workspace.yaml"
-# The console scripts of the environment running the tests (the project's .venv under ./scripts/test).
-BIN_DIR = Path(sys.executable).parent
 
 FIRST = dt.date(2025, 10, 20)
 DAYS = [(FIRST + dt.timedelta(days=i)).isoformat() for i in range(5)]
 
 SERVER_START_TIMEOUT = 120.0
 BACKFILL_TIMEOUT = 240.0
-STOP_TIMEOUT = 20.0
 POLL_SECONDS = 1.0
 
 # The default run coordinator is the QueuedRunCoordinator, whose runs only start when the daemon
@@ -119,66 +113,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-class Processes:
-    """Subprocesses, each in a session of its own with its output in a log file; on exit their
-    whole process groups (code servers and run workers included) are stopped together."""
-
-    def __init__(self, cwd: Path, env: Mapping[str, str]) -> None:
-        self.cwd = cwd
-        self.env = dict(env)
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def start(self, command: list[str], log: Path) -> subprocess.Popen[bytes]:
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                command,
-                cwd=self.cwd,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.started.append(process)
-        return process
-
-    def __enter__(self) -> Processes:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """SIGTERM to every group at once (each takes seconds to shut down), SIGKILL to what outlives STOP_TIMEOUT."""
-        for process in self.started:
-            _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for process in self.started:
-            with suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        # A leader may exit before its children; its group lives on as long as any of them does.
-        while time.monotonic() < deadline and any(_group_alive(process) for process in self.started):
-            time.sleep(0.2)
-        for process in self.started:
-            if _group_alive(process):
-                _signal_group(process, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT)
-
-
-def _signal_group(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:
-    # start_new_session made each process the leader of a group whose id is its pid.
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signum)
-
-
-def _group_alive(process: subprocess.Popen[bytes]) -> bool:
-    try:
-        os.killpg(process.pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 class GraphQL:

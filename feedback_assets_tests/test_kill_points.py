@@ -27,8 +27,8 @@ round (every 4 kills) a re-run must complete and leave exactly the reference fil
 temporary file.
 
 Two more kills: one while the key markers are written (its temporary file must be gone after a
-re-run), and one inside a pool step with a pool limit of 1, recorded as a strict xfail: Dagster keeps
-a SIGKILLed run's slot until the run is marked finished, so the re-run waits.
+re-run), and one inside a pool step with a pool limit of 1: Dagster keeps a SIGKILLed run's slot
+until the run is marked finished, which run monitoring does once the run's time limit passes.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ import pytest
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets.files import TEMP_PREFIX
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
+from feedback_assets_tests.processes import BIN_DIR, Processes
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +105,6 @@ DAGSTER_YAML = "telemetry:\n  enabled: false\n"
 # What the README recommends for the pool of the steps that read and write the dedupe state.
 POOL_LIMIT_YAML = "concurrency:\n  pools:\n    default_limit: 1\n"
 POOL_BLOCKED = "Step blocked by limit for pool"
-BLOCKED_GRACE = 20.0
 
 
 @dataclass(frozen=True)
@@ -439,31 +439,51 @@ def test_a_run_killed_while_marking_its_directories_leaves_no_temporary_file_aft
     assert temps == [], "temporary files of the killed run left after a complete re-run"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known limitation, documented in the README: with a pool limit on feedback_dedupe_state, Dagster keeps "
-    "the slot of a run SIGKILLed inside dedupe_and_claim_keys until that run is marked finished "
-    "(Terminate it in the UI), so a re-run waits",
-)
-def test_a_rerun_after_a_kill_in_a_pool_step_is_not_blocked_by_the_dead_run(
+# Run monitoring as the README recommends, with short intervals so the test takes seconds, not minutes.
+RUN_MONITORING_YAML = """\
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 1
+  cancel_timeout_seconds: 2
+  free_slots_after_run_end_seconds: 1
+"""
+VICTIM_MAX_RUNTIME = 15
+MONITORING_GRACE = 60.0
+
+
+def test_a_kill_in_a_pool_step_frees_its_slot_once_run_monitoring_ends_the_dead_run(
     tmp_path: Path, hmac_key: str, started: list[Victim]
 ) -> None:
+    """Dagster cannot see a SIGKILLed run worker: its DefaultRunLauncher does not support worker
+    health checks (`supports_check_run_worker_health` is False in dagster 1.13), so the dead run
+    stays STARTED and keeps its pool slot. What run monitoring does allow: a run past its
+    `dagster/max_runtime` is marked failed, and a finished run's slots are freed after
+    `free_slots_after_run_end_seconds`. So the re-run waits for the dead run's time limit, then
+    completes, with nobody terminating anything by hand."""
     source_url = f"sqlite:///{tmp_path / 'source.sqlite'}"
     write_demo_source(source_url, end_date=dt.date.fromisoformat(DAYS[-1]), days=SOURCE_DAYS, rows_per_day=100)
     root = tmp_path / "run"
-    prepare_home(root, DAGSTER_YAML + POOL_LIMIT_YAML)
-    launcher = Launcher(runner_env(root, source_url), started)
+    prepare_home(root, DAGSTER_YAML + POOL_LIMIT_YAML + RUN_MONITORING_YAML)
+    env = runner_env(root, source_url)
+    launcher = Launcher({**env, "KILL_RUNNER_MAX_RUNTIME": str(VICTIM_MAX_RUNTIME)}, started)
     state = rf"storage/seen_pair_hashes/.+/{DAYS[0]}\.parquet"
     launcher.kill_at(KillPoint("state write", re.compile(rf"^KILLPOINT replace {state}$"), 0.0, hold=state))
+    killed_at = time.monotonic()
+    # The re-run carries no time limit of its own: a fresh runner without the victim's environment.
+    if launcher.spare is not None:
+        launcher.spare.close()
+    launcher.spare, launcher.env = None, env
 
-    rerun = launcher.start(spare=False)
-    blocked = rerun.wait_for(re.compile(POOL_BLOCKED), RUN_TIMEOUT)
-    # No other run is alive, so a slot still taken after the grace period belongs to the dead run.
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        rerun.process.wait(timeout=BLOCKED_GRACE if blocked else RUN_TIMEOUT)
-    code = rerun.process.poll()
-    assert code == 0, (
-        f"the re-run {'is still blocked on the pool' if blocked else 'did not complete'} "
-        f"(exit code {code}):\n{rerun.tail()}"
-    )
+    with Processes(REPO_ROOT, env) as processes:
+        processes.start(
+            [str(BIN_DIR / "dagster-daemon"), "run", "-m", "feedback_assets.definitions"], tmp_path / "daemon.log"
+        )
+        rerun = launcher.start(spare=False)
+        assert rerun.wait_for(re.compile(POOL_BLOCKED), RUN_TIMEOUT), f"the re-run was not blocked:\n{rerun.tail()}"
+        code = rerun.finish(VICTIM_MAX_RUNTIME + MONITORING_GRACE)
+    assert code == 0, f"the re-run did not complete:\n{rerun.tail()}"
+    waited = time.monotonic() - killed_at
+    with dg.DagsterInstance.from_config(str(root / "dagster_home")) as instance:
+        (dead,) = [run for run in instance.get_runs() if run.tags.get("dagster/max_runtime")]
+        assert dead.status == dg.DagsterRunStatus.FAILURE
+    assert waited < VICTIM_MAX_RUNTIME + MONITORING_GRACE
