@@ -25,6 +25,22 @@ KEY_FILE = Path(".feedback_hmac_key")
 DEMO_DAGSTER_HOME = Path(".dagster_home")
 
 
+# No calls out of a private-data pipeline's machine; the dedupe-state pool one claim at a time; and
+# run monitoring, which (with `dagster dev`'s daemon) ends a run killed outright once its time limit
+# passes and frees its pool slot (README, "Concurrent runs").
+DEMO_INSTANCE_YAML = """\
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+run_monitoring:
+  enabled: true
+  max_runtime_seconds: 21600
+  free_slots_after_run_end_seconds: 300
+"""
+
+
 def provision_key(path: Path) -> str:
     """A local pseudonymisation key, readable by its owner only; made once, then reused."""
     if not path.exists():
@@ -32,6 +48,22 @@ def provision_key(path: Path) -> str:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32) + "\n")
     return path.read_text().strip()
+
+
+# No calls out of a private-data pipeline's machine; the dedupe-state pool one claim at a time; and
+# run monitoring, which (with `dagster dev`'s daemon) ends a run killed outright once its time limit
+# passes and frees its pool slot (README, "Concurrent runs").
+DEMO_INSTANCE_YAML = """\
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+run_monitoring:
+  enabled: true
+  max_runtime_seconds: 21600
+  free_slots_after_run_end_seconds: 300
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(DEMO_DAGSTER_HOME.resolve()))
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    # An empty dagster.yaml: SQLite storage in DAGSTER_HOME, without Dagster's notice about a missing file.
-    (home / "dagster.yaml").touch()
+    # SQLite storage in DAGSTER_HOME with the instance settings the README recommends; a
+    # dagster.yaml already there is the user's and stays as it is.
+    instance_yaml = home / "dagster.yaml"
+    if not instance_yaml.exists():
+        instance_yaml.write_text(DEMO_INSTANCE_YAML)
     try:
         settings = settings_from({})
     except ConfigError as exc:

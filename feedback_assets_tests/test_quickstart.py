@@ -1,0 +1,46 @@
+"""`./scripts/demo` (python -m feedback_assets.demo) from an empty directory, as a newcomer runs it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from feedback_assets.demo.quickstart import DEMO_INSTANCE_YAML
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def demo(cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FEEDBACK_", "DAGSTER_"))}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    command = [sys.executable, "-m", "feedback_assets.demo", "--days", "2", "--history-days", "4"]
+    return subprocess.run(
+        [*command, "--rows-per-day", "40"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_the_demo_exports_recent_days_on_an_instance_set_up_as_the_readme_recommends(tmp_path: Path) -> None:
+    first = demo(tmp_path)
+    assert first.returncode == 0, first.stderr
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    for day in (yesterday - dt.timedelta(days=1), yesterday):
+        assert (tmp_path / "ml" / "feedback_training" / f"feedback_training_{day:%Y%m%d}.csv").is_file()
+    assert (tmp_path / ".feedback_hmac_key").stat().st_mode & 0o777 == 0o600
+
+    home = tmp_path / ".dagster_home"
+    assert (home / "dagster.yaml").read_text() == DEMO_INSTANCE_YAML
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 300
+        assert instance.event_log_storage.get_pool_config().default_pool_limit == 1
+
+    # A dagster.yaml the user changed is theirs: a second demo leaves it alone.
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    again = demo(tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
