@@ -1,15 +1,40 @@
-"""The one partitioning every asset shares: UTC days from 2025-01-01."""
+"""The one partitioning every asset shares: UTC days from FEEDBACK_PARTITIONS_START (2025-01-01)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
-PARTITIONS_START = "2025-01-01"
+from feedback_assets.settings import DEFAULT_PARTITIONS_START, ConfigError
 
-daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")
+
+def partitions_start(env: Mapping[str, str] | None = None) -> str:
+    """The first day of the partitions, from FEEDBACK_PARTITIONS_START.
+
+    The one setting read when the code location loads rather than when a run starts: Dagster needs
+    the partitions to load the definitions at all. A bad value stops the load with this message,
+    which the UI shows as the code location's error.
+    """
+    raw = ((os.environ if env is None else env).get("FEEDBACK_PARTITIONS_START") or "").strip()
+    if not raw:
+        return DEFAULT_PARTITIONS_START
+    try:
+        day = dt.date.fromisoformat(raw) if len(raw) == len("YYYY-MM-DD") else None
+    except ValueError:
+        day = None
+    if day is None:
+        raise ConfigError(f"FEEDBACK_PARTITIONS_START must be a date written YYYY-MM-DD, not {raw!r}")
+    if day >= dt.datetime.now(dt.UTC).date():
+        raise ConfigError(
+            f"FEEDBACK_PARTITIONS_START is {raw}, not before today: the first partition must be a day that has ended"
+        )
+    return day.isoformat()
+
+
+daily_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start(), timezone="UTC")
 
 # Every asset takes a whole partition range in one run: one run per day would spend hours of
 # Dagster overhead on a year's backfill (docs/decisions.md, "One run for a range of days").

@@ -55,6 +55,7 @@ QUASI_IDENTIFIER_CHOICES = tuple(name for name in TRAINING_COLUMNS if name != SE
 DEFAULT_QUASI_IDENTIFIERS = ("age_range", "feedback_created_at", "analysis_created_at")
 
 
+DEFAULT_PARTITIONS_START = "2025-01-01"
 MIN_KEY_HEX_DIGITS = 64
 CONTRACT_VERSION = "2"
 
@@ -85,6 +86,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FEEDBACK_TIMESTAMP_PRECISION", "day"),
     Setting("FEEDBACK_PSEUDONYM_SCOPE", "stable"),
     Setting("FEEDBACK_SOURCE_RETRY_SECONDS", "120"),
+    Setting("FEEDBACK_PARTITIONS_START", "2025-01-01"),
 )
 
 

@@ -31,6 +31,8 @@ def test_the_demo_exports_recent_days_on_an_instance_set_up_as_the_readme_recomm
     for day in (yesterday - dt.timedelta(days=1), yesterday):
         assert (tmp_path / "ml" / "feedback_training" / f"feedback_training_{day:%Y%m%d}.csv").is_file()
     assert (tmp_path / ".feedback_hmac_key").stat().st_mode & 0o777 == 0o600
+    # The partitions begin with the demo's four days of history, and the UI is told so.
+    assert f"export FEEDBACK_PARTITIONS_START={yesterday - dt.timedelta(days=3)}" in first.stdout
 
     home = tmp_path / ".dagster_home"
     assert (home / "dagster.yaml").read_text() == DEMO_INSTANCE_YAML

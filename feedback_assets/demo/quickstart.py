@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("FEEDBACK_HMAC_KEY"):
         os.environ["FEEDBACK_HMAC_KEY"] = provision_key(KEY_FILE)
         print(f"HMAC key: from {KEY_FILE} (mode 0600, git-ignored)")
+    # The partitions begin with the demo's data, so the UI does not show a year of empty days.
+    history_start = (yesterday - dt.timedelta(days=max(args.history_days, args.days) - 1)).isoformat()
+    os.environ.setdefault("FEEDBACK_PARTITIONS_START", history_start)
     os.environ.setdefault("DAGSTER_HOME", str(DEMO_DAGSTER_HOME.resolve()))
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training CSVs for {first} .. {yesterday}: {settings.export_dir.resolve()}/")
     print("open the UI:")
     print(f"  export DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    print(f"  export FEEDBACK_PARTITIONS_START={os.environ['FEEDBACK_PARTITIONS_START']}")
     if KEY_FILE.exists():
         print(f'  export FEEDBACK_HMAC_KEY="$(cat {KEY_FILE})"')
     print("  .venv/bin/dagster dev    # then http://127.0.0.1:3000")
