@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from feedback_assets.alert_sensor import feedback_run_failed
 from feedback_assets.assets import FEEDBACK_ASSETS, FEEDBACK_CHECKS
 from feedback_assets.audit_job import audit_history, weekly_history_audit
 from feedback_assets.erasure_job import erase_subjects
@@ -15,6 +16,7 @@ defs = dg.Definitions(
     asset_checks=FEEDBACK_CHECKS,
     jobs=[feedback_export_job, erase_subjects, audit_history],
     schedules=[nightly_feedback_export, weekly_history_audit],
+    sensors=[feedback_run_failed],
     # The key is resolved when a run starts; the UI shows the variable's name, never its value.
     resources={"feedback_settings": FeedbackSettings(hmac_key=dg.EnvVar("FEEDBACK_HMAC_KEY"))},
     # Polars already uses every core inside a step; a process per step only adds seconds of

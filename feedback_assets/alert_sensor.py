@@ -1,0 +1,66 @@
+"""The sensor that raises an alert when a run of the export, the erasure or the audit fails
+(`alerts.py` says what an alert holds). It runs in dagster-daemon (or `dagster dev`), on by default:
+an export that fails at night must not wait for someone to open the UI.
+
+No `from __future__ import annotations` here: Dagster inspects the sensor's context annotation.
+"""
+
+import os
+
+import dagster as dg
+
+from feedback_assets import alerts
+from feedback_assets.audit_job import audit_history
+from feedback_assets.erasure_job import erase_subjects
+from feedback_assets.schedules import feedback_export_job
+from feedback_assets.settings import ConfigError
+
+
+def _days(tags: dict[str, str]) -> str:
+    if "dagster/partition" in tags:
+        return tags["dagster/partition"]
+    first, last = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    return f"{first}..{last}" if first and last else ""
+
+
+def alert_for(context: dg.RunFailureSensorContext, ui_url: str) -> alerts.Alert:
+    run = context.dagster_run
+    failed_step, reason = "the run", context.failure_event.message or "the run failed"
+    for event in context.get_step_failure_events():
+        failed_step = event.step_key or failed_step
+        data = event.step_failure_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            reason = data.user_failure_data.description
+        elif data.error is not None:
+            reason = f"{data.error.cls_name} (the message is in the run's log)"
+        break
+    return alerts.Alert(
+        run_id=run.run_id,
+        job=run.job_name,
+        days=_days(dict(run.tags)),
+        failed_step=failed_step,
+        reason=reason.strip().splitlines()[0],
+        run_page=alerts.run_page(ui_url, run.run_id),
+    )
+
+
+@dg.run_failure_sensor(
+    name="feedback_run_failed",
+    monitored_jobs=[feedback_export_job, erase_subjects, audit_history],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Logs one ALERT line for every failed export, erasure or audit run and, with "
+    "FEEDBACK_ALERT_WEBHOOK_URL set, posts it as JSON (run, days, failed step, reason, link to the run).",
+)
+def feedback_run_failed(context: dg.RunFailureSensorContext) -> None:
+    try:
+        alert = alert_for(context, os.environ.get("FEEDBACK_UI_URL") or alerts.DEFAULT_UI_URL)
+    except ConfigError as exc:
+        context.log.error(f"feedback_assets ALERT: run {context.dagster_run.run_id} failed; {exc}")
+        return
+    context.log.error(alert.line())
+    webhook = os.environ.get("FEEDBACK_ALERT_WEBHOOK_URL")
+    if webhook:
+        try:
+            alerts.post(webhook, alert)
+        except (ConfigError, ConnectionError) as exc:
+            context.log.error(str(exc))
