@@ -5,10 +5,12 @@ from __future__ import annotations
 import dagster as dg
 
 from feedback_assets.assets import GROUP
+from feedback_assets.freshness import training_csv_freshness
 
 feedback_export_job = dg.define_asset_job(
     "feedback_export",
-    selection=dg.AssetSelection.groups(GROUP),
+    # The freshness check runs on its own sensor's schedule, not as a step of every export.
+    selection=dg.AssetSelection.groups(GROUP) - dg.AssetSelection.checks(*training_csv_freshness),
     description="Materialize the whole feedback export graph for the selected day(s).",
 )
 
