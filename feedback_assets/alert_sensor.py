@@ -12,15 +12,16 @@ import dagster as dg
 from feedback_assets import alerts
 from feedback_assets.audit_job import audit_history
 from feedback_assets.erasure_job import erase_subjects
+from feedback_assets.partitions import days_of_run
 from feedback_assets.schedules import feedback_export_job
 from feedback_assets.settings import ConfigError
 
 
 def _days(tags: dict[str, str]) -> str:
-    if "dagster/partition" in tags:
-        return tags["dagster/partition"]
-    first, last = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
-    return f"{first}..{last}" if first and last else ""
+    days = sorted(days_of_run(tags))
+    if len(days) < 2:
+        return "".join(days)
+    return f"{days[0]}..{days[-1]}"
 
 
 def alert_for(context: dg.RunFailureSensorContext, ui_url: str) -> alerts.Alert:

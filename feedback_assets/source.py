@@ -207,7 +207,7 @@ def type_feedback(text: pl.DataFrame, days: Sequence[dt.date]) -> pl.DataFrame:
     # History rows lie before the window: their own day, when it parses, places them (add_history).
     is_history = typed["is_history"].fill_null(False)
     parsed_day = typed["created_at"].dt.date()
-    read_for = day_read_for(text["created_at"].fill_null(""), days) if days else parsed_day
+    read_for = day_read_for(text["created_at"].fill_null(""), days)
     day = pl.select(pl.when(is_history).then(parsed_day).otherwise(read_for)).to_series()
     return typed.with_columns(
         malformed=pl.any_horizontal(failed) | required_missing | (parsed_day != day).fill_null(False),

@@ -20,6 +20,7 @@ from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets.erasure_job import erase_subjects
 from feedback_assets.pseudonyms import pseudonym
+from feedback_assets.resources import FeedbackSettings
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 
 pytestmark = pytest.mark.slow
@@ -88,22 +89,25 @@ def test_simultaneous_runs_on_neighbouring_days_keep_every_key_once(tmp_path: Pa
 ERASE_DAYS = [(FIRST + dt.timedelta(days=i)).isoformat() for i in range(14)]
 
 
-def _export_range(home: str, root: str, source_url: str, barrier: Barrier) -> None:
+def _in_process(home: str, root: str, source_url: str, barrier: Barrier) -> tuple[dg.DagsterInstance, FeedbackSettings]:
+    """A separate process's instance and settings on the shared DAGSTER_HOME, once all are ready."""
     os.environ["DAGSTER_HOME"] = home
     os.environ["FEEDBACK_HMAC_KEY"] = KEY_HEX
-    settings = settings_for(Path(root), source_url)
-    with dg.DagsterInstance.get() as instance:
-        barrier.wait(timeout=120)
+    instance = dg.DagsterInstance.get()
+    barrier.wait(timeout=120)
+    return instance, settings_for(Path(root), source_url)
+
+
+def _export_range(home: str, root: str, source_url: str, barrier: Barrier) -> None:
+    instance, settings = _in_process(home, root, source_url, barrier)
+    with instance:
         if not materialize(instance, settings, ERASE_DAYS[0], ERASE_DAYS[-1]).success:
             raise SystemExit(1)
 
 
 def _erase(home: str, root: str, source_url: str, barrier: Barrier) -> None:
-    os.environ["DAGSTER_HOME"] = home
-    os.environ["FEEDBACK_HMAC_KEY"] = KEY_HEX
-    settings = settings_for(Path(root), source_url)
-    with dg.DagsterInstance.get() as instance:
-        barrier.wait(timeout=120)
+    instance, settings = _in_process(home, root, source_url, barrier)
+    with instance:
         result = erase_subjects.execute_in_process(instance=instance, resources={"feedback_settings": settings})
         if not result.success:
             raise SystemExit(1)

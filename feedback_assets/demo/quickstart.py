@@ -50,22 +50,6 @@ def provision_key(path: Path) -> str:
     return path.read_text().strip()
 
 
-# No calls out of a private-data pipeline's machine; the dedupe-state pool one claim at a time; and
-# run monitoring, which (with `dagster dev`'s daemon) ends a run killed outright once its time limit
-# passes and frees its pool slot (README, "Concurrent runs").
-DEMO_INSTANCE_YAML = """\
-telemetry:
-  enabled: false
-concurrency:
-  pools:
-    default_limit: 1
-run_monitoring:
-  enabled: true
-  max_runtime_seconds: 21600
-  free_slots_after_run_end_seconds: 300
-"""
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m feedback_assets.demo",
