@@ -30,7 +30,7 @@ def audit_exported_history(context: dg.OpExecutionContext, feedback_settings: Fe
     days = days_to_rerun(shared)
     metadata: dict[str, int | str] = {
         "keys_owned_twice": shared.height,
-        "days_to_rerun": ", ".join(days),
+        **({"days_to_rerun": ", ".join(days)} if days else {}),
         "files": len(files),
         "threshold": settings.k_anonymity_threshold,
         "quasi_identifiers": ", ".join(qis),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from feedback_assets.alert_sensor import feedback_run_failed
@@ -9,17 +11,24 @@ from feedback_assets.assets import FEEDBACK_ASSETS, FEEDBACK_CHECKS
 from feedback_assets.audit_job import audit_history, weekly_history_audit
 from feedback_assets.erasure_job import erase_subjects
 from feedback_assets.freshness import training_csv_freshness, training_csv_freshness_sensor
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import settings_in_effect
 from feedback_assets.schedules import feedback_export_job, nightly_feedback_export
 
+# Links each asset's page to the file and line that define it. The helper is beta; its warning
+# would print at every load of the code location and in every run.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    assets = dg.with_source_code_references(FEEDBACK_ASSETS)
+
 defs = dg.Definitions(
-    assets=FEEDBACK_ASSETS,
+    assets=assets,
     asset_checks=[*FEEDBACK_CHECKS, *training_csv_freshness],
     jobs=[feedback_export_job, erase_subjects, audit_history],
     schedules=[nightly_feedback_export, weekly_history_audit],
     sensors=[feedback_run_failed, training_csv_freshness_sensor],
-    # The key is resolved when a run starts; the UI shows the variable's name, never its value.
-    resources={"feedback_settings": FeedbackSettings(hmac_key=dg.EnvVar("FEEDBACK_HMAC_KEY"))},
+    # The settings as the code location loads them, shown on the resource's page; the key (and a
+    # source URL, which may hold a password) by the name of its variable, never its value.
+    resources={"feedback_settings": settings_in_effect()},
     # Polars already uses every core inside a step; a process per step only adds seconds of
     # start-up to every run (docs/decisions.md, "In-process executor": 20 s against 4.8 s).
     executor=dg.in_process_executor,

@@ -4,7 +4,8 @@ source, stores and dedupe state built from them."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 
 import dagster as dg
@@ -15,6 +16,8 @@ from feedback_assets.failures import EXPLAINED_ERRORS
 from feedback_assets.files import EXPORT_DIR_MODE, PRIVATE_DIR_MODE, storage_lock
 from feedback_assets.key_guard import ensure_same_key
 from feedback_assets.settings import (
+    DEMO_SOURCE_PATH,
+    MIN_KEY_HEX_DIGITS,
     ConfigError,
     DedupeScopeChoice,
     ExportSettings,
@@ -152,3 +155,39 @@ class FeedbackSettings(dg.ConfigurableResource):
     def dedupe_state(self) -> DedupeStateStore:
         settings = self.settings
         return DedupeStateStore(settings.storage_dir, settings.dedupe_scope, settings.hmac_key_id)
+
+
+def settings_in_effect(env: Mapping[str, str] | None = None) -> FeedbackSettings:
+    """The resource the code location serves: every non-secret setting as the value it has when the
+    code location loads, so the resource's page in the UI shows the settings runs will use.
+
+    The two that can hold secrets are given as `dg.EnvVar`, shown by name and resolved when a run
+    starts: the HMAC key, and a source URL taken from the environment (it may carry a password).
+    Settings that do not validate are left unset: the run then stops with the message naming the
+    setting, as it would have without this.
+    """
+    environ = os.environ if env is None else env
+    key = dg.EnvVar("FEEDBACK_HMAC_KEY")
+    # A stand-in key, only so the other settings can be validated where the key is not needed.
+    try:
+        settings = settings_from({}, {**environ, "FEEDBACK_HMAC_KEY": "0" * MIN_KEY_HEX_DIGITS})
+    except ConfigError:
+        return FeedbackSettings(hmac_key=key)
+    return FeedbackSettings(
+        source_url=dg.EnvVar("FEEDBACK_SOURCE_URL")
+        if environ.get("FEEDBACK_SOURCE_URL")
+        else f"sqlite:///{DEMO_SOURCE_PATH}",
+        export_dir=str(settings.export_dir),
+        storage_dir=str(settings.storage_dir),
+        hmac_key=key,
+        hmac_key_id=settings.hmac_key_id,
+        dedupe_scope=DedupeScopeChoice(settings.dedupe_scope),
+        min_feedback_fields=settings.min_feedback_fields,
+        include_image_urls=settings.include_image_urls,
+        k_anonymity_threshold=settings.k_anonymity_threshold,
+        k_anonymity_suppress=settings.suppress_small_groups,
+        k_anonymity_quasi_identifiers=",".join(settings.quasi_identifiers),
+        timestamp_precision=TimestampPrecisionChoice(settings.timestamp_precision),
+        pseudonym_scope=PseudonymScopeChoice(settings.pseudonym_scope),
+        source_retry_seconds=settings.source_retry_seconds,
+    )

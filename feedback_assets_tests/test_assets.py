@@ -34,7 +34,8 @@ def test_one_partition_gives_the_hand_written_csv(
     assert {k: metadata[k] for k in EXPECTED_COUNTS_20251025} == EXPECTED_COUNTS_20251025
     assert metadata["dagster/row_count"] == 3
     assert metadata["path"] == str(csv)
-    assert isinstance(metadata["execution_seconds"], float)
+    assert isinstance(metadata["step_seconds_whole_run"], float)
+    assert metadata["step_seconds_day_share"] == metadata["step_seconds_whole_run"]
     column_names = [column.name for column in metadata["dagster/column_schema"].columns]
     assert column_names == HEADER.strip().split(",")
 

@@ -83,3 +83,5 @@ def test_a_ranged_run_records_each_day_of_each_asset_once_with_its_own_figures(
     totals = [latest_metadata(instance, "raw_feedback", day)["dagster/row_count"] for day in DAYS[:3]]
     assert len(set(totals)) > 1, "every day shows the same figure: the range's, not its own"
     assert {latest_metadata(instance, "training_csv", day)["partitions_in_run"] for day in DAYS[:3]} == {3}
+    timing = latest_metadata(instance, "training_csv", DAYS[0])
+    assert timing["step_seconds_day_share"] == pytest.approx(timing["step_seconds_whole_run"] / 3, abs=0.001)
