@@ -13,12 +13,12 @@ import datetime as dt
 import os
 import secrets
 import sys
-import warnings
 from pathlib import Path
 
 import dagster as dg
 
 from feedback_assets.demo.database import write_demo_source
+from feedback_assets.demo.launch import run_in_code_location
 from feedback_assets.settings import DEMO_SOURCE_PATH, ConfigError, settings_from
 
 KEY_FILE = Path(".feedback_hmac_key")
@@ -93,24 +93,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    # Dagster flags backfill policies as beta when the assets are defined; a newcomer's first run
-    # should not open with a screen of warnings about an API we chose knowingly.
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    from feedback_assets.definitions import defs
-
     first = yesterday - dt.timedelta(days=args.days - 1)
-    job = defs.resolve_job_def("feedback_export")
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            instance=instance,
+        run = run_in_code_location(
+            instance,
+            "feedback_export",
             tags={
                 "dagster/asset_partition_range_start": first.isoformat(),
                 "dagster/asset_partition_range_end": yesterday.isoformat(),
             },
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            raise_on_error=False,
         )
-    if not result.success:
+    succeeded = run.status == dg.DagsterRunStatus.SUCCESS
+    if not succeeded:
         print("the export failed; the run's log is in the UI (see below)", file=sys.stderr)
     print(f"training CSVs for {first} .. {yesterday}: {settings.export_dir.resolve()}/")
     print("open the UI:")
@@ -119,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if KEY_FILE.exists():
         print(f'  export FEEDBACK_HMAC_KEY="$(cat {KEY_FILE})"')
     print("  .venv/bin/dagster dev    # then http://127.0.0.1:3000")
-    return 0 if result.success else 1
+    return 0 if succeeded else 1
 
 
 if __name__ == "__main__":
