@@ -1,8 +1,9 @@
 """GDPR erasure (Article 17): removing the users of `erasure_requests` from everything already written.
 
 Pure functions on frames, statistics and bytes, and `erase`, which applies them to the storage and
-export directories and appends the audit entry. No Dagster here: the job in `erasure_job.py` only
-validates the settings, reads the requests and calls `erase`.
+export directories and appends the audit entry, or with `dry_run` only counts what it would remove.
+No Dagster here: the job in `erasure_job.py` only validates the settings, reads the requests, calls
+`erase` and reports its summary.
 
 A file is rewritten only when its content changes, and atomically. The order of
 the writes makes a re-run after a crash finish the work without counting anything twice: the dedupe
@@ -16,8 +17,9 @@ import datetime as dt
 import io
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -33,6 +35,7 @@ from feedback_assets.files import (
     rematerialize_command,
     write_bytes_atomically,
 )
+from feedback_assets.schemas import STATE_SCHEMA
 from feedback_assets.storage import PartitionStore
 from feedback_assets.training_csv import csv_bytes, manifest_bytes, manifest_path, training_files
 
@@ -66,11 +69,18 @@ CsvPseudonyms = Callable[[str], pl.Series]
 
 @dataclass(frozen=True)
 class ErasureSummary:
-    """What one erasure run did: counts and days only, never an id or a pseudonym."""
+    """What one erasure run did, or in a dry run would do: counts and days only, never an id or a
+    pseudonym of a subject."""
 
     subjects: int
     partitions: list[str]
     rows_removed: dict[str, int]
+    # Kind -> day -> rows removed, for every day whose files of that kind change; a day whose
+    # manifest alone is restated counts 0 training_csv rows.
+    rows_removed_by_partition: dict[str, dict[str, int]] = field(default_factory=dict)
+    dry_run: bool = False
+    # The id of the audit entry the run appended; None for a dry run, which appends none.
+    audit_entry_id: str | None = None
 
 
 def is_erased(column: str, erased: pl.Series) -> pl.Expr:
@@ -142,14 +152,19 @@ def counts_after_erasure(before: Mapping[str, int], removed: int, suppressed: in
 
 
 def audit_entry(at: dt.datetime, run_id: str, hmac_key_id: str, summary: ErasureSummary) -> dict[str, object]:
-    """The audit record of one erasure run: when, which days, how many rows; never an id."""
+    """The audit record of one erasure run: its own id, when, which days, how many rows; never a
+    subject's id."""
+    if summary.audit_entry_id is None:
+        raise ValueError("a dry run's summary has no audit entry id: a dry run is not audited")
     return {
+        "entry_id": summary.audit_entry_id,
         "at": at.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "run_id": run_id,
         "hmac_key_id": hmac_key_id,
         "subjects": summary.subjects,
         "partitions": summary.partitions,
         "rows_removed": summary.rows_removed,
+        "rows_removed_by_partition": summary.rows_removed_by_partition,
     }
 
 
@@ -177,80 +192,134 @@ def _split(path: Path, column: str, erased: pl.Series) -> tuple[pl.DataFrame, pl
     return frame.filter(~mask), frame.filter(mask)
 
 
-def _read_stats(store: PartitionStore, asset: str, partition: str) -> dict[str, int] | None:
-    return store.read_stats(asset, partition) if store.stats_path(asset, partition).is_file() else None
+class _Rewrites:
+    """Where an erasure's rewrites go, and what each file kind loses on each day.
+
+    The real run and the dry run take the same path through the files and differ only here: a dry
+    run writes nothing, so what it reports is what a real run on the same files removes. It keeps
+    the statistics it would write, because the manifests' counts are read back from them.
+    """
+
+    def __init__(self, storage_dir: Path, state: DedupeStateStore, dry_run: bool) -> None:
+        self.store = PartitionStore(storage_dir)
+        self.state = state
+        self.dry_run = dry_run
+        self.removed: dict[str, dict[str, int]] = {kind: {} for kind in ROW_KINDS}
+        self._stats: dict[tuple[str, str], dict[str, int]] = {}
+
+    def changed(self, kind: str, day: str, rows: int) -> None:
+        """`kind`'s files of `day` are rewritten, losing `rows` rows (keys, for the dedupe state)."""
+        self.removed[kind][day] = self.removed[kind].get(day, 0) + rows
+
+    def days(self, *kinds: str) -> set[str]:
+        return {day for kind in kinds for day in self.removed[kind]}
+
+    def by_partition(self) -> dict[str, dict[str, int]]:
+        return {kind: dict(sorted(days.items())) for kind, days in self.removed.items()}
+
+    def partition(self, asset: str, day: str, frame: pl.DataFrame) -> None:
+        if not self.dry_run:
+            self.store.write(asset, {day: frame})
+
+    def stats(self, asset: str, day: str, counts: dict[str, int]) -> None:
+        if self.dry_run:
+            self._stats[asset, day] = counts
+        else:
+            self.store.write_stats(asset, {day: counts})
+
+    def read_stats(self, asset: str, day: str) -> dict[str, int] | None:
+        if (asset, day) in self._stats:
+            return self._stats[asset, day]
+        return self.store.read_stats(asset, day) if self.store.stats_path(asset, day).is_file() else None
+
+    def state_keys(self, day: str, owned: pl.DataFrame) -> None:
+        if not self.dry_run:
+            self.state.write({day: owned})
+
+    def export_file(self, path: Path, data: bytes) -> None:
+        if not self.dry_run:
+            write_bytes_atomically(path, data, EXPORT_FILE_MODE)
+
+    def owners(self, keys: pl.Series) -> pl.DataFrame:
+        """The state rows of `keys`, whichever day's file holds them."""
+        if not self.dry_run or not self._legacy_state():
+            return self.state.owners(keys, excluding=())
+        # The store's lookup gives files written before the key prefix existed their prefix column,
+        # a rewrite a dry run must not make: those states are searched file by file instead.
+        found = []
+        for day in self.state.partitions():
+            path = self.state.path(day)
+            with reading(path, _repair("deduplicated_pairs", day)):
+                owned = pl.read_parquet(path, columns=STATE_SCHEMA.names())
+            found.append(owned.filter(is_erased("dedupe_key", keys)))
+        return pl.concat(found)
+
+    def _legacy_state(self) -> bool:
+        for day in self.state.partitions():
+            path = self.state.path(day)
+            with reading(path, _repair("deduplicated_pairs", day)):
+                if "key_prefix" not in pl.read_parquet_schema(path):
+                    return True
+        return False
 
 
-def _erase_state_keys(state: DedupeStateStore, keys: pl.Series, removed: dict[str, int]) -> set[str]:
-    """Remove `keys` from whichever day's state file holds them; returns those days."""
-    owned = state.owners(keys.unique(), excluding=())
-    days: set[str] = set()
+def _erase_state_keys(rewrites: _Rewrites, keys: pl.Series) -> None:
+    """Remove `keys` from whichever day's state file holds them."""
+    owned = rewrites.owners(keys.unique())
     for (partition,), found in owned.partition_by("partition", as_dict=True).items():
         day = partition.isoformat()
-        current = pl.read_parquet(state.path(day))
+        current = pl.read_parquet(rewrites.state.path(day))
         # The file stays even when empty: a missing file means lost state to the next run.
-        state.write({day: without_erased(current, "dedupe_key", found["dedupe_key"])})
-        days.add(day)
-    removed["seen_pair_hashes"] += owned.height
-    return days
+        rewrites.state_keys(day, without_erased(current, "dedupe_key", found["dedupe_key"]))
+        rewrites.changed("seen_pair_hashes", day, found.height)
 
 
-def _erase_deduplicated(
-    store: PartitionStore, state: DedupeStateStore, pseudonyms: pl.Series, removed: dict[str, int]
-) -> set[str]:
-    """Clean deduplicated_pairs and the dedupe state; returns the days changed."""
+def _erase_deduplicated(rewrites: _Rewrites, pseudonyms: pl.Series) -> None:
+    """Clean deduplicated_pairs and the dedupe state."""
     splits: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}
-    for day, path in _partition_files(store.root / "deduplicated_pairs"):
+    for day, path in _partition_files(rewrites.store.root / "deduplicated_pairs"):
         split = _split(path, "analysis_hash", pseudonyms)
         if split is not None:
             splits[day] = split
     if not splits:
-        return set()
+        return
     # Every erased row's key, kept or not: a duplicate's key may be owned by another day's file.
-    keys = pl.concat([gone["dedupe_key"] for _, gone in splits.values()])
-    state_days = _erase_state_keys(state, keys, removed)
+    _erase_state_keys(rewrites, pl.concat([gone["dedupe_key"] for _, gone in splits.values()]))
     for day, (remaining, gone) in splits.items():
-        stats = _read_stats(store, "deduplicated_pairs", day)
+        stats = rewrites.read_stats("deduplicated_pairs", day)
         if stats is not None:
-            store.write_stats("deduplicated_pairs", {day: deduplicated_stats_after(stats, remaining, day)})
-        store.write("deduplicated_pairs", {day: remaining})
-        removed["deduplicated_pairs"] += gone.height
-    return set(splits) | state_days
+            rewrites.stats("deduplicated_pairs", day, deduplicated_stats_after(stats, remaining, day))
+        rewrites.partition("deduplicated_pairs", day, remaining)
+        rewrites.changed("deduplicated_pairs", day, gone.height)
 
 
-def _erase_anonymized(store: PartitionStore, pseudonyms: pl.Series, removed: dict[str, int]) -> set[str]:
-    """Clean anonymized_pairs, counting its erased window rows as excluded; returns the days changed."""
-    touched: set[str] = set()
-    for day, path in _partition_files(store.root / "anonymized_pairs"):
+def _erase_anonymized(rewrites: _Rewrites, pseudonyms: pl.Series) -> None:
+    """Clean anonymized_pairs, counting its erased window rows as excluded."""
+    for day, path in _partition_files(rewrites.store.root / "anonymized_pairs"):
         split = _split(path, "analysis_hash", pseudonyms)
         if split is None:
             continue
         remaining, gone = split
-        stats = _read_stats(store, "anonymized_pairs", day)
+        stats = rewrites.read_stats("anonymized_pairs", day)
         if stats is not None:
             window_rows = remaining.filter(~pl.col("is_history")).height
-            store.write_stats("anonymized_pairs", {day: anonymized_stats_after(stats, window_rows)})
-        store.write("anonymized_pairs", {day: remaining})
-        removed["anonymized_pairs"] += gone.height
-        touched.add(day)
-    return touched
+            rewrites.stats("anonymized_pairs", day, anonymized_stats_after(stats, window_rows))
+        rewrites.partition("anonymized_pairs", day, remaining)
+        rewrites.changed("anonymized_pairs", day, gone.height)
 
 
-def _erase_raw(store: PartitionStore, user_ids: pl.Series, removed: dict[str, int]) -> set[str]:
-    """Clean raw_feedback, history rows included; returns the days changed."""
-    touched: set[str] = set()
-    for day, path in _partition_files(store.root / "raw_feedback"):
+def _erase_raw(rewrites: _Rewrites, user_ids: pl.Series) -> None:
+    """Clean raw_feedback, history rows included."""
+    for day, path in _partition_files(rewrites.store.root / "raw_feedback"):
         split = _split(path, "user_id", user_ids)
         if split is not None:
-            store.write("raw_feedback", {day: split[0]})
-            removed["raw_feedback"] += split[1].height
-            touched.add(day)
-    return touched
+            rewrites.partition("raw_feedback", day, split[0])
+            rewrites.changed("raw_feedback", day, split[1].height)
 
 
-def _counts_from_stored_stats(store: PartitionStore, day: str, rows: int, suppression: bool) -> dict[str, int] | None:
-    anonymized = _read_stats(store, "anonymized_pairs", day)
-    deduplicated = _read_stats(store, "deduplicated_pairs", day)
+def _counts_from_stored_stats(rewrites: _Rewrites, day: str, rows: int, suppression: bool) -> dict[str, int] | None:
+    anonymized = rewrites.read_stats("anonymized_pairs", day)
+    deduplicated = rewrites.read_stats("deduplicated_pairs", day)
     if anonymized is None or deduplicated is None:
         return None
     return counts_from_stats(anonymized, deduplicated, rows, suppression)
@@ -276,24 +345,18 @@ def _rewritten_manifest(
 
 
 def _erase_csvs(
-    export_dir: Path,
-    store: PartitionStore,
-    pseudonyms: CsvPseudonyms,
-    suppression: Suppression | None,
-    restated: set[str],
-    removed: dict[str, int],
-) -> set[str]:
-    """Clean every CSV holding an erased row, and rewrite its manifest and those of the `restated`
-    days, whose statistics changed although their CSV may not have (an erased duplicate)."""
-    touched: set[str] = set()
+    export_dir: Path, rewrites: _Rewrites, pseudonyms: CsvPseudonyms, suppression: Suppression | None
+) -> None:
+    """Clean every CSV holding an erased row, and rewrite its manifest and those of the days whose
+    statistics changed although their CSV may not have (an erased duplicate)."""
+    restated = rewrites.days("deduplicated_pairs", "seen_pair_hashes", "anonymized_pairs")
     for day, path in training_files(export_dir).items():
         data = path.read_bytes()
         with reading(path, _repair("training_csv", day)):
             erasure = erase_from_csv(data, pseudonyms(day), suppression)
         if erasure.removed:
-            write_bytes_atomically(path, erasure.data, EXPORT_FILE_MODE)
-            removed["training_csv"] += erasure.removed
-            touched.add(day)
+            rewrites.export_file(path, erasure.data)
+            rewrites.changed("training_csv", day, erasure.removed)
         elif day in restated:
             # The file stays as it is, whatever suppression would make of it now; only its counts change.
             erasure = CsvErasure(data, erasure.rows + erasure.suppressed, removed=0, suppressed=0)
@@ -301,13 +364,14 @@ def _erase_csvs(
             continue
         manifest = manifest_path(export_dir, day)
         if manifest.is_file():
-            stats_counts = _counts_from_stored_stats(store, day, erasure.rows, suppression is not None)
+            stats_counts = _counts_from_stored_stats(rewrites, day, erasure.rows, suppression is not None)
             with reading(manifest, _repair("training_csv", day)):
                 written = json.loads(manifest.read_text())
             rewritten = _rewritten_manifest(written, path.name, erasure, stats_counts)
             if rewritten is not None:
-                write_bytes_atomically(manifest, rewritten, EXPORT_FILE_MODE)
-    return touched
+                rewrites.export_file(manifest, rewritten)
+                # A day whose manifest alone changes is still a changed day of training_csv.
+                rewrites.changed("training_csv", day, 0)
 
 
 def append_audit_entry(storage_dir: Path, entry: Mapping[str, object]) -> Path:
@@ -333,22 +397,31 @@ def erase(
     run_id: str,
     hmac_key_id: str,
     now: dt.datetime | None = None,
+    dry_run: bool = False,
 ) -> ErasureSummary:
     """Remove the users' rows from every stored partition, the dedupe state and every CSV, then audit it.
 
     `pseudonyms` are the users' stable pseudonyms, which the intermediates and the state hold;
-    `csv_pseudonyms(day)` gives them as that day's file spells them.
+    `csv_pseudonyms(day)` gives them as that day's file spells them. With `dry_run`, the summary
+    says what the erasure would remove, and no file, state or audit entry is written.
     """
-    removed = dict.fromkeys(ROW_KINDS, 0)
-    touched: set[str] = set()
+    rewrites = _Rewrites(storage_dir, state, dry_run)
     if not user_ids.is_empty():
-        store = PartitionStore(storage_dir)
         # Intermediates first: the manifests' counts are read from the updated statistics.
-        restated = _erase_deduplicated(store, state, pseudonyms, removed)
-        restated |= _erase_anonymized(store, pseudonyms, removed)
-        touched = restated | _erase_raw(store, user_ids, removed)
-        touched |= _erase_csvs(export_dir, store, csv_pseudonyms, suppression, restated, removed)
-    summary = ErasureSummary(subjects=user_ids.n_unique(), partitions=sorted(touched), rows_removed=removed)
-    entry = audit_entry(now or dt.datetime.now(dt.UTC), run_id, hmac_key_id, summary)
-    append_audit_entry(storage_dir, entry)
+        _erase_deduplicated(rewrites, pseudonyms)
+        _erase_anonymized(rewrites, pseudonyms)
+        _erase_raw(rewrites, user_ids)
+        _erase_csvs(export_dir, rewrites, csv_pseudonyms, suppression)
+    by_partition = rewrites.by_partition()
+    summary = ErasureSummary(
+        subjects=user_ids.n_unique(),
+        partitions=sorted(rewrites.days(*ROW_KINDS)),
+        rows_removed={kind: sum(days.values()) for kind, days in by_partition.items()},
+        rows_removed_by_partition=by_partition,
+        dry_run=dry_run,
+        # Random, so the id that goes into the UI's metadata says nothing about whom it erased.
+        audit_entry_id=None if dry_run else uuid.uuid4().hex,
+    )
+    if not dry_run:
+        append_audit_entry(storage_dir, audit_entry(now or dt.datetime.now(dt.UTC), run_id, hmac_key_id, summary))
     return summary

@@ -18,13 +18,15 @@ import pytest
 
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets.erasure_job import erase_subjects
+from feedback_assets.erasure_job import EraseConfig, erase_subjects
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 
 pytestmark = pytest.mark.slow
 
+# What erases: without it, erase_subjects only reports what it would remove.
+CONFIRM = dg.RunConfig(ops={"erase_requested_subjects": EraseConfig(confirm=True)})
 FIRST = dt.date(2025, 10, 20)
 DAYS = [(FIRST + dt.timedelta(days=i)).isoformat() for i in range(7)]
 # Each round starts two runs on neighbouring days, which share re-rated pairs (demo data crafts one
@@ -108,7 +110,9 @@ def _export_range(home: str, root: str, source_url: str, barrier: Barrier) -> No
 def _erase(home: str, root: str, source_url: str, barrier: Barrier) -> None:
     instance, settings = _in_process(home, root, source_url, barrier)
     with instance:
-        result = erase_subjects.execute_in_process(instance=instance, resources={"feedback_settings": settings})
+        result = erase_subjects.execute_in_process(
+            instance=instance, resources={"feedback_settings": settings}, run_config=CONFIRM
+        )
         if not result.success:
             raise SystemExit(1)
 

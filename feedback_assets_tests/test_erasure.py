@@ -1,11 +1,15 @@
-"""GDPR erasure: the job `erase_subjects` end to end on SQLite and PostgreSQL, from the CLI, and the
-pure functions of `erasure.py` on literal frames."""
+"""GDPR erasure: the job `erase_subjects` end to end on SQLite and PostgreSQL, from the CLI, its dry
+run and the observations it leaves on each asset's partitions, and the pure functions of
+`erasure.py` on literal frames."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -16,13 +20,16 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import psycopg2
+import pytest
 from polars.testing import assert_frame_equal
 
 from feedback_assets import erasure
 from feedback_assets.dedupe_state import DedupeStateStore
-from feedback_assets.erasure_job import erase_subjects
+from feedback_assets.definitions import defs
+from feedback_assets.erasure_job import ASSET_OF_KIND, DRY_RUN_NOTE, erase_subjects
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import FeedbackSettings
+from feedback_assets.storage import PartitionStore
 from feedback_assets.training_csv import csv_bytes, write_training_csv
 from feedback_assets_tests.crafted_source import HEADER
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
@@ -35,6 +42,10 @@ PARTNER = 8100001
 FIRST, LAST, NEXT = "2025-10-24", "2025-10-26", "2025-10-27"
 DAYS = ("2025-10-24", "2025-10-25", "2025-10-26")
 AUDIT = Path("storage") / erasure.AUDIT_FILE
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The run config as the docs tell an operator to type it in the Launchpad.
+CONFIRM_YAML = "ops: {erase_requested_subjects: {config: {confirm: true}}}"
+CONFIRM = {"ops": {"erase_requested_subjects": {"config": {"confirm": True}}}}
 
 
 def write_erasure_source(url: str) -> None:
@@ -156,8 +167,56 @@ def scalars(value: object) -> Iterator[object]:
         yield value
 
 
-def erase(instance: dg.DagsterInstance, settings: FeedbackSettings) -> dg.ExecuteInProcessResult:
-    return erase_subjects.execute_in_process(instance=instance, resources={"feedback_settings": settings})
+def erase(instance: dg.DagsterInstance, settings: FeedbackSettings, confirm: bool = True) -> dg.ExecuteInProcessResult:
+    return erase_subjects.execute_in_process(
+        instance=instance, resources={"feedback_settings": settings}, run_config=CONFIRM if confirm else None
+    )
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    return {name: hashlib.sha256(data).hexdigest() for name, data in every_file(root).items()}
+
+
+def output_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
+    return {k: v.value for k, v in output.step_output_data.metadata.items()}
+
+
+def log_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [entry.user_message for entry in instance.all_logs(run_id)]
+
+
+def observations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[str, dict[str, object]]]:
+    """The observations one run recorded, by asset and day: their metadata values."""
+    found: dict[str, dict[str, dict[str, object]]] = {}
+    for asset_key in defs.resolve_asset_graph().get_all_asset_keys():
+        for record in instance.fetch_observations(asset_key, limit=10_000).records:
+            observation = record.asset_observation
+            if record.run_id != run_id or observation is None:
+                continue
+            assert observation.partition is not None
+            metadata: dict[str, object] = {k: v.value for k, v in observation.metadata.items()}
+            found.setdefault(asset_key.to_user_string(), {})[observation.partition] = metadata
+    return found
+
+
+def check_observations(
+    instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult, entry: dict[str, object]
+) -> None:
+    """Every day of every asset the audit entry lists shows the erasure, with its own count."""
+    by_partition = entry["rows_removed_by_partition"]
+    assert isinstance(by_partition, dict)
+    seen = observations(instance, result.run_id)
+    assert seen == {
+        kind: {
+            day: {"rows_removed": n, "audit_entry": entry["entry_id"], "erasure_run_id": result.run_id}
+            for day, n in days.items()
+        }
+        for kind, days in by_partition.items()
+        if days
+    }
+    assert {kind: sum(days.values()) for kind, days in by_partition.items()} == entry["rows_removed"]
+    assert sorted({day for days in seen.values() for day in days}) == entry["partitions"]
 
 
 def manifest(root: Path, day: str) -> dict[str, object]:
@@ -184,6 +243,16 @@ REMOVED_FIRST_PER_PAIR = {
     "seen_pair_hashes": 2,
 }
 ZERO = dict.fromkeys(REMOVED_EXACT, 0)
+EMPTY_BY_DAY: dict[str, dict[str, int]] = {kind: {} for kind in REMOVED_EXACT}
+# The same by day: the 2025-10-24 row is history in the later days' raw and anonymized partitions;
+# the 2025-10-26 duplicate leaves that day's CSV alone but restates its manifest (0 rows).
+REMOVED_FIRST_PER_PAIR_BY_DAY = {
+    "training_csv": {"2025-10-24": 1, "2025-10-25": 1, "2025-10-26": 0},
+    "raw_feedback": {"2025-10-24": 1, "2025-10-25": 3, "2025-10-26": 2},
+    "anonymized_pairs": {"2025-10-24": 1, "2025-10-25": 2, "2025-10-26": 2},
+    "deduplicated_pairs": {"2025-10-24": 1, "2025-10-25": 2, "2025-10-26": 1},
+    "seen_pair_hashes": {"2025-10-24": 1, "2025-10-25": 1},
+}
 
 
 def check_erasure_end_to_end(
@@ -210,10 +279,13 @@ def check_erasure_end_to_end(
     audit_text = (tmp_path / AUDIT).read_text()
     assert ERASED_HASH not in audit_text and str(ERASED) not in audit_text
     assert not {ERASED, str(ERASED), ERASED_HASH} & set(scalars(entry))
-    output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
-    output_metadata = {k: v.value for k, v in output.step_output_data.metadata.items()}
-    assert output_metadata["rows_removed_training_csv"] == removed["training_csv"]
-    assert ERASED_HASH not in repr(output_metadata) and str(ERASED) not in repr(output_metadata)
+    metadata = output_metadata(result)
+    assert metadata["rows_removed_training_csv"] == removed["training_csv"]
+    assert ERASED_HASH not in repr(metadata) and str(ERASED) not in repr(metadata)
+    assert metadata["dry_run"] is False and metadata["audit_entry"] == entry["entry_id"]
+    check_observations(instance, result, entry)
+    shown = repr(observations(instance, result.run_id)) + "\n".join(log_messages(instance, result.run_id))
+    assert ERASED_HASH not in shown and str(ERASED) not in shown
 
     # A second run finds nothing: every file stays as it was, and the audit says it ran.
     files = {k: v for k, v in every_file(tmp_path).items() if not k.endswith(".jsonl")}
@@ -222,6 +294,7 @@ def check_erasure_end_to_end(
     assert {k: v for k, v in every_file(tmp_path).items() if not k.endswith(".jsonl")} == files
     assert [e["rows_removed"] for e in audit_entries(tmp_path)] == [removed, ZERO]
     assert audit_entries(tmp_path)[1]["partitions"] == []
+    assert observations(instance, again.run_id) == {}
     assert not [p for p in files_under(tmp_path) if p.name.startswith(".tmp-")]
 
     # The rewritten CSVs are exactly what a fresh export, made after the request, writes.
@@ -273,6 +346,46 @@ def test_erasure_end_to_end_with_suppression(tmp_path: Path, hmac_key: str, inst
     assert (tmp_path / "export" / "feedback_training_20251024.csv").read_text() == HEADER
 
 
+def test_a_dry_run_changes_nothing_and_reports_what_the_erasure_then_removes(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance
+) -> None:
+    """`first_per_pair`: the erased re-rating of 2025-10-26 is a duplicate, so that day's CSV keeps its
+    rows but its manifest's counts change, which a dry run must foresee too."""
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_erasure_source(url)
+    settings = settings_for(tmp_path, url, dedupe_scope="first_per_pair")
+    assert materialize(instance, settings, FIRST, LAST).success
+    request_erasure(url, ERASED)
+    before = file_hashes(tmp_path)
+
+    dry = erase(instance, settings, confirm=False)
+
+    assert dry.success
+    assert file_hashes(tmp_path) == before
+    assert audit_entries(tmp_path) == []
+    assert observations(instance, dry.run_id) == {}
+    planned = output_metadata(dry)
+    assert planned["dry_run"] is True and planned["note"] == DRY_RUN_NOTE
+    assert {kind: planned[f"rows_removed_{kind}"] for kind in erasure.ROW_KINDS} == REMOVED_FIRST_PER_PAIR
+    assert planned["days_changed"] == len(DAYS)
+    assert "audit_entry" not in planned
+    messages = log_messages(instance, dry.run_id)
+    assert any(message.startswith(DRY_RUN_NOTE) for message in messages), messages
+    shown = repr(planned) + "\n".join(messages)
+    assert ERASED_HASH not in shown and str(ERASED) not in shown
+
+    done = erase(instance, settings)
+
+    assert done.success
+    [entry] = audit_entries(tmp_path)
+    assert entry["rows_removed"] == REMOVED_FIRST_PER_PAIR
+    assert entry["partitions"] == list(DAYS)
+    assert entry["rows_removed_by_partition"] == planned["rows_removed_by_day"] == REMOVED_FIRST_PER_PAIR_BY_DAY
+    assert output_metadata(done)["rows_removed_by_day"] == planned["rows_removed_by_day"]
+    check_observations(instance, done, entry)
+    assert str(entry["entry_id"]) in "\n".join(log_messages(instance, done.run_id))
+
+
 def test_the_cli_runs_the_job(tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance) -> None:
     url = f"sqlite:///{tmp_path / 'source.sqlite'}"
     write_erasure_source(url)
@@ -290,10 +403,12 @@ def test_the_cli_runs_the_job(tmp_path: Path, hmac_key: str, instance: dg.Dagste
         FEEDBACK_STORAGE_DIR=str(tmp_path / "storage"),
     )
     assert audit_entries(tmp_path) == []
+    config = tmp_path / "erase.yaml"
+    config.write_text(CONFIRM_YAML + "\n")
 
     command = [str(Path(sys.executable).parent / "dagster"), "job", "execute"]
     done = subprocess.run(
-        [*command, "-m", "feedback_assets.definitions", "-j", "erase_subjects"],
+        [*command, "-m", "feedback_assets.definitions", "-j", "erase_subjects", "-c", str(config)],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -417,16 +532,27 @@ def test_manifest_counts_after_erasure() -> None:
 
 
 def test_the_audit_entry_holds_counts_and_days_only(tmp_path: Path) -> None:
-    summary = erasure.ErasureSummary(subjects=2, partitions=["2025-10-25"], rows_removed={"training_csv": 3})
-    entry = erasure.audit_entry(dt.datetime(2025, 10, 28, 3, 4, 5, tzinfo=dt.UTC), "run-1", "k1", summary)
+    summary = erasure.ErasureSummary(
+        subjects=2,
+        partitions=["2025-10-25"],
+        rows_removed={"training_csv": 3},
+        rows_removed_by_partition={"training_csv": {"2025-10-25": 3}},
+        audit_entry_id="e1",
+    )
+    at = dt.datetime(2025, 10, 28, 3, 4, 5, tzinfo=dt.UTC)
+    entry = erasure.audit_entry(at, "run-1", "k1", summary)
     assert entry == {
+        "entry_id": "e1",
         "at": "2025-10-28T03:04:05Z",
         "run_id": "run-1",
         "hmac_key_id": "k1",
         "subjects": 2,
         "partitions": ["2025-10-25"],
         "rows_removed": {"training_csv": 3},
+        "rows_removed_by_partition": {"training_csv": {"2025-10-25": 3}},
     }
+    with pytest.raises(ValueError, match="dry run"):
+        erasure.audit_entry(at, "run-1", "k1", dataclasses.replace(summary, dry_run=True, audit_entry_id=None))
     path = erasure.append_audit_entry(tmp_path, entry)
     erasure.append_audit_entry(tmp_path, {**entry, "run_id": "run-2"})
     assert [json.loads(line)["run_id"] for line in path.read_text().splitlines()] == ["run-1", "run-2"]
@@ -438,24 +564,97 @@ def test_a_csv_whose_intermediates_are_gone_is_still_cleaned(tmp_path: Path) -> 
     export, storage = tmp_path / "export", tmp_path / "storage"
     facts = {"partition": "2025-10-25", "run_id": "r", "counts": COUNTS}
     write_training_csv(export, "2025-10-25", AWKWARD_ROWS, facts)
+    before = file_hashes(tmp_path)
 
-    summary = erasure.erase(
-        storage_dir=storage,
-        export_dir=export,
-        state=DedupeStateStore(storage, "exact", "k1"),
-        user_ids=pl.Series([ERASED]),
-        pseudonyms=pl.Series(["a" * 64]),
-        csv_pseudonyms=lambda day: pl.Series(["a" * 64]),
-        suppression=None,
-        run_id="r2",
-        hmac_key_id="k1",
-    )
+    def run(dry_run: bool) -> erasure.ErasureSummary:
+        return erasure.erase(
+            storage_dir=storage,
+            export_dir=export,
+            state=DedupeStateStore(storage, "exact", "k1"),
+            user_ids=pl.Series([ERASED]),
+            pseudonyms=pl.Series(["a" * 64]),
+            csv_pseudonyms=lambda day: pl.Series(["a" * 64]),
+            suppression=None,
+            run_id="r2",
+            hmac_key_id="k1",
+            dry_run=dry_run,
+        )
+
+    planned = run(dry_run=True)
+    assert file_hashes(tmp_path) == before and not storage.exists()
+    summary = run(dry_run=False)
 
     assert summary.partitions == ["2025-10-25"]
     assert summary.rows_removed == {**ZERO, "training_csv": 2}
+    assert summary.rows_removed_by_partition == {**EMPTY_BY_DAY, "training_csv": {"2025-10-25": 2}}
+    assert planned == dataclasses.replace(summary, dry_run=True, audit_entry_id=None)
+    assert summary.audit_entry_id is not None and re.fullmatch("[0-9a-f]{32}", summary.audit_entry_id)
     csv_path = export / "feedback_training_20251025.csv"
     assert csv_path.read_bytes() == csv_bytes(AWKWARD_ROWS[[1, 3]])
     written = json.loads((export / "feedback_training_20251025.manifest.json").read_text())
     assert written["row_count"] == 2 and written["erased_after_export"] == 2 and written["run_id"] == "r"
     assert written["counts"] == erasure.counts_after_erasure(COUNTS, removed=2, suppressed=0)
     assert [e["rows_removed"] for e in audit_entries(tmp_path)] == [summary.rows_removed]
+    assert [e["entry_id"] for e in audit_entries(tmp_path)] == [summary.audit_entry_id]
+
+
+def test_a_dry_run_leaves_a_dedupe_state_of_the_old_format_as_it_is(tmp_path: Path) -> None:
+    """The store's lookup upgrades state files written before the key prefix existed: a dry run
+    must not, and still counts the keys a real run removes."""
+    storage = tmp_path / "storage"
+    day = dt.date(2025, 10, 25)
+    state = DedupeStateStore(storage, "exact", "k1")
+    state.directory.mkdir(parents=True)
+    keys = ["1" * 64, "2" * 64, "3" * 64]
+    pl.DataFrame({"dedupe_key": keys, "partition": [day] * 3}).write_parquet(state.path("2025-10-25"))
+    PartitionStore(storage).write(
+        "deduplicated_pairs",
+        {
+            "2025-10-25": pl.DataFrame(
+                {"analysis_hash": ["a" * 64, "b" * 64, "a" * 64], "dedupe_key": keys, "partition": [day] * 3}
+            )
+        },
+    )
+    before = file_hashes(tmp_path)
+
+    def run(dry_run: bool) -> erasure.ErasureSummary:
+        return erasure.erase(
+            storage_dir=storage,
+            export_dir=tmp_path / "export",
+            state=state,
+            user_ids=pl.Series([ERASED]),
+            pseudonyms=pl.Series(["a" * 64]),
+            csv_pseudonyms=lambda day: pl.Series(["a" * 64]),
+            suppression=None,
+            run_id="r",
+            hmac_key_id="k1",
+            dry_run=dry_run,
+        )
+
+    planned = run(dry_run=True)
+    assert file_hashes(tmp_path) == before
+    assert "key_prefix" not in pl.read_parquet_schema(state.path("2025-10-25"))
+    summary = run(dry_run=False)
+
+    assert summary.rows_removed_by_partition == {
+        **EMPTY_BY_DAY,
+        "deduplicated_pairs": {"2025-10-25": 2},
+        "seen_pair_hashes": {"2025-10-25": 2},
+    }
+    assert planned == dataclasses.replace(summary, dry_run=True, audit_entry_id=None)
+    assert pl.read_parquet(state.path("2025-10-25"))["dedupe_key"].to_list() == ["2" * 64]
+
+
+def test_each_kind_of_erased_file_is_observed_on_an_asset_of_the_code_location() -> None:
+    assert set(ASSET_OF_KIND) == set(erasure.ROW_KINDS)
+    assert set(ASSET_OF_KIND.values()) <= defs.resolve_asset_graph().get_all_asset_keys()
+
+
+def test_the_docs_give_the_run_config_that_erases() -> None:
+    assert dg.config_from_yaml_strings([CONFIRM_YAML]) == CONFIRM
+    ops = dg.validate_run_config(erase_subjects, CONFIRM)["ops"]
+    assert ops["erase_requested_subjects"]["config"] == {"confirm": True}
+    # What the Launchpad fills in is a dry run.
+    assert dg.validate_run_config(erase_subjects, {})["ops"]["erase_requested_subjects"]["config"] == {"confirm": False}
+    for doc in ("README.md", "docs/privacy.md"):
+        assert CONFIRM_YAML in (REPO_ROOT / doc).read_text(encoding="utf-8"), doc

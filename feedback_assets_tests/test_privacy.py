@@ -21,13 +21,15 @@ from polars.testing import assert_frame_equal
 from feedback_assets import k_anonymity
 from feedback_assets.audit_job import audit_history
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets.erasure_job import erase_subjects
+from feedback_assets.erasure_job import EraseConfig, erase_subjects
 from feedback_assets.key_guard import MARKER_NAME, fingerprint
 from feedback_assets.pseudonyms import pseudonym, scoped_pseudonyms
 from feedback_assets.training_csv import training_files
 from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 
+# What erases: without it, erase_subjects only reports what it would remove.
+CONFIRM = dg.RunConfig(ops={"erase_requested_subjects": EraseConfig(confirm=True)})
 OTHER_KEY = "fedcba9876543210" * 4
 
 
@@ -180,7 +182,9 @@ def test_month_pseudonyms_link_rows_within_a_month_only_and_erasure_finds_them(
     )
     with sqlite3.connect(tmp_path / "source.sqlite") as db:
         db.execute("INSERT INTO erasure_requests (user_id, requested_at) VALUES (?, '2025-11-03 00:00:00')", (erased,))
-    assert erase_subjects.execute_in_process(instance=instance, resources={"feedback_settings": settings}).success
+    assert erase_subjects.execute_in_process(
+        instance=instance, resources={"feedback_settings": settings}, run_config=CONFIRM
+    ).success
     for day, path in files.items():
         left = set(pl.read_csv(path, infer_schema=False)["analysis_hash"].to_list())
         assert month_hash(erased, day) not in left, day
