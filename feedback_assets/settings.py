@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,6 +274,22 @@ def parse_quasi_identifiers(raw: str) -> tuple[str, ...]:
     return names
 
 
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def local_dir(name: str, raw: str) -> Path:
+    """A directory setting as a local path. A URL is refused: taken as a path, `s3://bucket/x` would
+    quietly become a folder named `s3:` in the working directory, and the user would believe the
+    files went to the bucket."""
+    if URL_SCHEME.match(raw):
+        scheme = raw.split("://", 1)[0]
+        raise ConfigError(
+            f"{name} is a {scheme}:// URL; only local directories are supported (object storage is not), "
+            "so nothing was written: give a path on this machine"
+        )
+    return Path(raw)
+
+
 def default_storage_dir(env: Mapping[str, str]) -> Path:
     home = env.get("DAGSTER_HOME")
     if not home:
@@ -303,8 +320,8 @@ def settings_from(values: Mapping[str, SettingValue | None], env: Mapping[str, s
     storage = text("FEEDBACK_STORAGE_DIR", "")
     return ExportSettings(
         source=source,
-        export_dir=Path(text("FEEDBACK_EXPORT_DIR", str(DEFAULT_EXPORT_DIR))),
-        storage_dir=Path(storage) if storage else default_storage_dir(environ),
+        export_dir=local_dir("FEEDBACK_EXPORT_DIR", text("FEEDBACK_EXPORT_DIR", str(DEFAULT_EXPORT_DIR))),
+        storage_dir=local_dir("FEEDBACK_STORAGE_DIR", storage) if storage else default_storage_dir(environ),
         hmac_key=key,
         hmac_key_id=key_id,
         dedupe_scope=parse_scope(text("FEEDBACK_DEDUPE_SCOPE", "exact")),

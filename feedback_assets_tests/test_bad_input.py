@@ -87,6 +87,22 @@ def test_an_export_dir_that_cannot_be_written_stops_the_run_first(
     assert not (tmp_path / "storage").exists()
 
 
+def test_an_object_storage_url_is_refused_before_anything_is_written(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_crafted_source(sqlite_url(tmp_path))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    text = failure_text(instance, tmp_path, sqlite_url(tmp_path), export_dir="s3://ml-exports/feedback_training")
+    assert text == (
+        "Configuration error: FEEDBACK_EXPORT_DIR is a s3:// URL; only local directories are supported "
+        "(object storage is not), so nothing was written: give a path on this machine"
+    )
+    assert list(work.iterdir()) == []
+    assert not (tmp_path / "storage").exists()
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [

@@ -89,6 +89,9 @@ def test_the_key_never_appears_in_the_settings_repr() -> None:
         ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", "age_range,conditions", "cannot include 'conditions'"),
         ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", "age,postcode", "names 'age', 'postcode', which the CSV"),
         ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", "age_range,age_range", "names a column twice"),
+        ("FEEDBACK_EXPORT_DIR", "s3://ml-exports/feedback_training", "FEEDBACK_EXPORT_DIR is a s3:// URL; only local"),
+        ("FEEDBACK_STORAGE_DIR", "gs://bucket/state", "FEEDBACK_STORAGE_DIR is a gs:// URL; only local"),
+        ("FEEDBACK_EXPORT_DIR", "file:///tmp/out", "FEEDBACK_EXPORT_DIR is a file:// URL"),
     ],
 )
 def test_bad_settings_name_the_setting(name: str, value: str, message: str) -> None:
