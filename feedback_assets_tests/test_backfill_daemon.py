@@ -8,21 +8,24 @@ byte those of an in-process ranged run over the same source.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
 
 from feedback_assets.definitions import defs
 from feedback_assets.demo.database import write_demo_source
+from feedback_assets_tests.daemon import (
+    BACKFILL_RUNS,
+    GraphQL,
+    exported,
+    free_port,
+    launch_backfill,
+    logs,
+    wait_for_backfill,
+    wait_for_code_location,
+)
 from feedback_assets_tests.graph import ALL_ASSETS, KEY_HEX, materialize, settings_for
 from feedback_assets_tests.processes import BIN_DIR, Processes
 
@@ -33,10 +36,6 @@ WORKSPACE = REPO_ROOT / "workspace.yaml"
 
 FIRST = dt.date(2025, 10, 20)
 DAYS = [(FIRST + dt.timedelta(days=i)).isoformat() for i in range(5)]
-
-SERVER_START_TIMEOUT = 120.0
-BACKFILL_TIMEOUT = 240.0
-POLL_SECONDS = 1.0
 
 # The default run coordinator is the QueuedRunCoordinator, whose runs only start when the daemon
 # dequeues them: every 5 s by default, here every second. The backfill daemon's own loop is fixed
@@ -49,151 +48,6 @@ run_queue:
 telemetry:
   enabled: false
 """
-
-LAUNCH_BACKFILL = """
-mutation LaunchBackfill($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on Error { message }
-    ... on PythonError { stack }
-  }
-}
-"""
-
-BACKFILL_STATUS = """
-query BackfillStatus($backfillId: String!) {
-  partitionBackfillOrError(backfillId: $backfillId) {
-    __typename
-    ... on PartitionBackfill { status error { message stack } }
-    ... on Error { message }
-  }
-}
-"""
-
-BACKFILL_RUNS = """
-query BackfillRuns($backfillId: String!) {
-  runsOrError(filter: {tags: [{key: "dagster/backfill", value: $backfillId}]}) {
-    __typename
-    ... on Runs {
-      results {
-        runId
-        status
-        tags { key value }
-        assetSelection { path }
-        assetCheckSelection { name }
-      }
-    }
-    ... on Error { message }
-  }
-}
-"""
-
-LOCATION_STATUS = """
-query LocationStatus {
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError { __typename ... on PythonError { message stack } }
-      }
-    }
-  }
-}
-"""
-
-# Statuses in which the daemon is still working on a backfill.
-UNFINISHED = {"REQUESTED", "CANCELING", "FAILING"}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class GraphQL:
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-
-    def __call__(self, query: str, **variables: object) -> dict[str, Any]:
-        body = json.dumps({"query": query, "variables": variables}).encode()
-        request = urllib.request.Request(
-            f"{self.base}/graphql", data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            answer: dict[str, Any] = json.load(response)
-        assert not answer.get("errors"), f"GraphQL errors: {answer['errors']}"
-        data: dict[str, Any] = answer["data"]
-        return data
-
-    def answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.base}/server_info", timeout=5) as response:
-                status: int = response.status
-                return status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
-
-
-def wait_for_code_location(graphql: GraphQL, webserver: subprocess.Popen[bytes]) -> None:
-    """Until the webserver serves the code location: the mutation checks asset keys against it."""
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while time.monotonic() < deadline:
-        assert webserver.poll() is None, f"dagster-webserver exited with {webserver.returncode}"
-        if graphql.answers():
-            workspace = graphql(LOCATION_STATUS)["workspaceOrError"]
-            assert workspace["__typename"] == "Workspace", workspace
-            entries = workspace["locationEntries"]
-            if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
-                for entry in entries:
-                    location = entry["locationOrLoadError"]
-                    assert location["__typename"] == "RepositoryLocation", location
-                return
-        time.sleep(POLL_SECONDS)
-    pytest.fail(f"dagster-webserver did not serve the code location within {SERVER_START_TIMEOUT:.0f} s")
-
-
-def launch_backfill(graphql: GraphQL, first: str, last: str) -> str:
-    params = {
-        "partitionsByAssets": [
-            {"assetKey": {"path": [asset]}, "partitions": {"ranges": [{"start": first, "end": last}]}}
-            for asset in ALL_ASSETS
-        ],
-        "title": "test_backfill_daemon",
-    }
-    result = graphql(LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
-    assert result["__typename"] == "LaunchBackfillSuccess", result
-    backfill_id: str = result["backfillId"]
-    assert backfill_id
-    return backfill_id
-
-
-def wait_for_backfill(graphql: GraphQL, backfill_id: str, daemon: subprocess.Popen[bytes]) -> str:
-    deadline = time.monotonic() + BACKFILL_TIMEOUT
-    while time.monotonic() < deadline:
-        assert daemon.poll() is None, f"dagster-daemon exited with {daemon.returncode}"
-        backfill = graphql(BACKFILL_STATUS, backfillId=backfill_id)["partitionBackfillOrError"]
-        assert backfill["__typename"] == "PartitionBackfill", backfill
-        if backfill["status"] not in UNFINISHED:
-            status: str = backfill["status"]
-            assert backfill["error"] is None, backfill["error"]
-            return status
-        time.sleep(POLL_SECONDS)
-    pytest.fail(f"backfill {backfill_id} did not finish within {BACKFILL_TIMEOUT:.0f} s")
-
-
-def exported(export_dir: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(export_dir.glob("*.csv"))}
-
-
-def logs(tmp_path: Path) -> str:
-    return "\n".join(
-        f"===== {log.name} =====\n{log.read_text(errors='replace')}" for log in sorted(tmp_path.glob("*.log"))
-    )
 
 
 @pytest.mark.usefixtures("hmac_key")
@@ -233,7 +87,7 @@ def test_backfill_launched_through_graphql_is_one_run_with_the_in_process_files(
                 tmp_path / "webserver.log",
             )
             wait_for_code_location(graphql, webserver)
-            backfill_id = launch_backfill(graphql, DAYS[0], DAYS[-1])
+            backfill_id = launch_backfill(graphql, DAYS[0], DAYS[-1], "test_backfill_daemon")
             daemon = processes.start(
                 [str(BIN_DIR / "dagster-daemon"), "run", "-w", str(WORKSPACE)], tmp_path / "daemon.log"
             )
