@@ -30,7 +30,10 @@ from feedback_assets.settings import (
 from feedback_assets.source import FeedbackSource
 from feedback_assets.storage import PartitionStore
 
-UNSET = "Unset: FEEDBACK_{} when the run starts, else the default of docs/contract.md section 2."
+UNSET = (
+    "FEEDBACK_{} as the code location loaded it (docs/contract.md, section 2); "
+    "left unset, the variable when the run starts, else the contract's default."
+)
 
 
 def _choice(value: enum.StrEnum | None) -> str | None:

@@ -12,7 +12,16 @@ from feedback_assets.settings import SETTINGS
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = REPO_ROOT / "docs" / "contract.md"
 # What the repository consists of: the places a citation can hide in.
-CHECKED_PATHS = ("README.md", "docs", "feedback_assets", "feedback_assets_tests", "benchmarks", "scripts")
+CHECKED_PATHS = (
+    "README.md",
+    "docs",
+    "feedback_assets",
+    "feedback_assets_tests",
+    "benchmarks",
+    "scripts",
+    "deploy",
+    ".ci",
+)
 CHECKED_SUFFIXES = {".md", ".py", ".toml", ".yaml", ".yml", ".txt", ".cfg", ""}
 # The outside folder's path is spelled in two parts so that no scan of the repository finds it here.
 OUTSIDE_CITATIONS = ("../" + "shared", "CONTRACT section", "CONTRACT §", "FACTS.md")

@@ -25,11 +25,14 @@ KEY_FILE = Path(".feedback_hmac_key")
 DEMO_DAGSTER_HOME = Path(".dagster_home")
 
 
-# No calls out of a private-data pipeline's machine; the dedupe-state pool one claim at a time; and
+# No calls out of a private-data pipeline's machine (telemetry, and the UI's newsletter dialog,
+# whose form loads an outside reCAPTCHA); the dedupe-state pool one claim at a time; and
 # run monitoring, which (with `dagster dev`'s daemon) ends a run killed outright once its time limit
 # passes and frees its pool slot (README, "Concurrent runs").
 DEMO_INSTANCE_YAML = """\
 telemetry:
+  enabled: false
+nux:
   enabled: false
 concurrency:
   pools:
