@@ -96,18 +96,24 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     with explained_failures():
         source.check_schema()
     metadata: dict[str, dict[str, Any]] = {}
+    run_window = window_of(context.partition_keys)
 
-    def read(days: list[str]) -> int:
-        with explained_failures():
-            frames = source.read_window(*window_of(days), with_history=with_history)
-        parts = split_by_partition(transforms.raw_rows(frames, with_history=with_history), days)
-        store.write("raw_feedback", parts)
-        for key, part in parts.items():
-            history = part.filter(pl.col("is_history")).height
-            metadata[key] = {"dagster/row_count": part.height - history, "history_rows": history}
-        return sum(part.height for part in parts.values())
+    with (
+        explained_failures(),
+        feedback_settings.writing(context.log.info),
+        source.reading_run(*run_window, with_history=with_history, scratch_root=settings.storage_dir) as read_window,
+    ):
 
-    with explained_failures(), feedback_settings.writing(context.log.info):
+        def read(days: list[str]) -> int:
+            with explained_failures():
+                frames = read_window(*window_of(days))
+            parts = split_by_partition(transforms.raw_rows(frames, with_history=with_history), days)
+            store.write("raw_feedback", parts)
+            for key, part in parts.items():
+                history = part.filter(pl.col("is_history")).height
+                metadata[key] = {"dagster/row_count": part.height - history, "history_rows": history}
+            return sum(part.height for part in parts.values())
+
         in_slices(context.partition_keys, read)
     return _report(context, context.asset_key, metadata, started)
 

@@ -26,6 +26,7 @@ from feedback_assets.assets import (
     training_csv,
 )
 from feedback_assets.failures import explained_failures
+from feedback_assets.files import remove_abandoned_scratch
 from feedback_assets.pseudonyms import pseudonymize_user_ids, scoped_pseudonyms
 from feedback_assets.resources import FeedbackSettings
 
@@ -88,6 +89,9 @@ def erase_requested_subjects(
     # progress instead of counting from files half of which are already erased.
     lock = feedback_settings.writing if dry_run else feedback_settings.erasing
     with explained_failures(), lock(context.log.info):
+        if not dry_run:
+            # A killed raw_feedback step's copies of source rows (docs/privacy.md, Erasure).
+            remove_abandoned_scratch(settings.storage_dir)
         summary = erasure.erase(
             storage_dir=settings.storage_dir,
             export_dir=settings.export_dir,

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -222,3 +223,57 @@ def remove_stale_temp_files(directory: Path) -> int:
         temp.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+SCRATCH_DIR = ".scratch"
+ABANDONED_UNLOCKED_SCRATCH_SECONDS = 3600
+
+
+@contextlib.contextmanager
+def private_scratch(storage_dir: Path) -> Iterator[Path]:
+    """A private directory for one step's working files, removed when the step ends.
+
+    Its files hold source rows (user ids among them), so it lives in the private storage dir and
+    goes away with the step. A killed step cannot clean up after itself: each scratch directory is
+    flocked by its step for as long as it lives, and the next step removes every one whose lock is free.
+    """
+    root = storage_dir / SCRATCH_DIR
+    ensure_dir(root, PRIVATE_DIR_MODE)
+    remove_abandoned_scratch(storage_dir)
+    directory = root / f"{_writer_id()}-{uuid.uuid4().hex}"
+    ensure_dir(directory, PRIVATE_DIR_MODE)
+    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.close(fd)
+
+
+def remove_abandoned_scratch(storage_dir: Path) -> None:
+    """Remove the scratch directories of steps that were killed; those of running steps stay."""
+    root = storage_dir / SCRATCH_DIR
+    if root.is_dir():
+        for directory in root.iterdir():
+            _remove_if_abandoned(directory)
+
+
+def _remove_if_abandoned(directory: Path) -> None:
+    try:
+        fd = os.open(directory / LOCK_NAME, os.O_RDWR)
+    except FileNotFoundError:
+        # A step between making its directory and locking it, or one killed right there: only the
+        # latter is ever an hour old.
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - directory.stat().st_mtime > ABANDONED_UNLOCKED_SCRATCH_SECONDS:
+                shutil.rmtree(directory, ignore_errors=True)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
+    finally:
+        os.close(fd)

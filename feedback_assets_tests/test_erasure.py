@@ -27,6 +27,7 @@ from feedback_assets import erasure
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.definitions import defs
 from feedback_assets.erasure_job import ASSET_OF_KIND, DRY_RUN_NOTE, erase_subjects
+from feedback_assets.files import LOCK_NAME, SCRATCH_DIR
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.storage import PartitionStore
@@ -356,6 +357,11 @@ def test_a_dry_run_changes_nothing_and_reports_what_the_erasure_then_removes(
     settings = settings_for(tmp_path, url, dedupe_scope="first_per_pair")
     assert materialize(instance, settings, FIRST, LAST).success
     request_erasure(url, ERASED)
+    # Source rows a killed raw_feedback step left behind: a confirmed erasure removes them too.
+    abandoned = tmp_path / "storage" / SCRATCH_DIR / "killed-step"
+    abandoned.mkdir(parents=True)
+    (abandoned / LOCK_NAME).touch()
+    (abandoned / "users.parquet").write_bytes(b"source rows")
     before = file_hashes(tmp_path)
 
     dry = erase(instance, settings, confirm=False)
@@ -384,6 +390,7 @@ def test_a_dry_run_changes_nothing_and_reports_what_the_erasure_then_removes(
     assert output_metadata(done)["rows_removed_by_day"] == planned["rows_removed_by_day"]
     check_observations(instance, done, entry)
     assert str(entry["entry_id"]) in "\n".join(log_messages(instance, done.run_id))
+    assert not abandoned.exists()
 
 
 def test_the_cli_runs_the_job(tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance) -> None:

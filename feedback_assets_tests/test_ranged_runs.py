@@ -11,6 +11,7 @@ import pytest
 
 from feedback_assets import slices
 from feedback_assets.demo.database import write_demo_source
+from feedback_assets.files import SCRATCH_DIR
 from feedback_assets_tests.graph import ALL_ASSETS, latest_metadata, materialize, settings_for
 
 FIRST = dt.date(2025, 10, 20)
@@ -58,9 +59,10 @@ def test_single_run_daily_shuffled_and_split_runs_give_identical_files(
 
 @pytest.mark.parametrize("scope", ["exact", "first_per_pair"])
 def test_a_range_worked_through_in_slices_of_a_day_or_two_gives_the_same_files(
-    tmp_path: Path, hmac_key: str, scope: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, hmac_key: str, scope: str, monkeypatch: pytest.MonkeyPatch, source_url: str
 ) -> None:
-    source_url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    # On PostgreSQL the slices share one snapshot and take their dimension rows from files the run
+    # read once; on SQLite each slice reads its own. Either way, the files of a single slice.
     write_demo_source(source_url, end_date=dt.date.fromisoformat(DAYS[-1]), days=8, rows_per_day=40, seed=3)
     whole = run(tmp_path, "whole", source_url, scope, [DAYS])
     monkeypatch.setattr(slices, "FIRST_SLICE_DAYS", 2)
@@ -68,6 +70,10 @@ def test_a_range_worked_through_in_slices_of_a_day_or_two_gives_the_same_files(
     sliced = run(tmp_path, "sliced", source_url, scope, [DAYS, DAYS])
     assert all(len(content.splitlines()) > 1 for content in whole.values())
     assert sliced == whole
+    # The run's working copies of source rows are gone with the run.
+    for name in ("whole", "sliced"):
+        scratch = tmp_path / name / "storage" / SCRATCH_DIR
+        assert not scratch.exists() or list(scratch.iterdir()) == []
 
 
 def test_a_ranged_run_records_each_day_of_each_asset_once_with_its_own_figures(
