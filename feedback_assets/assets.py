@@ -22,6 +22,7 @@ from feedback_assets.dedupe_state import DedupeStateStore, days_to_rerun
 from feedback_assets.failures import explained_failures
 from feedback_assets.files import remove_stale_temp_files
 from feedback_assets.partitions import daily_partitions, days_of_run, single_run_backfill, window_of
+from feedback_assets.pseudonyms import PseudonymCache
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.settings import CONTRACT_VERSION, DedupeScope, ExportSettings
 from feedback_assets.slices import in_slices
@@ -133,10 +134,11 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
     settings = feedback_settings.settings
     store = feedback_settings.partition_store()
     metadata: dict[str, dict[str, Any]] = {}
+    pseudonyms = PseudonymCache(settings.hmac_key)
 
     def anonymize(days: list[str]) -> int:
         classified = _classified_raw(store, days, settings.min_feedback_fields)
-        pairs = transforms.anonymize(classified, settings.hmac_key, settings.include_image_urls)
+        pairs = transforms.anonymize(classified, settings.hmac_key, settings.include_image_urls, pseudonyms)
         counts = transforms.outcome_counts(classified, days)
         parts = split_by_partition(pairs, days)
         store.write("anonymized_pairs", parts)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import polars as pl
 import polars_hash as plh
 
-from feedback_assets.pseudonyms import pseudonymize_user_ids, scoped_pseudonyms
+from feedback_assets.pseudonyms import PseudonymCache, scoped_pseudonyms
 from feedback_assets.schemas import IMAGE_URL_COLUMN, TEXT_COLUMNS, TRAINING_COLUMNS
 from feedback_assets.settings import DedupeScope, PseudonymScope, TimestampPrecision
 
@@ -158,8 +158,12 @@ def normalize_conditions(conditions: pl.Expr) -> pl.Expr:
     return labels.list.filter(pl.element() != "").list.unique().list.sort().list.join(",")
 
 
-def anonymize(classified: pl.DataFrame, hmac_key: bytes, include_image_urls: bool) -> pl.DataFrame:
-    """The eligible rows with every direct identifier replaced or dropped (docs/contract.md, section 4)."""
+def anonymize(
+    classified: pl.DataFrame, hmac_key: bytes, include_image_urls: bool, pseudonyms: PseudonymCache | None = None
+) -> pl.DataFrame:
+    """The eligible rows with every direct identifier replaced or dropped (docs/contract.md, section 4).
+
+    `pseudonyms` carries the pseudonyms computed for earlier slices of the same run."""
     eligible = classified.filter(pl.col("outcome") == ELIGIBLE)
     image_url = (
         pl.when(pl.col("image_sharing_consent")).then(pl.col("image_url")).otherwise(None)
@@ -171,9 +175,9 @@ def anonymize(classified: pl.DataFrame, hmac_key: bytes, include_image_urls: boo
     labels = eligible.select(pl.col("conditions").unique()).with_columns(
         normalize_conditions(_without_nul(pl.col("conditions"))).alias("normalized_conditions")
     )
-    pseudonyms = pseudonymize_user_ids(eligible["user_id"], hmac_key)
+    mapping = (pseudonyms or PseudonymCache(hmac_key)).of(eligible["user_id"])
     return (
-        eligible.join(pseudonyms, on="user_id", how="left", maintain_order="left")
+        eligible.join(mapping, on="user_id", how="left", maintain_order="left")
         .join(labels, on="conditions", how="left", nulls_equal=True, maintain_order="left")
         .select(
             "partition",

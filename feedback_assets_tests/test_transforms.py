@@ -11,7 +11,13 @@ from polars.testing import assert_frame_equal
 
 from feedback_assets import schemas
 from feedback_assets import transforms as t
-from feedback_assets.pseudonyms import hkdf_expand, pseudonym, pseudonymize_user_ids, scoped_pseudonyms
+from feedback_assets.pseudonyms import (
+    PseudonymCache,
+    hkdf_expand,
+    pseudonym,
+    pseudonymize_user_ids,
+    scoped_pseudonyms,
+)
 from feedback_assets.settings import PseudonymScope, TimestampPrecision
 from feedback_assets_tests.frames import KEY, analyses, feedback, records, source, users, utc
 
@@ -38,6 +44,16 @@ def test_pseudonyms_are_computed_once_per_distinct_user() -> None:
         mapping,
         pl.DataFrame({"user_id": [7, 42], "analysis_hash": [pseudonym(7, KEY), HMAC_OF_42]}),
     )
+
+
+def test_a_runs_pseudonym_cache_computes_each_user_once_across_slices() -> None:
+    cache = PseudonymCache(KEY)
+    first = cache.of(pl.Series([42, 7, None], dtype=pl.Int64))
+    second = cache.of(pl.Series([7, 9], dtype=pl.Int64))
+    expected = pseudonymize_user_ids(pl.Series([7, 9, 42], dtype=pl.Int64), KEY)
+    assert_frame_equal(first.sort("user_id"), expected.filter(pl.col("user_id") != 9))
+    assert_frame_equal(second.sort("user_id"), expected)
+    assert cache.known.height == 3
 
 
 # RFC 5869, appendix A, test case 1 (its PRK is what HKDF-Extract makes of the case's salt and IKM).
