@@ -314,11 +314,12 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
 
     def export(days: list[str]) -> int:
         with explained_failures():
-            parts = split_by_partition(store.read("deduplicated_pairs", days), days)
-            for key, part in parts.items():
+            deduplicated = store.read("deduplicated_pairs", days)
+            rows = transforms.training_rows_by_day(deduplicated, csv_format_of(settings), days)
+            for key, day_rows in rows.items():
                 upstream = {**store.read_stats("anonymized_pairs", key), **store.read_stats("deduplicated_pairs", key)}
-                metadata[key] = _export_day(context.run.run_id, settings, key, part, upstream)
-        return sum(part.height for part in parts.values())
+                metadata[key] = _export_day(context.run.run_id, settings, key, day_rows, upstream)
+        return deduplicated.height
 
     with explained_failures(), feedback_settings.writing(context.log.info):
         in_slices(context.partition_keys, export)
@@ -326,15 +327,14 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
 
 
 def _export_day(
-    run_id: str, settings: ExportSettings, key: str, deduplicated: pl.DataFrame, upstream: dict[str, int]
+    run_id: str, settings: ExportSettings, key: str, rows: pl.DataFrame, upstream: dict[str, int]
 ) -> dict[str, Any]:
     """Write one day's CSV and manifest; the day's metadata."""
     suppress_below = settings.k_anonymity_threshold if settings.suppress_small_groups else None
     day = export_day(
         key,
-        deduplicated,
+        rows,
         upstream,
-        csv_format=csv_format_of(settings),
         suppress_below=suppress_below,
         quasi_identifiers=settings.quasi_identifiers,
     )

@@ -43,17 +43,16 @@ def csv_format_of(settings: ExportSettings) -> transforms.CsvFormat:
 
 def export_day(
     partition: str,
-    deduplicated: pl.DataFrame,
+    rows: pl.DataFrame,
     upstream_counts: Mapping[str, int],
     *,
-    csv_format: transforms.CsvFormat,
     suppress_below: int | None,
     quasi_identifiers: Sequence[str],
 ) -> DayExport:
-    """The day's CSV rows, small groups suppressed when `suppress_below` is a threshold, and its
-    counts: `upstream_counts` (anonymized_pairs' and deduplicated_pairs' statistics) with the
-    suppressed rows moved out of exported_records. Fails unless every feedback row is counted once."""
-    rows = transforms.training_rows(deduplicated, csv_format)
+    """The day's CSV rows (`transforms.training_rows`), small groups suppressed when `suppress_below`
+    is a threshold, and its counts: `upstream_counts` (anonymized_pairs' and deduplicated_pairs'
+    statistics) with the suppressed rows moved out of exported_records. Fails unless every feedback
+    row is counted once."""
     suppressed = 0
     if suppress_below is not None:
         rows, suppressed = k_anonymity.suppress_small_groups(rows, suppress_below, quasi_identifiers)

@@ -312,9 +312,28 @@ def sort_by_cells(rows: pl.DataFrame) -> pl.DataFrame:
     recommendation_id, analysis_hash, then the other columns in order, each compared as its cell's
     text (an empty cell first). Rows that tie are equal in every cell, so any order of them gives the
     same bytes; and no hidden value, such as the time before truncation, leaks through a row's place."""
+    return rows.sort(_cell_order(rows.columns))
+
+
+def _cell_order(columns: Sequence[str]) -> list[pl.Expr]:
     leading = ["feedback_created_at", "recommendation_id", "analysis_hash"]
-    order = [*leading, *(name for name in rows.columns if name not in leading)]
-    return rows.sort([pl.col(name).cast(pl.String).fill_null("") for name in order])
+    order = [*leading, *(name for name in columns if name not in leading)]
+    return [pl.col(name).cast(pl.String).fill_null("") for name in order]
+
+
+def _cells(deduplicated: pl.DataFrame, csv_format: CsvFormat) -> pl.DataFrame:
+    """The kept rows' cells as the file shows them, in the CSV's columns, after their `partition`."""
+    columns = csv_format.columns
+    text = [name for name in columns if name in TEXT_COLUMNS]
+    kept = deduplicated.filter(pl.col("kept"))
+    return kept.with_columns(
+        scoped_pseudonyms(kept, csv_format.pseudonym_scope, csv_format.hmac_key),
+        *(
+            exported_time(pl.col(name), csv_format.timestamp_precision)
+            for name in ("feedback_created_at", "analysis_created_at")
+        ),
+        *(escape_formula(_without_nul(pl.col(name))).alias(name) for name in text),
+    ).select("partition", *columns)
 
 
 def training_rows(deduplicated: pl.DataFrame, csv_format: CsvFormat) -> pl.DataFrame:
@@ -322,18 +341,19 @@ def training_rows(deduplicated: pl.DataFrame, csv_format: CsvFormat) -> pl.DataF
 
     Deduplication happened before, on the full-precision times; only the exported cells are truncated.
     """
-    columns = csv_format.columns
-    text = [name for name in columns if name in TEXT_COLUMNS]
-    kept = deduplicated.filter(pl.col("kept"))
-    cells = kept.with_columns(
-        scoped_pseudonyms(kept, csv_format.pseudonym_scope, csv_format.hmac_key),
-        *(
-            exported_time(pl.col(name), csv_format.timestamp_precision)
-            for name in ("feedback_created_at", "analysis_created_at")
-        ),
-        *(escape_formula(_without_nul(pl.col(name))).alias(name) for name in text),
-    ).select(columns)
-    return sort_by_cells(cells)
+    return sort_by_cells(_cells(deduplicated, csv_format).drop("partition"))
+
+
+def training_rows_by_day(
+    deduplicated: pl.DataFrame, csv_format: CsvFormat, days: Sequence[str]
+) -> dict[str, pl.DataFrame]:
+    """`training_rows` of each of `days` (YYYY-MM-DD), made in one pass over all their rows: a
+    slice's days formatted and sorted together cost a fraction of one call per day."""
+    cells = _cells(deduplicated, csv_format)
+    ordered = cells.sort([pl.col("partition"), *_cell_order(csv_format.columns)])
+    parts = {key.isoformat(): part for (key,), part in ordered.partition_by("partition", as_dict=True).items()}
+    empty = ordered.clear().drop("partition")
+    return {day: parts[day].drop("partition") if day in parts else empty for day in days}
 
 
 def _zeroes(partitions: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, int]]:

@@ -24,6 +24,7 @@ from typing import Any
 import polars as pl
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from feedback_assets import schemas
 from feedback_assets import transforms as t
@@ -422,6 +423,11 @@ def run_chain(case: Case, frames: t.SourceFrames | None = None) -> Run:
         day: t.training_rows(part, case.csv_format)
         for day, part in split_by_partition(deduplicated, case.partitions).items()
     }
+    # The asset formats a slice's days in one pass: in every example, exactly the rows of each day alone.
+    by_day = t.training_rows_by_day(deduplicated, case.csv_format, case.partitions)
+    assert list(by_day) == list(rows)
+    for day, frame in rows.items():
+        assert_frame_equal(by_day[day], frame)
     return Run(raw, classified, deduplicated, rows, {day: csv_bytes(frame) for day, frame in rows.items()})
 
 
