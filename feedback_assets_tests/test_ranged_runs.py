@@ -62,16 +62,19 @@ def test_a_range_worked_through_in_slices_of_a_day_or_two_gives_the_same_files(
     tmp_path: Path, hmac_key: str, scope: str, monkeypatch: pytest.MonkeyPatch, source_url: str
 ) -> None:
     # On PostgreSQL the slices share one snapshot and take their dimension rows from files the run
-    # read once; on SQLite each slice reads its own. Either way, the files of a single slice.
+    # read once: whole tables when the run spans most of the feedback (these six of eight days), the
+    # rows of the run's ids otherwise (each day alone). On SQLite each slice reads its own. Either
+    # way, the files of a single slice.
     write_demo_source(source_url, end_date=dt.date.fromisoformat(DAYS[-1]), days=8, rows_per_day=40, seed=3)
     whole = run(tmp_path, "whole", source_url, scope, [DAYS])
+    assert run(tmp_path, "daily", source_url, scope, [[day] for day in DAYS]) == whole
     monkeypatch.setattr(slices, "FIRST_SLICE_DAYS", 2)
     monkeypatch.setattr(slices, "ROWS_PER_SLICE", 60)
     sliced = run(tmp_path, "sliced", source_url, scope, [DAYS, DAYS])
     assert all(len(content.splitlines()) > 1 for content in whole.values())
     assert sliced == whole
     # The run's working copies of source rows are gone with the run.
-    for name in ("whole", "sliced"):
+    for name in ("whole", "daily", "sliced"):
         scratch = tmp_path / name / "storage" / SCRATCH_DIR
         assert not scratch.exists() or list(scratch.iterdir()) == []
 
