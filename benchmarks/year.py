@@ -228,11 +228,23 @@ def _mark(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def commit_of_checkout() -> str:
+    """' at commit <short hash>' of the checkout measured, with '+changes' if it had any; '' outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        status = ["git", "status", "--porcelain", "--untracked-files=no"]
+        changes = subprocess.run(status, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return f" at commit {head.stdout.strip()}{'+changes' if changes.stdout.strip() else ''}"
+
+
 def report(results: Sequence[Result], scaling: Sequence[Result], nightly: Sequence[tuple[str, Measured]]) -> str:
     main = results[0]
     n = main.source.days
     lines = [
-        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} ({os.cpu_count()} cores, "
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC{commit_of_checkout()} on {platform.node()} "
+        f"({os.cpu_count()} cores, "
         f"Python {platform.python_version()}), PostgreSQL on 127.0.0.1, SQLite instance storage, "
         f"by `python -m benchmarks.year{' --scaling' if scaling else ''}`.",
         f"Source: {main.source.rows:,} feedback rows over {n} days ({main.source.first}..{main.source.last}).",
