@@ -21,7 +21,7 @@ from feedback_assets import catalog, k_anonymity, transforms
 from feedback_assets.dedupe_state import DedupeStateStore, days_to_rerun
 from feedback_assets.failures import explained_failures
 from feedback_assets.files import remove_stale_temp_files
-from feedback_assets.partitions import daily_partitions, days_of_run, single_run_backfill, window_of
+from feedback_assets.partitions import backfill_policy, daily_partitions, days_of_run, window_of
 from feedback_assets.pseudonyms import PseudonymCache
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.settings import CONTRACT_VERSION, DedupeScope, ExportSettings
@@ -76,7 +76,7 @@ def _asset(
         warnings.simplefilter("ignore", dg.BetaWarning)
         return dg.asset(
             partitions_def=daily_partitions,
-            backfill_policy=single_run_backfill,
+            backfill_policy=backfill_policy,
             group_name=GROUP,
             deps=deps,
             **page,
@@ -199,7 +199,7 @@ def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: Feed
         ),
     ],
     partitions_def=daily_partitions,
-    backfill_policy=single_run_backfill,
+    backfill_policy=backfill_policy,
     pool=DEDUPE_STATE_POOL,
 )
 def dedupe_and_claim_keys(

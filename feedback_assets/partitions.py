@@ -34,11 +34,31 @@ def partitions_start(env: Mapping[str, str] | None = None) -> str:
     return day.isoformat()
 
 
+def backfill_days_per_run(env: Mapping[str, str] | None = None) -> int | None:
+    """FEEDBACK_BACKFILL_DAYS_PER_RUN: the most days one run of a backfill takes; None (unset) for
+    the whole range in one run. Read when the code location loads, like the partitions it splits."""
+    raw = ((os.environ if env is None else env).get("FEEDBACK_BACKFILL_DAYS_PER_RUN") or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"FEEDBACK_BACKFILL_DAYS_PER_RUN must be a whole number of days, 1 or more, not {raw!r}")
+    return int(raw)
+
+
 daily_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start(), timezone="UTC")
 
-# Every asset takes a whole partition range in one run: one run per day would spend hours of
-# Dagster overhead on a year's backfill (docs/decisions.md, "One run for a range of days").
-single_run_backfill = dg.BackfillPolicy.single_run()
+
+def backfill_policy_for(days_per_run: int | None) -> dg.BackfillPolicy:
+    """By default every asset takes a whole partition range in one run: one run per day would spend
+    hours of Dagster overhead on a year's backfill (docs/decisions.md, "One run for a range of
+    days"). With FEEDBACK_BACKFILL_DAYS_PER_RUN a backfill fans out over runs of that many days,
+    which the run coordinator may run side by side (on several machines, with shared storage)."""
+    if days_per_run is None:
+        return dg.BackfillPolicy.single_run()
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=days_per_run)
+
+
+backfill_policy = backfill_policy_for(backfill_days_per_run())
 
 
 def days_of_run(tags: Mapping[str, str]) -> set[str]:

@@ -88,6 +88,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FEEDBACK_PSEUDONYM_SCOPE", "stable"),
     Setting("FEEDBACK_SOURCE_RETRY_SECONDS", "120"),
     Setting("FEEDBACK_PARTITIONS_START", "2025-01-01"),
+    Setting("FEEDBACK_BACKFILL_DAYS_PER_RUN", "unset: a backfill is one run"),
     Setting("FEEDBACK_ALERT_WEBHOOK_URL", "none: alerts are only logged"),
     Setting("FEEDBACK_UI_URL", "http://127.0.0.1:3000"),
 )

@@ -1,0 +1,146 @@
+"""A backfill fanned out over several runs (FEEDBACK_BACKFILL_DAYS_PER_RUN), two of them at a time,
+launched through the webserver's GraphQL API and run by dagster-daemon: the files are byte for byte
+those of one ranged run, and no dedupe key is owned by two days.
+
+first_per_pair is the scope where runs could disagree: a pair's first row may be in one run's days
+and its repeats in another's, and the runs finish in any order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from feedback_assets.dedupe_state import DedupeStateStore
+from feedback_assets.demo.database import write_demo_source
+from feedback_assets_tests.daemon import (
+    GraphQL,
+    exported,
+    free_port,
+    launch_backfill,
+    logs,
+    wait_for_backfill,
+    wait_for_code_location,
+)
+from feedback_assets_tests.graph import ALL_ASSETS, KEY_HEX, materialize, settings_for
+from feedback_assets_tests.processes import BIN_DIR, Processes
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKSPACE = REPO_ROOT / "workspace.yaml"
+
+FIRST = dt.date(2025, 10, 7)
+DAYS = [(FIRST + dt.timedelta(days=i)).isoformat() for i in range(20)]
+DAYS_PER_RUN = 5
+RUNS_AT_ONCE = 2
+
+# The queued coordinator (Dagster's default) with two runs at a time; the dedupe steps one at a
+# time, as in production (deploy/dagster.yaml). The queue is looked at every second.
+DAGSTER_YAML = f"""\
+concurrency:
+  runs:
+    max_concurrent_runs: {RUNS_AT_ONCE}
+  pools:
+    default_limit: 1
+run_queue:
+  dequeue_interval_seconds: 1
+telemetry:
+  enabled: false
+"""
+
+BACKFILL_RUN_TIMES = """
+query BackfillRunTimes($backfillId: String!) {
+  runsOrError(filter: {tags: [{key: "dagster/backfill", value: $backfillId}]}) {
+    __typename
+    ... on Runs {
+      results { runId status startTime endTime tags { key value } assetSelection { path } }
+    }
+  }
+}
+"""
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The largest number of the (start, end) spans that overlap at one moment."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = peak = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.mark.usefixtures("hmac_key")
+def test_a_backfill_fanned_out_over_runs_of_five_days_gives_the_files_of_one_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("FEEDBACK_") and name != "FEEDBACK_HMAC_KEY":
+            monkeypatch.delenv(name)
+    source_url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_demo_source(source_url, end_date=dt.date.fromisoformat(DAYS[-1]), days=22, rows_per_day=40, seed=8)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    fanned = tmp_path / "fanned_out"
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith(("FEEDBACK_", "DAGSTER_"))},
+        "DAGSTER_HOME": str(home),
+        "FEEDBACK_HMAC_KEY": KEY_HEX,
+        "FEEDBACK_SOURCE_URL": source_url,
+        "FEEDBACK_EXPORT_DIR": str(fanned / "export"),
+        "FEEDBACK_STORAGE_DIR": str(fanned / "storage"),
+        "FEEDBACK_DEDUPE_SCOPE": "first_per_pair",
+        "FEEDBACK_BACKFILL_DAYS_PER_RUN": str(DAYS_PER_RUN),
+    }
+    port = free_port()
+    graphql = GraphQL(port)
+    reference = tmp_path / "one_run"
+    (reference / "dagster_home").mkdir(parents=True)
+
+    try:
+        with Processes(tmp_path, env) as processes:
+            webserver = processes.start(
+                [str(BIN_DIR / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)],
+                tmp_path / "webserver.log",
+            )
+            wait_for_code_location(graphql, webserver)
+            backfill_id = launch_backfill(graphql, DAYS[0], DAYS[-1], "test_fanout_backfill")
+            daemon = processes.start(
+                [str(BIN_DIR / "dagster-daemon"), "run", "-w", str(WORKSPACE)], tmp_path / "daemon.log"
+            )
+            with dg.instance_for_test(temp_dir=str(reference / "dagster_home")) as instance:
+                one_run = settings_for(reference, source_url, dedupe_scope="first_per_pair")
+                assert materialize(instance, one_run, DAYS[0], DAYS[-1]).success
+            status = wait_for_backfill(graphql, backfill_id, daemon)
+            runs = graphql(BACKFILL_RUN_TIMES, backfillId=backfill_id)["runsOrError"]
+
+        assert status == "COMPLETED_SUCCESS"
+        assert runs["__typename"] == "Runs", runs
+        results = runs["results"]
+        # Every asset of a day in the same run (they share partitions and policy), five days a run.
+        ranges = sorted(
+            (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"])
+            for tags in ({tag["key"]: tag["value"] for tag in run["tags"]} for run in results)
+        )
+        assert ranges == [(DAYS[i], DAYS[i + DAYS_PER_RUN - 1]) for i in range(0, len(DAYS), DAYS_PER_RUN)]
+        assert all(run["status"] == "SUCCESS" for run in results), results
+        assert all(sorted(key["path"][-1] for key in run["assetSelection"]) == sorted(ALL_ASSETS) for run in results)
+        # The coordinator ran them side by side, never more than it allows.
+        assert most_at_once([(run["startTime"], run["endTime"]) for run in results]) == RUNS_AT_ONCE
+
+        files = exported(fanned / "export")
+        assert list(files) == [f"feedback_training_{day.replace('-', '')}.csv" for day in DAYS]
+        assert all(len(content.splitlines()) > 1 for content in files.values())
+        assert files == exported(reference / "export")
+        state = DedupeStateStore(fanned / "storage", "first_per_pair", "k1")
+        assert state.partitions() == DAYS
+        assert state.shared_keys().is_empty()
+    except BaseException:
+        print(logs(tmp_path))
+        raise
