@@ -67,11 +67,12 @@ def _report(
 def _asset(
     page: catalog.AssetPage, deps: Sequence[dg.AssetsDefinition | dg.AssetKey] | None = None
 ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
-    """Every asset shares the daily partitions, the single-run backfill policy and the group;
-    `page` is what its catalog page shows (`catalog.page`)."""
+    """Every asset shares the daily partitions, the backfill policy (one run for a range, unless
+    FEEDBACK_BACKFILL_DAYS_PER_RUN fans it out) and the group; `page` is what its catalog page shows
+    (`catalog.page`)."""
     # Dagster warns that `backfill_policy` is beta each time the code location loads, in the server
-    # and again in every run; the single-run policy is chosen knowingly (docs/decisions.md), so that
-    # one category is silenced here, where the parameter is passed, and nowhere else.
+    # and again in every run; the policy is chosen knowingly (docs/decisions.md), so that one
+    # category is silenced here, where the parameter is passed, and nowhere else.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
         return dg.asset(
