@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -14,7 +15,10 @@ from typing import Any
 
 import pytest
 
-from feedback_assets_tests.graph import ALL_ASSETS
+from feedback_assets_tests.graph import ALL_ASSETS, KEY_HEX
+from feedback_assets_tests.processes import BIN_DIR, Processes
+
+WORKSPACE = Path(__file__).resolve().parent.parent / "workspace.yaml"
 
 SERVER_START_TIMEOUT = 120.0
 BACKFILL_TIMEOUT = 240.0
@@ -105,6 +109,43 @@ query LocationStatus {
 UNFINISHED = {"REQUESTED", "CANCELING", "FAILING"}
 # Statuses a run does not leave by itself.
 RUN_FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def clear_feedback_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings the developer's shell may carry would reach one side only: the subprocesses get the
+    environment `server_env` builds, the in-process reference reads os.environ."""
+    for name in list(os.environ):
+        if name.startswith("FEEDBACK_") and name != "FEEDBACK_HMAC_KEY":
+            monkeypatch.delenv(name)
+
+
+def server_env(home: Path, source_url: str, files: Path, **settings: str) -> dict[str, str]:
+    """The environment of the test's webserver and daemon: the instance in `home`, the source, the
+    export and storage dirs under `files`, and `settings`; no outer DAGSTER_* or FEEDBACK_* value."""
+    return {
+        **{name: value for name, value in os.environ.items() if not name.startswith(("FEEDBACK_", "DAGSTER_"))},
+        "DAGSTER_HOME": str(home),
+        "FEEDBACK_HMAC_KEY": KEY_HEX,
+        "FEEDBACK_SOURCE_URL": source_url,
+        "FEEDBACK_EXPORT_DIR": str(files / "export"),
+        "FEEDBACK_STORAGE_DIR": str(files / "storage"),
+        **settings,
+    }
+
+
+def start_webserver(processes: Processes, graphql: GraphQL, logs_dir: Path) -> subprocess.Popen[bytes]:
+    """The real dagster-webserver on 127.0.0.1 with the project's workspace, once it serves the code location."""
+    port = graphql.base.rsplit(":", 1)[1]
+    webserver = processes.start(
+        [str(BIN_DIR / "dagster-webserver"), "-h", "127.0.0.1", "-p", port, "-w", str(WORKSPACE)],
+        logs_dir / "webserver.log",
+    )
+    wait_for_code_location(graphql, webserver)
+    return webserver
+
+
+def start_daemon(processes: Processes, logs_dir: Path) -> subprocess.Popen[bytes]:
+    return processes.start([str(BIN_DIR / "dagster-daemon"), "run", "-w", str(WORKSPACE)], logs_dir / "daemon.log")
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ byte those of an in-process ranged run over the same source.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -19,20 +18,21 @@ from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.daemon import (
     BACKFILL_RUNS,
     GraphQL,
+    clear_feedback_settings,
     exported,
     free_port,
     launch_backfill,
     logs,
+    server_env,
+    start_daemon,
+    start_webserver,
     wait_for_backfill,
-    wait_for_code_location,
 )
-from feedback_assets_tests.graph import ALL_ASSETS, KEY_HEX, materialize, settings_for
-from feedback_assets_tests.processes import BIN_DIR, Processes
+from feedback_assets_tests.graph import ALL_ASSETS, materialize, settings_for
+from feedback_assets_tests.processes import Processes
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-WORKSPACE = REPO_ROOT / "workspace.yaml"
 
 FIRST = dt.date(2025, 10, 20)
 DAYS = [(FIRST + dt.timedelta(days=i)).isoformat() for i in range(5)]
@@ -54,43 +54,23 @@ telemetry:
 def test_backfill_launched_through_graphql_is_one_run_with_the_in_process_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Settings the developer's shell may carry would reach one side only: the subprocesses get the
-    # environment built below, the in-process reference reads os.environ.
-    for name in list(os.environ):
-        if name.startswith("FEEDBACK_") and name != "FEEDBACK_HMAC_KEY":
-            monkeypatch.delenv(name)
-
+    clear_feedback_settings(monkeypatch)
     source_url = f"sqlite:///{tmp_path / 'source.sqlite'}"
     write_demo_source(source_url, end_date=dt.date.fromisoformat(DAYS[-1]), days=7, rows_per_day=40, seed=5)
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     backfilled = tmp_path / "backfilled"
-    env = {
-        # An outer DAGSTER_HOME or DAGSTER_* tuning must not reach the instance under test.
-        **{name: value for name, value in os.environ.items() if not name.startswith(("FEEDBACK_", "DAGSTER_"))},
-        "DAGSTER_HOME": str(home),
-        "FEEDBACK_HMAC_KEY": KEY_HEX,
-        "FEEDBACK_SOURCE_URL": source_url,
-        "FEEDBACK_EXPORT_DIR": str(backfilled / "export"),
-        "FEEDBACK_STORAGE_DIR": str(backfilled / "storage"),
-    }
-    port = free_port()
-    graphql = GraphQL(port)
+    env = server_env(home, source_url, backfilled)
+    graphql = GraphQL(free_port())
     reference = tmp_path / "in_process"
     (reference / "dagster_home").mkdir(parents=True)
 
     try:
         with Processes(tmp_path, env) as processes:
-            webserver = processes.start(
-                [str(BIN_DIR / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)],
-                tmp_path / "webserver.log",
-            )
-            wait_for_code_location(graphql, webserver)
+            start_webserver(processes, graphql, tmp_path)
             backfill_id = launch_backfill(graphql, DAYS[0], DAYS[-1], "test_backfill_daemon")
-            daemon = processes.start(
-                [str(BIN_DIR / "dagster-daemon"), "run", "-w", str(WORKSPACE)], tmp_path / "daemon.log"
-            )
+            daemon = start_daemon(processes, tmp_path)
             # The reference is made while the daemon idles between its iterations: one in-process
             # ranged run of the same graph over the same source, on an instance of its own.
             with dg.instance_for_test(temp_dir=str(reference / "dagster_home")) as instance:

@@ -9,7 +9,6 @@ and its repeats in another's, and the runs finish in any order.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -19,20 +18,21 @@ from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.daemon import (
     GraphQL,
+    clear_feedback_settings,
     exported,
     free_port,
     launch_backfill,
     logs,
+    server_env,
+    start_daemon,
+    start_webserver,
     wait_for_backfill,
-    wait_for_code_location,
 )
-from feedback_assets_tests.graph import ALL_ASSETS, KEY_HEX, materialize, settings_for
-from feedback_assets_tests.processes import BIN_DIR, Processes
+from feedback_assets_tests.graph import ALL_ASSETS, materialize, settings_for
+from feedback_assets_tests.processes import Processes
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-WORKSPACE = REPO_ROOT / "workspace.yaml"
 
 FIRST = dt.date(2025, 10, 7)
 DAYS = [(FIRST + dt.timedelta(days=i)).isoformat() for i in range(20)]
@@ -79,41 +79,29 @@ def most_at_once(spans: list[tuple[float, float]]) -> int:
 def test_a_backfill_fanned_out_over_runs_of_five_days_gives_the_files_of_one_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in list(os.environ):
-        if name.startswith("FEEDBACK_") and name != "FEEDBACK_HMAC_KEY":
-            monkeypatch.delenv(name)
+    clear_feedback_settings(monkeypatch)
     source_url = f"sqlite:///{tmp_path / 'source.sqlite'}"
     write_demo_source(source_url, end_date=dt.date.fromisoformat(DAYS[-1]), days=22, rows_per_day=40, seed=8)
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     fanned = tmp_path / "fanned_out"
-    env = {
-        **{name: value for name, value in os.environ.items() if not name.startswith(("FEEDBACK_", "DAGSTER_"))},
-        "DAGSTER_HOME": str(home),
-        "FEEDBACK_HMAC_KEY": KEY_HEX,
-        "FEEDBACK_SOURCE_URL": source_url,
-        "FEEDBACK_EXPORT_DIR": str(fanned / "export"),
-        "FEEDBACK_STORAGE_DIR": str(fanned / "storage"),
-        "FEEDBACK_DEDUPE_SCOPE": "first_per_pair",
-        "FEEDBACK_BACKFILL_DAYS_PER_RUN": str(DAYS_PER_RUN),
-    }
-    port = free_port()
-    graphql = GraphQL(port)
+    env = server_env(
+        home,
+        source_url,
+        fanned,
+        FEEDBACK_DEDUPE_SCOPE="first_per_pair",
+        FEEDBACK_BACKFILL_DAYS_PER_RUN=str(DAYS_PER_RUN),
+    )
+    graphql = GraphQL(free_port())
     reference = tmp_path / "one_run"
     (reference / "dagster_home").mkdir(parents=True)
 
     try:
         with Processes(tmp_path, env) as processes:
-            webserver = processes.start(
-                [str(BIN_DIR / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)],
-                tmp_path / "webserver.log",
-            )
-            wait_for_code_location(graphql, webserver)
+            start_webserver(processes, graphql, tmp_path)
             backfill_id = launch_backfill(graphql, DAYS[0], DAYS[-1], "test_fanout_backfill")
-            daemon = processes.start(
-                [str(BIN_DIR / "dagster-daemon"), "run", "-w", str(WORKSPACE)], tmp_path / "daemon.log"
-            )
+            daemon = start_daemon(processes, tmp_path)
             with dg.instance_for_test(temp_dir=str(reference / "dagster_home")) as instance:
                 one_run = settings_for(reference, source_url, dedupe_scope="first_per_pair")
                 assert materialize(instance, one_run, DAYS[0], DAYS[-1]).success

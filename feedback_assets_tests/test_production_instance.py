@@ -10,7 +10,6 @@ PostgreSQL (and nothing in SQLite), and export byte for byte the files of in-pro
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 from collections import Counter
 from contextlib import closing
@@ -26,22 +25,24 @@ from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.daemon import (
     BACKFILL_RUNS,
     GraphQL,
+    clear_feedback_settings,
     exported,
     free_port,
     launch_backfill,
     launch_partition_run,
     logs,
+    server_env,
+    start_daemon,
+    start_webserver,
     wait_for_backfill,
-    wait_for_code_location,
     wait_for_run,
 )
-from feedback_assets_tests.graph import ALL_ASSETS, KEY_HEX, materialize, settings_for
-from feedback_assets_tests.processes import BIN_DIR, Processes
+from feedback_assets_tests.graph import ALL_ASSETS, materialize, settings_for
+from feedback_assets_tests.processes import Processes
 
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WORKSPACE = REPO_ROOT / "workspace.yaml"
 PRODUCTION_YAML = REPO_ROOT / "deploy" / "dagster.yaml"
 
 # The nightly run's day, then a backfill of the five days after it: the backfill's dedupe reads the
@@ -61,12 +62,7 @@ def rows(database_url: str, query: str, *params: str) -> list[tuple[object, ...]
 def test_the_production_instance_queues_a_run_and_a_backfill_for_the_daemon_and_keeps_them_in_postgresql(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_url: str
 ) -> None:
-    # Settings the developer's shell may carry would reach one side only: the subprocesses get the
-    # environment built below, the in-process reference reads os.environ.
-    for name in list(os.environ):
-        if name.startswith("FEEDBACK_") and name != "FEEDBACK_HMAC_KEY":
-            monkeypatch.delenv(name)
-
+    clear_feedback_settings(monkeypatch)
     source_url = f"sqlite:///{tmp_path / 'source.sqlite'}"
     write_demo_source(source_url, end_date=dt.date.fromisoformat(DAYS[-1]), days=7, rows_per_day=40, seed=5)
     home = tmp_path / "dagster_home"
@@ -75,38 +71,27 @@ def test_the_production_instance_queues_a_run_and_a_backfill_for_the_daemon_and_
     database = make_url(postgres_url)
     assert database.host and database.port and database.username and database.database
     daemon_side = tmp_path / "daemon_side"
-    env = {
-        # An outer DAGSTER_HOME or DAGSTER_* tuning must not reach the instance under test.
-        **{name: value for name, value in os.environ.items() if not name.startswith(("FEEDBACK_", "DAGSTER_"))},
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_USERNAME": database.username,
+    env = server_env(
+        home,
+        source_url,
+        daemon_side,
+        DAGSTER_PG_USERNAME=database.username,
         # The test server trusts loopback connections; production sets a real password.
-        "DAGSTER_PG_PASSWORD": database.password or "",
-        "DAGSTER_PG_HOST": database.host,
-        "DAGSTER_PG_PORT": str(database.port),
-        "DAGSTER_PG_DB": database.database,
-        "FEEDBACK_HMAC_KEY": KEY_HEX,
-        "FEEDBACK_SOURCE_URL": source_url,
-        "FEEDBACK_EXPORT_DIR": str(daemon_side / "export"),
-        "FEEDBACK_STORAGE_DIR": str(daemon_side / "storage"),
-    }
-    port = free_port()
-    graphql = GraphQL(port)
+        DAGSTER_PG_PASSWORD=database.password or "",
+        DAGSTER_PG_HOST=database.host,
+        DAGSTER_PG_PORT=str(database.port),
+        DAGSTER_PG_DB=database.database,
+    )
+    graphql = GraphQL(free_port())
     reference = tmp_path / "in_process"
     (reference / "dagster_home").mkdir(parents=True)
 
     try:
         with Processes(tmp_path, env) as processes:
-            webserver = processes.start(
-                [str(BIN_DIR / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)],
-                tmp_path / "webserver.log",
-            )
             # The webserver creates the instance's tables in the empty database before the daemon
             # starts, so the two never race to create them.
-            wait_for_code_location(graphql, webserver)
-            daemon = processes.start(
-                [str(BIN_DIR / "dagster-daemon"), "run", "-w", str(WORKSPACE)], tmp_path / "daemon.log"
-            )
+            start_webserver(processes, graphql, tmp_path)
+            daemon = start_daemon(processes, tmp_path)
             one_day_run = launch_partition_run(graphql, "feedback_export", ONE_DAY)["runId"]
             # The reference is made while the daemon works: the same two runs in process, in the
             # same order, on an instance of their own.
