@@ -566,6 +566,24 @@ def test_the_audit_entry_holds_counts_and_days_only(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
 
 
+def erase_pseudonym_a(
+    storage: Path, export: Path, state: DedupeStateStore, run_id: str, *, dry_run: bool
+) -> erasure.ErasureSummary:
+    """Erase user ERASED, whose pseudonym in these hand-made files is 64 a's."""
+    return erasure.erase(
+        storage_dir=storage,
+        export_dir=export,
+        state=state,
+        user_ids=pl.Series([ERASED]),
+        pseudonyms=pl.Series(["a" * 64]),
+        csv_pseudonyms=lambda day: pl.Series(["a" * 64]),
+        suppression=None,
+        run_id=run_id,
+        hmac_key_id="k1",
+        dry_run=dry_run,
+    )
+
+
 def test_a_csv_whose_intermediates_are_gone_is_still_cleaned(tmp_path: Path) -> None:
     """Only the export dir holds the day: the CSV is cleaned and the manifest's own counts adjusted."""
     export, storage = tmp_path / "export", tmp_path / "storage"
@@ -573,23 +591,10 @@ def test_a_csv_whose_intermediates_are_gone_is_still_cleaned(tmp_path: Path) -> 
     write_training_csv(export, "2025-10-25", AWKWARD_ROWS, facts)
     before = file_hashes(tmp_path)
 
-    def run(dry_run: bool) -> erasure.ErasureSummary:
-        return erasure.erase(
-            storage_dir=storage,
-            export_dir=export,
-            state=DedupeStateStore(storage, "exact", "k1"),
-            user_ids=pl.Series([ERASED]),
-            pseudonyms=pl.Series(["a" * 64]),
-            csv_pseudonyms=lambda day: pl.Series(["a" * 64]),
-            suppression=None,
-            run_id="r2",
-            hmac_key_id="k1",
-            dry_run=dry_run,
-        )
-
-    planned = run(dry_run=True)
+    state = DedupeStateStore(storage, "exact", "k1")
+    planned = erase_pseudonym_a(storage, export, state, "r2", dry_run=True)
     assert file_hashes(tmp_path) == before and not storage.exists()
-    summary = run(dry_run=False)
+    summary = erase_pseudonym_a(storage, export, state, "r2", dry_run=False)
 
     assert summary.partitions == ["2025-10-25"]
     assert summary.rows_removed == {**ZERO, "training_csv": 2}
@@ -624,24 +629,10 @@ def test_a_dry_run_leaves_a_dedupe_state_of_the_old_format_as_it_is(tmp_path: Pa
     )
     before = file_hashes(tmp_path)
 
-    def run(dry_run: bool) -> erasure.ErasureSummary:
-        return erasure.erase(
-            storage_dir=storage,
-            export_dir=tmp_path / "export",
-            state=state,
-            user_ids=pl.Series([ERASED]),
-            pseudonyms=pl.Series(["a" * 64]),
-            csv_pseudonyms=lambda day: pl.Series(["a" * 64]),
-            suppression=None,
-            run_id="r",
-            hmac_key_id="k1",
-            dry_run=dry_run,
-        )
-
-    planned = run(dry_run=True)
+    planned = erase_pseudonym_a(storage, tmp_path / "export", state, "r", dry_run=True)
     assert file_hashes(tmp_path) == before
     assert "key_prefix" not in pl.read_parquet_schema(state.path("2025-10-25"))
-    summary = run(dry_run=False)
+    summary = erase_pseudonym_a(storage, tmp_path / "export", state, "r", dry_run=False)
 
     assert summary.rows_removed_by_partition == {
         **EMPTY_BY_DAY,
