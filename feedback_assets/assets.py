@@ -20,7 +20,7 @@ import polars as pl
 from feedback_assets import catalog, k_anonymity, transforms
 from feedback_assets.dedupe_state import DedupeStateStore, days_to_rerun
 from feedback_assets.failures import explained_failures
-from feedback_assets.files import remove_stale_temp_files
+from feedback_assets.files import location, remove_stale_temp_files
 from feedback_assets.partitions import backfill_policy, daily_partitions, days_of_run, window_of
 from feedback_assets.pseudonyms import PseudonymCache
 from feedback_assets.resources import FeedbackSettings
@@ -351,7 +351,7 @@ def _export_day(
     return {
         "dagster/row_count": day.rows.height,
         "dagster/column_schema": catalog.csv_schema(tuple(day.rows.columns)),
-        "path": dg.MetadataValue.path(str(path.resolve())),
+        "path": dg.MetadataValue.path(location(path)),
         **facts,
         **day.counts,
     }

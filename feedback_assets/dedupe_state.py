@@ -9,15 +9,19 @@ and per HMAC key id, because keys made under another scope or key mean nothing h
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from pathlib import Path
 
 import polars as pl
 
 from feedback_assets.files import (
+    OBJECT_STORE_ERRORS,
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
+    StoragePath,
     ensure_dir,
     first_line_of,
+    parquet_columns,
+    readable,
+    readable_all,
     remove_stale_temp_files,
     write_parquet_atomically,
 )
@@ -43,6 +47,10 @@ def days_to_rerun(shared: pl.DataFrame) -> list[str]:
     return sorted({day.isoformat() for days in shared["partitions"].to_list() for day in days[1:]})
 
 
+def _scan(files: list[StoragePath]) -> pl.LazyFrame:
+    return pl.scan_parquet(readable_all(files), schema=STORED_SCHEMA)
+
+
 class DedupeStateError(RuntimeError):
     """The dedupe state a run needs is missing or unreadable; the message says how to rebuild it."""
 
@@ -58,10 +66,10 @@ def _rebuild_hint(partitions: Iterable[str]) -> str:
 
 
 class DedupeStateStore:
-    def __init__(self, root: Path, scope: str, key_id: str) -> None:
+    def __init__(self, root: StoragePath, scope: str, key_id: str) -> None:
         self.directory = root / "seen_pair_hashes" / f"scope={scope}" / f"key_id={key_id}"
 
-    def path(self, partition: str) -> Path:
+    def path(self, partition: str) -> StoragePath:
         return self.directory / f"{partition}.parquet"
 
     def partitions(self) -> list[str]:
@@ -80,20 +88,20 @@ class DedupeStateStore:
                 + _rebuild_hint(missing)
             )
 
-    def _files(self, excluding: Collection[str]) -> list[Path]:
+    def _files(self, excluding: Collection[str]) -> list[StoragePath]:
         skip = set(excluding)
         return [self.path(p) for p in self.partitions() if p not in skip]
 
     def _scan(self, excluding: Collection[str]) -> pl.LazyFrame | None:
         files = self._files(excluding)
-        return pl.scan_parquet(files, schema=STORED_SCHEMA) if files else None
+        return _scan(files) if files else None
 
     def _upgrade(self) -> None:
         """Give state files written before the key prefix existed their prefix column."""
         for partition in self.partitions():
             path = self.path(partition)
-            if "key_prefix" not in pl.read_parquet_schema(path):
-                self.write({partition: pl.read_parquet(path)})
+            if "key_prefix" not in parquet_columns(path):
+                self.write({partition: pl.read_parquet(readable(path))})
 
     def _collect(self, frame: pl.LazyFrame) -> pl.DataFrame:
         # Streaming: the state grows with every exported key; a lookup reads it in batches, so its
@@ -105,7 +113,7 @@ class DedupeStateStore:
                 # State written before the key prefix existed: upgraded once, then read again.
                 self._upgrade()
                 return frame.collect(engine="streaming")
-        except (pl.exceptions.ComputeError, pl.exceptions.ColumnNotFoundError, OSError) as exc:
+        except (pl.exceptions.ComputeError, pl.exceptions.ColumnNotFoundError, *OBJECT_STORE_ERRORS) as exc:
             damaged = self._damaged_files()
             which = ", ".join(str(path) for path in damaged) if damaged else "the damaged day's file"
             raise DedupeStateError(
@@ -113,13 +121,13 @@ class DedupeStateStore:
                 f"{first_line_of(exc)}); delete {which} and " + _rebuild_hint(self.partitions())
             ) from None
 
-    def _damaged_files(self) -> list[Path]:
+    def _damaged_files(self) -> list[StoragePath]:
         """The state files that cannot be read on their own: looked for only once a read has failed."""
         damaged = []
         for partition in self.partitions():
             try:
-                pl.read_parquet(self.path(partition))
-            except (pl.exceptions.PolarsError, OSError):
+                pl.read_parquet(readable(self.path(partition)))
+            except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS):
                 damaged.append(self.path(partition))
         return damaged
 
@@ -131,14 +139,12 @@ class DedupeStateStore:
             return STATE_SCHEMA.to_frame()
         prefixes = keys.to_frame("dedupe_key").select(key_prefix(pl.col("dedupe_key")))["key_prefix"]
         candidates = self._collect(
-            pl.scan_parquet(files, schema=STORED_SCHEMA)
-            .select("key_prefix", "partition")
-            .filter(pl.col("key_prefix").is_in(prefixes.implode()))
+            _scan(files).select("key_prefix", "partition").filter(pl.col("key_prefix").is_in(prefixes.implode()))
         )
         if candidates.is_empty():
             return STATE_SCHEMA.to_frame()
         days = sorted({day.isoformat() for day in candidates["partition"].unique().to_list()})
-        found = pl.scan_parquet([self.path(day) for day in days], schema=STORED_SCHEMA)
+        found = _scan([self.path(day) for day in days])
         return self._collect(found.filter(pl.col("dedupe_key").is_in(keys.implode())).select(STATE_SCHEMA.names()))
 
     def write(self, owned: dict[str, pl.DataFrame]) -> None:
@@ -156,7 +162,7 @@ class DedupeStateStore:
     def _shared_with(self, days: list[str]) -> pl.DataFrame:
         """The keys of `days` that another day (of the run or not) or a second day among them owns
         too, with each owning day: rows of `dedupe_key`, `partition`."""
-        owned = pl.scan_parquet([self.path(day) for day in days], schema=STORED_SCHEMA)
+        owned = _scan([self.path(day) for day in days])
         mine = self._collect(owned.select(STATE_SCHEMA.names()))
         others = self.owners(mine["dedupe_key"], excluding=days)
         twice_here = mine.filter(pl.col("dedupe_key").is_duplicated()).select("dedupe_key")

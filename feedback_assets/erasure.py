@@ -20,7 +20,6 @@ import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import polars as pl
 
@@ -30,7 +29,11 @@ from feedback_assets.files import (
     EXPORT_FILE_MODE,
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
+    StoragePath,
+    children,
     ensure_dir,
+    parquet_columns,
+    readable,
     reading,
     rematerialize_command,
     write_bytes_atomically,
@@ -39,7 +42,7 @@ from feedback_assets.schemas import STATE_SCHEMA
 from feedback_assets.storage import PartitionStore
 from feedback_assets.training_csv import csv_bytes, manifest_bytes, manifest_path, training_files
 
-AUDIT_FILE = Path("audit") / "erasures.jsonl"
+AUDIT_FILE = "audit/erasures.jsonl"
 ROW_KINDS = ("training_csv", "raw_feedback", "anonymized_pairs", "deduplicated_pairs", "seen_pair_hashes")
 PARTITION_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.parquet")
 
@@ -168,26 +171,26 @@ def audit_entry(at: dt.datetime, run_id: str, hmac_key_id: str, summary: Erasure
     }
 
 
-def _partition_files(directory: Path) -> Iterator[tuple[str, Path]]:
+def _partition_files(directory: StoragePath) -> Iterator[tuple[str, StoragePath]]:
     # Matching the whole name skips temporary files and the statistics beside the partitions.
-    if directory.is_dir():
-        for path in sorted(directory.iterdir()):
-            match = PARTITION_FILE.fullmatch(path.name)
-            if match:
-                yield match.group(1), path
+    for path in children(directory):
+        match = PARTITION_FILE.fullmatch(path.name)
+        if match:
+            yield match.group(1), path
 
 
 def _repair(asset: str, day: str) -> str:
     return f"rebuild it with {rematerialize_command(asset, day)}, then run erase_subjects again"
 
 
-def _split(path: Path, column: str, erased: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+def _split(path: StoragePath, column: str, erased: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     """The partition's remaining and erased rows, or None when it holds no erased row."""
     with reading(path, _repair(path.parent.name, path.stem)):
-        hits = pl.scan_parquet(path).select(is_erased(column, erased).sum()).collect().item()
+        data = readable(path)
+        hits = pl.scan_parquet(data).select(is_erased(column, erased).sum()).collect().item()
         if not hits:
             return None
-        frame = pl.read_parquet(path)
+        frame = pl.read_parquet(data)
     mask = is_erased(column, erased)
     return frame.filter(~mask), frame.filter(mask)
 
@@ -200,7 +203,7 @@ class _Rewrites:
     the statistics it would write, because the manifests' counts are read back from them.
     """
 
-    def __init__(self, storage_dir: Path, state: DedupeStateStore, dry_run: bool) -> None:
+    def __init__(self, storage_dir: StoragePath, state: DedupeStateStore, dry_run: bool) -> None:
         self.store = PartitionStore(storage_dir)
         self.state = state
         self.dry_run = dry_run
@@ -236,7 +239,7 @@ class _Rewrites:
         if not self.dry_run:
             self.state.write({day: owned})
 
-    def export_file(self, path: Path, data: bytes) -> None:
+    def export_file(self, path: StoragePath, data: bytes) -> None:
         if not self.dry_run:
             write_bytes_atomically(path, data, EXPORT_FILE_MODE)
 
@@ -250,7 +253,7 @@ class _Rewrites:
         for day in self.state.partitions():
             path = self.state.path(day)
             with reading(path, _repair("deduplicated_pairs", day)):
-                owned = pl.read_parquet(path, columns=STATE_SCHEMA.names())
+                owned = pl.read_parquet(readable(path), columns=STATE_SCHEMA.names())
             found.append(owned.filter(is_erased("dedupe_key", keys)))
         return pl.concat(found)
 
@@ -258,7 +261,7 @@ class _Rewrites:
         for day in self.state.partitions():
             path = self.state.path(day)
             with reading(path, _repair("deduplicated_pairs", day)):
-                if "key_prefix" not in pl.read_parquet_schema(path):
+                if "key_prefix" not in parquet_columns(path):
                     return True
         return False
 
@@ -268,7 +271,7 @@ def _erase_state_keys(rewrites: _Rewrites, keys: pl.Series) -> None:
     owned = rewrites.owners(keys.unique())
     for (partition,), found in owned.partition_by("partition", as_dict=True).items():
         day = partition.isoformat()
-        current = pl.read_parquet(rewrites.state.path(day))
+        current = pl.read_parquet(readable(rewrites.state.path(day)))
         # The file stays even when empty: a missing file means lost state to the next run.
         rewrites.state_keys(day, without_erased(current, "dedupe_key", found["dedupe_key"]))
         rewrites.changed("seen_pair_hashes", day, found.height)
@@ -345,7 +348,7 @@ def _rewritten_manifest(
 
 
 def _erase_csvs(
-    export_dir: Path, rewrites: _Rewrites, pseudonyms: CsvPseudonyms, suppression: Suppression | None
+    export_dir: StoragePath, rewrites: _Rewrites, pseudonyms: CsvPseudonyms, suppression: Suppression | None
 ) -> None:
     """Clean every CSV holding an erased row, and rewrite its manifest and those of the days whose
     statistics changed although their CSV may not have (an erased duplicate)."""
@@ -374,7 +377,7 @@ def _erase_csvs(
                 rewrites.changed("training_csv", day, 0)
 
 
-def append_audit_entry(storage_dir: Path, entry: Mapping[str, object]) -> Path:
+def append_audit_entry(storage_dir: StoragePath, entry: Mapping[str, object]) -> StoragePath:
     """Append one JSON line to the audit log, rewriting the file atomically."""
     path = storage_dir / AUDIT_FILE
     ensure_dir(path.parent, PRIVATE_DIR_MODE)
@@ -387,8 +390,8 @@ def append_audit_entry(storage_dir: Path, entry: Mapping[str, object]) -> Path:
 
 def erase(
     *,
-    storage_dir: Path,
-    export_dir: Path,
+    storage_dir: StoragePath,
+    export_dir: StoragePath,
     state: DedupeStateStore,
     user_ids: pl.Series,
     pseudonyms: pl.Series,

@@ -26,7 +26,7 @@ from feedback_assets.assets import (
     training_csv,
 )
 from feedback_assets.failures import explained_failures
-from feedback_assets.files import remove_abandoned_scratch
+from feedback_assets.files import location, remove_abandoned_scratch
 from feedback_assets.pseudonyms import pseudonymize_user_ids, scoped_pseudonyms
 from feedback_assets.resources import FeedbackSettings
 
@@ -137,7 +137,7 @@ def erase_requested_subjects(
         {
             **metadata,
             "audit_entry": summary.audit_entry_id,
-            "audit_log": dg.MetadataValue.path(str(audit_log.resolve())),
+            "audit_log": dg.MetadataValue.path(location(audit_log)),
         }
     )
 

@@ -1,20 +1,34 @@
-"""Atomic file writes: a reader sees a file as it was before or complete, never half-written."""
+"""Atomic file writes: a reader sees a file as it was before or complete, never half-written.
+
+Every directory here is a `StoragePath`: a local `Path`, or an `ObjectPath` under a bucket, where a
+single PUT (or a multipart upload completed last) gives the same promise without temporary objects.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import fcntl
+import io
 import os
 import shutil
 import socket
+import stat
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Final
 
 import polars as pl
+
+from feedback_assets.object_storage import ERRORS as OBJECT_STORE_ERRORS
+from feedback_assets.object_storage import ObjectPath, storage_lease
+from feedback_assets.object_storage import reason as object_storage_reason
+
+# Where a setting's directory is: this machine's disk, or object storage.
+StoragePath = Path | ObjectPath
 
 # The storage dir holds personal data (raw_feedback keeps user ids and ages until pseudonymised):
 # owner only. The exports are for the data science team's group to read.
@@ -40,17 +54,50 @@ def _writer_id() -> str:
     return f"{host}-{os.getpid()}"
 
 
+def readable(path: StoragePath) -> Path | bytes:
+    """What Polars reads a stored file from: the local path, or the object's bytes (fetched here,
+    so that obstore is the one client every object read and write goes through)."""
+    return path.read_bytes() if isinstance(path, ObjectPath) else path
+
+
+def readable_all(paths: Sequence[StoragePath]) -> list[Path] | list[bytes]:
+    """`readable` of each of several files (all of one directory, so all local or all objects)."""
+    local = [path for path in paths if isinstance(path, Path)]
+    return local if len(local) == len(paths) else [path.read_bytes() for path in paths]
+
+
+def children(directory: StoragePath) -> list[StoragePath]:
+    """What lies directly in `directory`, by name; nothing if it does not exist."""
+    if not directory.is_dir():
+        return []
+    entries: list[StoragePath] = list(directory.iterdir())
+    return sorted(entries, key=lambda path: path.name)
+
+
+def location(path: StoragePath) -> str:
+    """Where a file is, for metadata and messages: an absolute local path, or its URL."""
+    return str(path.resolve()) if isinstance(path, Path) else str(path)
+
+
+def parquet_columns(path: StoragePath) -> list[str]:
+    """The column names of a stored Parquet file, read from its footer."""
+    return list(pl.read_parquet_schema(readable(path)))
+
+
 def temp_path_for(path: Path) -> Path:
     # Hidden and without the final suffix, so nothing that globs for exports can take it for one.
     return path.with_name(f"{TEMP_PREFIX}{path.name}.{_writer_id()}.{uuid.uuid4().hex}")
 
 
-def ensure_dir(directory: Path, mode: int) -> None:
+def ensure_dir(directory: StoragePath, mode: int) -> None:
     """Create `directory` and any missing parents, each with exactly `mode`.
 
     mkdir's own mode is filtered by the umask, so the mode is set explicitly on every directory
-    this creates; an existing directory keeps the mode its owner gave it.
+    this creates; an existing directory keeps the mode its owner gave it. Object storage has no
+    directories (and no modes: the bucket's policy is what grants access there).
     """
+    if isinstance(directory, ObjectPath):
+        return
     missing = []
     current = directory
     while not current.is_dir():
@@ -73,15 +120,20 @@ LOCK_NAME = ".feedback.lock"
 
 
 @contextlib.contextmanager
-def storage_lock(storage_dir: Path, *, exclusive: bool, on_wait: Callable[[], None]) -> Iterator[None]:
+def storage_lock(storage_dir: StoragePath, *, exclusive: bool, on_wait: Callable[[], None]) -> Iterator[None]:
     """Hold the storage dir's lock: shared by the export steps, exclusive for erasure.
 
     Erasure rewrites the files the export steps write; with the lock, an erasure never runs while a
     step is between reading and writing them, so no step writes back rows erasure removed, and two
     erasures never interleave their audit entries. `on_wait` is called once if the lock is taken.
     An flock lives as long as its open file, so a killed process never leaves it held. It covers the
-    processes of one machine; runs on several machines also share the dedupe-state pool.
+    processes of one machine; runs on several machines also share the dedupe-state pool. On object
+    storage the lock is a lease (object_storage.storage_lease), which covers every machine.
     """
+    if isinstance(storage_dir, ObjectPath):
+        with storage_lease(storage_dir, exclusive=exclusive, on_wait=on_wait):
+            yield
+        return
     ensure_dir(storage_dir, PRIVATE_DIR_MODE)
     fd = os.open(storage_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
     mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
@@ -113,11 +165,11 @@ def rematerialize_command(asset: str, partition: str) -> str:
 
 
 @contextlib.contextmanager
-def reading(path: Path, repair: str) -> Iterator[None]:
+def reading(path: StoragePath, repair: str) -> Iterator[None]:
     """Turn a failure to read or parse `path` into a DamagedFileError naming it and saying `repair`."""
     try:
         yield
-    except (pl.exceptions.PolarsError, ValueError, OSError) as exc:
+    except (pl.exceptions.PolarsError, ValueError, *OBJECT_STORE_ERRORS) as exc:
         raise DamagedFileError(f"{path} is damaged and cannot be read ({first_line_of(exc)}); {repair}") from None
 
 
@@ -146,12 +198,16 @@ def _disk_refusal(exc: BaseException) -> OSError | None:
     return None
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], object], mode: int) -> None:
+def write_atomically(path: StoragePath, write: Callable[[BinaryIO], object], mode: int) -> None:
     """Write through `write` into a temporary file beside `path`, sync it, then rename it into place.
 
     If anything fails the temporary file is removed and `path` is as it was; a full, read-only or
-    forbidden disk becomes an OutputWriteError naming the directory and the errno.
+    forbidden disk becomes an OutputWriteError naming the directory and the errno. On object
+    storage the bytes are made in memory and stored in one request (`ObjectPath.write_bytes`).
     """
+    if isinstance(path, ObjectPath):
+        _put_object(path, write)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(path)
     try:
@@ -177,11 +233,25 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], mode: int)
     _fsync_dir(path.parent)
 
 
-def write_parquet_atomically(path: Path, frame: pl.DataFrame, mode: int) -> None:
+def _put_object(path: ObjectPath, write: Callable[[BinaryIO], object]) -> None:
+    buffer = io.BytesIO()
+    write(buffer)
+    try:
+        path.write_bytes(buffer.getvalue())
+    except OBJECT_STORE_ERRORS as exc:
+        raise OutputWriteError(
+            errno.EIO,
+            f"cannot write {path.name} under {path.parent}: the object store refused it "
+            f"({object_storage_reason(exc)}); the objects already there are as they were: check that the bucket "
+            "exists and that the credentials in the environment may write there, then run the same days again",
+        ) from None
+
+
+def write_parquet_atomically(path: StoragePath, frame: pl.DataFrame, mode: int) -> None:
     write_atomically(path, lambda handle: frame.write_parquet(handle, compression=PARQUET_COMPRESSION), mode)
 
 
-def write_bytes_atomically(path: Path, data: bytes, mode: int) -> None:
+def write_bytes_atomically(path: StoragePath, data: bytes, mode: int) -> None:
     write_atomically(path, lambda handle: handle.write(data), mode)
 
 
@@ -205,13 +275,13 @@ def _writer_is_alive(temp: Path) -> bool:
     return int(pid) != os.getpid() and _pid_alive(int(pid))
 
 
-def remove_stale_temp_files(directory: Path) -> int:
+def remove_stale_temp_files(directory: StoragePath) -> int:
     """Delete temporary files left by writers that died (killed runs); returns how many.
 
     A temporary name carries its writer's host and process id, so files of a live writer (another
-    run writing right now) are left alone.
+    run writing right now) are left alone. Object storage never has temporary objects.
     """
-    if not directory.is_dir():
+    if isinstance(directory, ObjectPath) or not directory.is_dir():
         return 0
     removed = 0
     for temp in directory.glob(f"{TEMP_PREFIX}*"):
@@ -229,16 +299,39 @@ SCRATCH_DIR = ".scratch"
 ABANDONED_UNLOCKED_SCRATCH_SECONDS = 3600
 
 
+def scratch_root(storage_dir: StoragePath) -> Path:
+    """Where steps keep working files: in the private storage dir, or, when that is on object
+    storage, in an owner-only directory of this machine's temporary space (a pod's own disk)."""
+    if isinstance(storage_dir, ObjectPath):
+        return Path(tempfile.gettempdir()) / f"feedback_assets-{os.getuid()}" / SCRATCH_DIR
+    return storage_dir / SCRATCH_DIR
+
+
+def _refuse_shared_temp(directory: Path) -> None:
+    """The temporary space is shared by every user of the machine: a scratch parent made there by
+    someone else, or open to others, would let them read source rows."""
+    status = os.lstat(directory)
+    private = stat.S_ISDIR(status.st_mode) and status.st_uid == os.getuid() and not status.st_mode & 0o077
+    if not private:
+        raise PermissionError(
+            f"{directory} is not a private directory of this user; remove it (or set TMPDIR to a private "
+            "directory) and run again"
+        )
+
+
 @contextlib.contextmanager
-def private_scratch(storage_dir: Path) -> Iterator[Path]:
+def private_scratch(storage_dir: StoragePath) -> Iterator[Path]:
     """A private directory for one step's working files, removed when the step ends.
 
-    Its files hold source rows (user ids among them), so it lives in the private storage dir and
-    goes away with the step. A killed step cannot clean up after itself: each scratch directory is
-    flocked by its step for as long as it lives, and the next step removes every one whose lock is free.
+    Its files hold source rows (user ids among them), so it lives in the private storage dir (or,
+    for object storage, a private local directory) and goes away with the step. A killed step cannot
+    clean up after itself: each scratch directory is flocked by its step for as long as it lives,
+    and the next step removes every one whose lock is free.
     """
-    root = storage_dir / SCRATCH_DIR
+    root = scratch_root(storage_dir)
     ensure_dir(root, PRIVATE_DIR_MODE)
+    if isinstance(storage_dir, ObjectPath):
+        _refuse_shared_temp(root.parent)
     remove_abandoned_scratch(storage_dir)
     directory = root / f"{_writer_id()}-{uuid.uuid4().hex}"
     ensure_dir(directory, PRIVATE_DIR_MODE)
@@ -251,9 +344,9 @@ def private_scratch(storage_dir: Path) -> Iterator[Path]:
         os.close(fd)
 
 
-def remove_abandoned_scratch(storage_dir: Path) -> None:
+def remove_abandoned_scratch(storage_dir: StoragePath) -> None:
     """Remove the scratch directories of steps that were killed; those of running steps stay."""
-    root = storage_dir / SCRATCH_DIR
+    root = scratch_root(storage_dir)
     if root.is_dir():
         for directory in root.iterdir():
             _remove_if_abandoned(directory)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
+from feedback_assets.files import StoragePath, readable_all
 from feedback_assets.settings import SENSITIVE_ATTRIBUTE
 
 
@@ -75,9 +75,9 @@ def suppress_small_groups(
     return kept, rows.height - kept.height
 
 
-def exported_cells(files: list[Path], quasi_identifiers: Sequence[str]) -> pl.LazyFrame:
+def exported_cells(files: Sequence[StoragePath], quasi_identifiers: Sequence[str]) -> pl.LazyFrame:
     """The quasi-identifier and sensitive columns of every row of `files`, as text."""
     names = [*quasi_identifiers, SENSITIVE_ATTRIBUTE]
     if not files:
         return pl.LazyFrame(schema=dict.fromkeys(names, pl.String))
-    return pl.scan_csv(files, infer_schema=False).select(names)
+    return pl.scan_csv(readable_all(files), infer_schema=False).select(names)

@@ -13,11 +13,11 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import NoReturn
 
 from feedback_assets.files import (
     PRIVATE_FILE_MODE,
+    StoragePath,
     ensure_dir,
     reading,
     remove_stale_temp_files,
@@ -45,10 +45,10 @@ def fingerprint(key: bytes) -> str:
 
 
 def ensure_same_key(
-    directories: Mapping[Path, int],
+    directories: Mapping[StoragePath, int],
     key_id: str,
     key: bytes,
-    formats: Mapping[Path, Mapping[str, str]] | None = None,
+    formats: Mapping[StoragePath, Mapping[str, str]] | None = None,
 ) -> None:
     """Fail if any directory was written with another key or, for those in `formats`, files of
     another format (setting name in lower case: value); mark unmarked ones with this run's.
@@ -57,7 +57,7 @@ def ensure_same_key(
     before any marker is written, so a refused run writes nothing.
     """
     key_facts = {"hmac_key_id": key_id, "key_fingerprint": fingerprint(key)}
-    to_write: list[tuple[Path, bytes]] = []
+    to_write: list[tuple[StoragePath, bytes]] = []
     for directory in directories:
         marker = directory / MARKER_NAME
         mine = {**key_facts, **(formats or {}).get(directory, {})}
@@ -86,7 +86,7 @@ def ensure_same_key(
         write_bytes_atomically(marker, data, PRIVATE_FILE_MODE)
 
 
-def _refuse_other_key(directory: Path, theirs: Mapping[str, object], key_id: str) -> NoReturn:
+def _refuse_other_key(directory: StoragePath, theirs: Mapping[str, object], key_id: str) -> NoReturn:
     if theirs.get("hmac_key_id") != key_id:
         what = f"HMAC key id {theirs.get('hmac_key_id')!r}; this run uses key id {key_id!r}"
     else:
@@ -99,7 +99,7 @@ def _refuse_other_key(directory: Path, theirs: Mapping[str, object], key_id: str
     )
 
 
-def _ensure_same_format(directory: Path, theirs: Mapping[str, object], mine: Mapping[str, str]) -> None:
+def _ensure_same_format(directory: StoragePath, theirs: Mapping[str, object], mine: Mapping[str, str]) -> None:
     for name, value in FORMAT_BEFORE_SETTINGS.items():
         if name not in mine:
             continue

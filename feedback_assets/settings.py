@@ -13,6 +13,9 @@ from typing import Literal, TypeVar, get_args
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from feedback_assets import object_storage
+from feedback_assets.files import OBJECT_STORE_ERRORS, StoragePath
+from feedback_assets.object_storage import SCHEMES, ObjectPath
 from feedback_assets.schemas import TRAINING_COLUMNS
 
 DedupeScope = Literal["exact", "first_per_pair"]
@@ -122,8 +125,8 @@ class SourceLocation:
 @dataclass(frozen=True)
 class ExportSettings:
     source: SourceLocation
-    export_dir: Path
-    storage_dir: Path
+    export_dir: StoragePath
+    storage_dir: StoragePath
     hmac_key: bytes = field(repr=False)
     hmac_key_id: str
     dedupe_scope: DedupeScope
@@ -278,17 +281,29 @@ def parse_quasi_identifiers(raw: str) -> tuple[str, ...]:
 URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def local_dir(name: str, raw: str) -> Path:
-    """A directory setting as a local path. A URL is refused: taken as a path, `s3://bucket/x` would
-    quietly become a folder named `s3:` in the working directory, and the user would believe the
-    files went to the bucket."""
-    if URL_SCHEME.match(raw):
-        scheme = raw.split("://", 1)[0]
+def output_dir(name: str, raw: str) -> StoragePath:
+    """A directory setting: a local path, or a prefix on object storage (`s3://bucket/prefix`,
+    `gs://...`, `az://...`). Any other URL is refused: taken as a path, `https://host/x` would quietly
+    become a folder named `https:` in the working directory, and the user would believe the files
+    went there. Credentials never go in the URL: they come from the environment."""
+    if not URL_SCHEME.match(raw):
+        return Path(raw)
+    scheme, _, rest = raw.partition("://")
+    supported = ", ".join(f"{s}://" for s in SCHEMES)
+    if scheme.lower() not in SCHEMES:
         raise ConfigError(
-            f"{name} is a {scheme}:// URL; only local directories are supported (object storage is not), "
-            "so nothing was written: give a path on this machine"
+            f"{name} is a {scheme}:// URL, which is not supported, so nothing was written: give a path on "
+            f"this machine or an object storage URL ({supported})"
         )
-    return Path(raw)
+    if any(c in rest for c in "@?#"):
+        raise ConfigError(
+            f"{name} must be a plain {scheme.lower()}://bucket/prefix URL, without credentials, query or "
+            "fragment: credentials and endpoints come from the environment (AWS_*, GOOGLE_*, AZURE_*)"
+        )
+    try:
+        return ObjectPath.parse(f"{scheme.lower()}://{rest}")
+    except ValueError:
+        raise ConfigError(f"{name} names no bucket: give it as {scheme.lower()}://bucket/prefix") from None
 
 
 def default_storage_dir(env: Mapping[str, str]) -> Path:
@@ -321,8 +336,8 @@ def settings_from(values: Mapping[str, SettingValue | None], env: Mapping[str, s
     storage = text("FEEDBACK_STORAGE_DIR", "")
     return ExportSettings(
         source=source,
-        export_dir=local_dir("FEEDBACK_EXPORT_DIR", text("FEEDBACK_EXPORT_DIR", str(DEFAULT_EXPORT_DIR))),
-        storage_dir=local_dir("FEEDBACK_STORAGE_DIR", storage) if storage else default_storage_dir(environ),
+        export_dir=output_dir("FEEDBACK_EXPORT_DIR", text("FEEDBACK_EXPORT_DIR", str(DEFAULT_EXPORT_DIR))),
+        storage_dir=output_dir("FEEDBACK_STORAGE_DIR", storage) if storage else default_storage_dir(environ),
         hmac_key=key,
         hmac_key_id=key_id,
         dedupe_scope=parse_scope(text("FEEDBACK_DEDUPE_SCOPE", "exact")),
@@ -339,8 +354,18 @@ def settings_from(values: Mapping[str, SettingValue | None], env: Mapping[str, s
     )
 
 
-def check_writable(directory: Path, setting: str) -> None:
-    """Fail, naming the setting, if `directory` could not be created or written by this user."""
+def check_writable(directory: StoragePath, setting: str) -> None:
+    """Fail, naming the setting, if `directory` could not be created or written by this user; on
+    object storage, if the bucket cannot be listed with the environment's credentials."""
+    if isinstance(directory, ObjectPath):
+        try:
+            directory.is_dir()
+        except OBJECT_STORE_ERRORS as exc:
+            raise ConfigError(
+                f"{setting}: {directory} cannot be reached ({object_storage.reason(exc)}); check that the bucket "
+                "exists and that the credentials and endpoint in the environment (AWS_*, GOOGLE_*, AZURE_*) can list it"
+            ) from None
+        return
     existing = directory
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

@@ -33,7 +33,7 @@ from feedback_assets.connections import (
     postgres_connection,
     sqlite_connection,
 )
-from feedback_assets.files import first_line_of, private_scratch
+from feedback_assets.files import StoragePath, first_line_of, private_scratch
 from feedback_assets.schemas import (
     ANALYSES_SCHEMA,
     ERASURES_SCHEMA,
@@ -324,7 +324,7 @@ class FeedbackSource:
 
     @contextmanager
     def reading_run(
-        self, start: dt.datetime, end: dt.datetime, *, with_history: bool, scratch_root: Path
+        self, start: dt.datetime, end: dt.datetime, *, with_history: bool, scratch_root: StoragePath
     ) -> Iterator[WindowReader]:
         """A reader of windows within [start, end), one run's whole range, for a run that reads it a
         slice at a time. On PostgreSQL every slice is read from one snapshot and the dimension

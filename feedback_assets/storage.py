@@ -4,16 +4,19 @@ owner-only (it holds personal data until anonymized_pairs)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import polars as pl
 
 from feedback_assets.files import (
+    OBJECT_STORE_ERRORS,
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
     DamagedFileError,
+    StoragePath,
     ensure_dir,
     first_line_of,
+    readable,
+    readable_all,
     reading,
     rematerialize_command,
     remove_stale_temp_files,
@@ -27,10 +30,10 @@ class MissingPartitionError(RuntimeError):
 
 
 class PartitionStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: StoragePath) -> None:
         self.root = root
 
-    def path(self, asset: str, partition: str) -> Path:
+    def path(self, asset: str, partition: str) -> StoragePath:
         return self.root / asset / f"{partition}.parquet"
 
     def write(self, asset: str, frames: dict[str, pl.DataFrame]) -> None:
@@ -51,20 +54,20 @@ class PartitionStore:
                     f"materialize {asset} for {partition} first"
                 )
         try:
-            return pl.read_parquet(paths)
-        except (pl.exceptions.PolarsError, OSError):
+            return pl.read_parquet(readable_all(paths))
+        except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS):
             # Only now is each file opened on its own, to name the one that is damaged.
             for partition, path in zip(partitions, paths, strict=True):
                 try:
-                    pl.read_parquet(path)
-                except (pl.exceptions.PolarsError, OSError) as exc:
+                    pl.read_parquet(readable(path))
+                except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS) as exc:
                     raise DamagedFileError(
                         f"{path} is damaged and cannot be read ({first_line_of(exc)}); rebuild it with "
                         f"{rematerialize_command(asset, partition)}"
                     ) from None
             raise
 
-    def stats_path(self, asset: str, partition: str) -> Path:
+    def stats_path(self, asset: str, partition: str) -> StoragePath:
         return self.root / asset / f"{partition}.stats.json"
 
     def write_stats(self, asset: str, stats: dict[str, dict[str, int]]) -> None:

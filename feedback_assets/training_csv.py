@@ -9,12 +9,18 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
 from feedback_assets import k_anonymity, transforms
-from feedback_assets.files import EXPORT_DIR_MODE, EXPORT_FILE_MODE, ensure_dir, write_bytes_atomically
+from feedback_assets.files import (
+    EXPORT_DIR_MODE,
+    EXPORT_FILE_MODE,
+    StoragePath,
+    children,
+    ensure_dir,
+    write_bytes_atomically,
+)
 from feedback_assets.settings import ExportSettings
 
 TRAINING_FILE = re.compile(r"feedback_training_(\d{4})(\d{2})(\d{2})\.csv")
@@ -66,15 +72,13 @@ def export_day(
     return DayExport(rows, counts)
 
 
-def csv_path(export_dir: Path, partition: str) -> Path:
+def csv_path(export_dir: StoragePath, partition: str) -> StoragePath:
     return export_dir / f"feedback_training_{partition.replace('-', '')}.csv"
 
 
-def training_files(export_dir: Path) -> dict[str, Path]:
+def training_files(export_dir: StoragePath) -> dict[str, StoragePath]:
     """The exported training CSVs by day (YYYY-MM-DD), oldest first; temporary files never match."""
-    if not export_dir.is_dir():
-        return {}
-    matches = (TRAINING_FILE.fullmatch(path.name) for path in sorted(export_dir.iterdir()))
+    matches = (TRAINING_FILE.fullmatch(path.name) for path in children(export_dir))
     return {"-".join(m.groups()): export_dir / m.group(0) for m in matches if m}
 
 
@@ -90,7 +94,7 @@ def csv_bytes(rows: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def manifest_path(export_dir: Path, partition: str) -> Path:
+def manifest_path(export_dir: StoragePath, partition: str) -> StoragePath:
     return export_dir / f"feedback_training_{partition.replace('-', '')}.manifest.json"
 
 
@@ -99,7 +103,9 @@ def manifest_bytes(csv_name: str, data: bytes, row_count: int, facts: Mapping[st
     return json.dumps(manifest, sort_keys=True, indent=2).encode() + b"\n"
 
 
-def write_training_csv(export_dir: Path, partition: str, rows: pl.DataFrame, facts: Mapping[str, object]) -> Path:
+def write_training_csv(
+    export_dir: StoragePath, partition: str, rows: pl.DataFrame, facts: Mapping[str, object]
+) -> StoragePath:
     """Write the day's CSV, then its manifest (row count, SHA-256 and `facts`), each atomically.
 
     The manifest comes second: a manifest always describes the CSV beside it, and a reader that

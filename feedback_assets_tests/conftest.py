@@ -13,6 +13,9 @@ import psycopg2
 import pytest
 from hypothesis.configuration import set_hypothesis_home_dir
 
+from feedback_assets.object_storage import ObjectPath
+from feedback_assets_tests.s3_server import S3Server, running_s3_server
+
 
 class ServerParameters(TypedDict):
     """libpq keywords for the tests' PostgreSQL server."""
@@ -88,6 +91,21 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as dagster_instance:
         yield dagster_instance
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One real S3-protocol server (moto_server on loopback) for the tests that use object storage."""
+    with running_s3_server(tmp_path_factory.mktemp("s3_server")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> ObjectPath:
+    """An empty bucket of this test's own, with the standard AWS_* variables pointing at the server."""
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    return ObjectPath(f"s3://{s3_server.new_bucket()}", "")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -12,11 +12,12 @@ import argparse
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 
 HOST = "127.0.0.1"
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(ConnectionError):
         while data := await reader.read(65536):
             writer.write(data)
@@ -30,13 +31,15 @@ async def _forward(target_port: int, client_reader: asyncio.StreamReader, client
     except OSError:
         client_writer.close()
         return
-    await asyncio.gather(_pipe(client_reader, server_writer), _pipe(server_reader, client_writer))
+    await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
 
 
-async def _serve(port: int, target_port: int) -> None:
-    server = await asyncio.start_server(
-        lambda reader, writer: _forward(target_port, reader, writer), HOST, port, reuse_address=True
-    )
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def serve(port: int, handle: Handler) -> None:
+    """Serve connections on 127.0.0.1:port with `handle`, saying so on stdout once listening."""
+    server = await asyncio.start_server(handle, HOST, port, reuse_address=True)
     print(f"listening on {HOST}:{port}", flush=True)
     async with server:
         await server.serve_forever()
@@ -49,7 +52,7 @@ def main() -> None:
     parser.add_argument("--refuse-seconds", type=float, default=0.0)
     args = parser.parse_args()
     time.sleep(args.refuse_seconds)
-    asyncio.run(_serve(args.port, args.target_port))
+    asyncio.run(serve(args.port, lambda reader, writer: _forward(args.target_port, reader, writer)))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ import polars as pl
 import psycopg2
 import pytest
 
+from feedback_assets.object_storage import ObjectPath
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import KEY_HEX, latest_metadata, materialize, settings_for
+from feedback_assets_tests.s3_server import S3Server
 from feedback_assets_tests.sources import write_source
 
 
@@ -87,19 +89,35 @@ def test_an_export_dir_that_cannot_be_written_stops_the_run_first(
     assert not (tmp_path / "storage").exists()
 
 
-def test_an_object_storage_url_is_refused_before_anything_is_written(
+def test_an_unsupported_url_is_refused_before_anything_is_written(
     tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_crafted_source(sqlite_url(tmp_path))
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    text = failure_text(instance, tmp_path, sqlite_url(tmp_path), export_dir="s3://ml-exports/feedback_training")
+    text = failure_text(instance, tmp_path, sqlite_url(tmp_path), export_dir="ftp://files.example/feedback_training")
     assert text == (
-        "Configuration error: FEEDBACK_EXPORT_DIR is a s3:// URL; only local directories are supported "
-        "(object storage is not), so nothing was written: give a path on this machine"
+        "Configuration error: FEEDBACK_EXPORT_DIR is a ftp:// URL, which is not supported, so nothing was written: "
+        "give a path on this machine or an object storage URL (s3://, gs://, az://)"
     )
     assert list(work.iterdir()) == []
+    assert not (tmp_path / "storage").exists()
+
+
+def test_a_bucket_that_does_not_exist_stops_the_run_before_anything_is_written(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance, s3_bucket: ObjectPath, s3_server: S3Server
+) -> None:
+    write_crafted_source(sqlite_url(tmp_path))
+    missing = "s3://no-such-bucket-for-feedback/exports"
+    text = failure_text(instance, tmp_path, sqlite_url(tmp_path), export_dir=missing)
+    assert text.startswith(f"FEEDBACK_EXPORT_DIR: {missing} cannot be reached (")
+    assert "404 Not Found: NoSuchBucket)" in text and "<?xml" not in text
+    assert text.endswith(
+        "check that the bucket exists and that the credentials and endpoint in the environment "
+        "(AWS_*, GOOGLE_*, AZURE_*) can list it"
+    )
+    assert s3_server.environment()["AWS_SECRET_ACCESS_KEY"] not in text
     assert not (tmp_path / "storage").exists()
 
 

@@ -17,6 +17,7 @@ from feedback_assets.audit_job import audit_history
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.graph import latest_metadata, materialize, selection, settings_for
+from feedback_assets_tests.paths import on_disk
 from feedback_assets_tests.sources import write_source
 
 DAYS = ["2025-10-20", "2025-10-21", "2025-10-22", "2025-10-23", "2025-10-24"]
@@ -165,7 +166,7 @@ def materialize_allowing_failure(instance: dg.DagsterInstance, settings: object,
 def test_state_files_hold_only_keys_and_days(tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance) -> None:
     settings = settings_for(tmp_path, demo_source(tmp_path))
     assert materialize(instance, settings, DAYS[0]).success
-    frame = pl.read_parquet(state_of(tmp_path, "exact").path(DAYS[0]))
+    frame = pl.read_parquet(on_disk(state_of(tmp_path, "exact").path(DAYS[0])))
     # Besides the key and its day, only the key's own first 15 hex digits, as the lookup index.
     assert frame.schema == pl.Schema({"dedupe_key": pl.String, "partition": pl.Date, "key_prefix": pl.Int64})
     assert frame["dedupe_key"].str.len_chars().unique().to_list() == [64]
@@ -174,13 +175,13 @@ def test_state_files_hold_only_keys_and_days(tmp_path: Path, hmac_key: str, inst
 
 def test_state_written_before_the_key_prefix_is_upgraded_and_found(tmp_path: Path) -> None:
     state = DedupeStateStore(tmp_path, "exact", "k1")
-    state.directory.mkdir(parents=True)
+    on_disk(state.directory).mkdir(parents=True)
     keys = ["a" * 64, "b" * 64, "0" * 63 + "1"]
     day = dt.date(2025, 10, 20)
-    pl.DataFrame({"dedupe_key": keys, "partition": [day] * 3}).write_parquet(state.path("2025-10-20"))
+    pl.DataFrame({"dedupe_key": keys, "partition": [day] * 3}).write_parquet(on_disk(state.path("2025-10-20")))
     found = state.owners(pl.Series(["b" * 64, "c" * 64]), excluding=())
     assert_frame_equal(found, pl.DataFrame({"dedupe_key": ["b" * 64], "partition": [day]}))
-    assert "key_prefix" in pl.read_parquet_schema(state.path("2025-10-20"))
+    assert "key_prefix" in pl.read_parquet_schema(on_disk(state.path("2025-10-20")))
     assert state.shared_keys().is_empty()
     state.write({"2025-10-21": pl.DataFrame({"dedupe_key": ["b" * 64], "partition": [day + dt.timedelta(days=1)]})})
     shared = state.shared_keys(among=["2025-10-21"])

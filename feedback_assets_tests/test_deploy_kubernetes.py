@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 
 from feedback_assets.assets import DEDUPE_STATE_POOL
-from feedback_assets.settings import SETTINGS
+from feedback_assets.object_storage import ObjectPath
+from feedback_assets.settings import SETTINGS, output_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
@@ -22,6 +23,7 @@ VALUES = REPO_ROOT / "deploy" / "helm" / "values.yaml"
 SECRET_EXAMPLE = REPO_ROOT / "deploy" / "helm" / "feedback-assets-secret.example.yaml"
 # Settings that may hold a secret: the key, the source URL (its password), the webhook (a token).
 SECRET_SETTINGS = {"FEEDBACK_HMAC_KEY", "FEEDBACK_SOURCE_URL", "FEEDBACK_ALERT_WEBHOOK_URL"}
+BUCKET_CREDENTIALS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
 
 def values() -> dict[str, Any]:
@@ -92,12 +94,15 @@ def test_the_values_give_every_setting_and_the_secrets_only_through_the_secret()
     assert secret["kind"] == "Secret"
     assert {"name": secret["metadata"]["name"]} in user_code["envSecrets"]
     assert {"name": secret["metadata"]["name"]} in values()["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"]
-    assert set(secret["stringData"]) == SECRET_SETTINGS
-    assert not SECRET_SETTINGS & set(plain)
-    assert set(plain) | SECRET_SETTINGS == {setting.variable for setting in SETTINGS}
-    # The files every pod writes are on the one shared volume.
-    mount = user_code["volumeMounts"][0]["mountPath"]
-    assert plain["FEEDBACK_EXPORT_DIR"].startswith(mount) and plain["FEEDBACK_STORAGE_DIR"].startswith(mount)
+    assert set(secret["stringData"]) == SECRET_SETTINGS | BUCKET_CREDENTIALS
+    assert not (SECRET_SETTINGS | BUCKET_CREDENTIALS) & set(plain)
+    settings = {name for name in plain if name.startswith("FEEDBACK_")}
+    assert settings | SECRET_SETTINGS == {setting.variable for setting in SETTINGS}
+    assert set(plain) - settings == {"AWS_REGION"}
+    # The files every run pod writes are on object storage, which the settings take as bucket prefixes.
+    for name in ("FEEDBACK_EXPORT_DIR", "FEEDBACK_STORAGE_DIR"):
+        directory = output_dir(name, plain[name])
+        assert isinstance(directory, ObjectPath) and directory.root.startswith("s3://") and directory.key
 
 
 def test_the_instance_queues_runs_limits_claims_to_one_and_monitors_runs() -> None:

@@ -34,6 +34,7 @@ from feedback_assets.storage import PartitionStore
 from feedback_assets.training_csv import csv_bytes, write_training_csv
 from feedback_assets_tests.crafted_source import HEADER
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
+from feedback_assets_tests.paths import on_disk
 from feedback_assets_tests.sources import at, rating, write_source
 
 # A raw id no count, date or digest is likely to contain, so finding it anywhere means a leak.
@@ -563,7 +564,7 @@ def test_the_audit_entry_holds_counts_and_days_only(tmp_path: Path) -> None:
     path = erasure.append_audit_entry(tmp_path, entry)
     erasure.append_audit_entry(tmp_path, {**entry, "run_id": "run-2"})
     assert [json.loads(line)["run_id"] for line in path.read_text().splitlines()] == ["run-1", "run-2"]
-    assert path.stat().st_mode & 0o777 == 0o600
+    assert on_disk(path).stat().st_mode & 0o777 == 0o600
 
 
 def erase_pseudonym_a(
@@ -616,9 +617,9 @@ def test_a_dry_run_leaves_a_dedupe_state_of_the_old_format_as_it_is(tmp_path: Pa
     storage = tmp_path / "storage"
     day = dt.date(2025, 10, 25)
     state = DedupeStateStore(storage, "exact", "k1")
-    state.directory.mkdir(parents=True)
+    on_disk(state.directory).mkdir(parents=True)
     keys = ["1" * 64, "2" * 64, "3" * 64]
-    pl.DataFrame({"dedupe_key": keys, "partition": [day] * 3}).write_parquet(state.path("2025-10-25"))
+    pl.DataFrame({"dedupe_key": keys, "partition": [day] * 3}).write_parquet(on_disk(state.path("2025-10-25")))
     PartitionStore(storage).write(
         "deduplicated_pairs",
         {
@@ -631,7 +632,7 @@ def test_a_dry_run_leaves_a_dedupe_state_of_the_old_format_as_it_is(tmp_path: Pa
 
     planned = erase_pseudonym_a(storage, tmp_path / "export", state, "r", dry_run=True)
     assert file_hashes(tmp_path) == before
-    assert "key_prefix" not in pl.read_parquet_schema(state.path("2025-10-25"))
+    assert "key_prefix" not in pl.read_parquet_schema(on_disk(state.path("2025-10-25")))
     summary = erase_pseudonym_a(storage, tmp_path / "export", state, "r", dry_run=False)
 
     assert summary.rows_removed_by_partition == {
@@ -640,7 +641,7 @@ def test_a_dry_run_leaves_a_dedupe_state_of_the_old_format_as_it_is(tmp_path: Pa
         "seen_pair_hashes": {"2025-10-25": 2},
     }
     assert planned == dataclasses.replace(summary, dry_run=True, audit_entry_id=None)
-    assert pl.read_parquet(state.path("2025-10-25"))["dedupe_key"].to_list() == ["2" * 64]
+    assert pl.read_parquet(on_disk(state.path("2025-10-25")))["dedupe_key"].to_list() == ["2" * 64]
 
 
 def test_each_kind_of_erased_file_is_observed_on_an_asset_of_the_code_location() -> None:

@@ -1,6 +1,7 @@
 """A backfill fanned out over several runs (FEEDBACK_BACKFILL_DAYS_PER_RUN), two of them at a time,
-launched through the webserver's GraphQL API and run by dagster-daemon: the files are byte for byte
-those of one ranged run, and no dedupe key is owned by two days.
+launched through the webserver's GraphQL API and run by dagster-daemon, its files and state on object
+storage (a real S3-protocol server on loopback): the files are byte for byte those of one ranged run
+on local disk, and no dedupe key is owned by two days.
 
 first_per_pair is the scope where runs could disagree: a pair's first row may be in one run's days
 and its repeats in another's, and the runs finish in any order.
@@ -16,6 +17,7 @@ import pytest
 
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.demo.database import write_demo_source
+from feedback_assets.object_storage import ObjectPath
 from feedback_assets_tests.daemon import (
     GraphQL,
     clear_feedback_settings,
@@ -30,6 +32,7 @@ from feedback_assets_tests.daemon import (
 )
 from feedback_assets_tests.graph import ALL_ASSETS, materialize, settings_for
 from feedback_assets_tests.processes import Processes
+from feedback_assets_tests.s3_server import S3Server
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +80,7 @@ def most_at_once(spans: list[tuple[float, float]]) -> int:
 
 @pytest.mark.usefixtures("hmac_key")
 def test_a_backfill_fanned_out_over_runs_of_five_days_gives_the_files_of_one_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server: S3Server, s3_bucket: ObjectPath
 ) -> None:
     clear_feedback_settings(monkeypatch)
     source_url = f"sqlite:///{tmp_path / 'source.sqlite'}"
@@ -85,11 +88,14 @@ def test_a_backfill_fanned_out_over_runs_of_five_days_gives_the_files_of_one_run
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
-    fanned = tmp_path / "fanned_out"
+    fanned_export, fanned_storage = s3_bucket / "export", s3_bucket / "storage"
+    # The AWS_* variables s3_bucket set reach the webserver, the daemon and their run workers.
     env = server_env(
         home,
         source_url,
-        fanned,
+        tmp_path / "unused",
+        FEEDBACK_EXPORT_DIR=str(fanned_export),
+        FEEDBACK_STORAGE_DIR=str(fanned_storage),
         FEEDBACK_DEDUPE_SCOPE="first_per_pair",
         FEEDBACK_BACKFILL_DAYS_PER_RUN=str(DAYS_PER_RUN),
     )
@@ -123,12 +129,15 @@ def test_a_backfill_fanned_out_over_runs_of_five_days_gives_the_files_of_one_run
         # windows (about a second each here, after their processes start) overlap depends on start-up
         # times, so overlap itself is not promised.
         assert 1 <= most_at_once([(run["startTime"], run["endTime"]) for run in results]) <= RUNS_AT_ONCE
+        wall = max(run["endTime"] for run in results) - min(run["startTime"] for run in results)
+        print(f"fan-out on object storage: {len(results)} runs, first start to last end {wall:.1f} s")
 
-        files = exported(fanned / "export")
+        files = {name: data for name, data in sorted(s3_server.objects(fanned_export).items()) if name.endswith(".csv")}
         assert list(files) == [f"feedback_training_{day.replace('-', '')}.csv" for day in DAYS]
         assert all(len(content.splitlines()) > 1 for content in files.values())
         assert files == exported(reference / "export")
-        state = DedupeStateStore(fanned / "storage", "first_per_pair", "k1")
+        assert not (tmp_path / "unused").exists()
+        state = DedupeStateStore(fanned_storage, "first_per_pair", "k1")
         assert state.partitions() == DAYS
         assert state.shared_keys().is_empty()
     except BaseException:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from feedback_assets.object_storage import ObjectPath
 from feedback_assets.settings import ConfigError, settings_from
 
 GOOD_KEY = "0123456789abcdef" * 4
@@ -89,14 +90,29 @@ def test_the_key_never_appears_in_the_settings_repr() -> None:
         ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", "age_range,conditions", "cannot include 'conditions'"),
         ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", "age,postcode", "names 'age', 'postcode', which the CSV"),
         ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", "age_range,age_range", "names a column twice"),
-        ("FEEDBACK_EXPORT_DIR", "s3://ml-exports/feedback_training", "FEEDBACK_EXPORT_DIR is a s3:// URL; only local"),
-        ("FEEDBACK_STORAGE_DIR", "gs://bucket/state", "FEEDBACK_STORAGE_DIR is a gs:// URL; only local"),
+        ("FEEDBACK_EXPORT_DIR", "https://files.example/out", "FEEDBACK_EXPORT_DIR is a https:// URL, which is not"),
+        ("FEEDBACK_STORAGE_DIR", "ftp://files.example/state", "FEEDBACK_STORAGE_DIR is a ftp:// URL, which is not"),
         ("FEEDBACK_EXPORT_DIR", "file:///tmp/out", "FEEDBACK_EXPORT_DIR is a file:// URL"),
+        ("FEEDBACK_EXPORT_DIR", "s3://", "FEEDBACK_EXPORT_DIR names no bucket"),
+        ("FEEDBACK_STORAGE_DIR", "s3://AKIA:secret@bucket/state", "without credentials, query or fragment"),
+        ("FEEDBACK_EXPORT_DIR", "s3://bucket/out?region=eu-west-1", "without credentials, query or fragment"),
     ],
 )
 def test_bad_settings_name_the_setting(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         settings_from({}, env(**{name: value}))
+
+
+def test_object_storage_urls_are_taken_as_bucket_prefixes() -> None:
+    settings = settings_from(
+        {}, env(FEEDBACK_EXPORT_DIR="S3://ml-exports/feedback_training/", FEEDBACK_STORAGE_DIR="gs://pipeline-state")
+    )
+    assert settings.export_dir == ObjectPath("s3://ml-exports", "feedback_training")
+    assert str(settings.export_dir / "feedback_training_20250101.csv") == (
+        "s3://ml-exports/feedback_training/feedback_training_20250101.csv"
+    )
+    assert settings.storage_dir == ObjectPath("gs://pipeline-state", "")
+    assert str(settings.storage_dir / "seen_pair_hashes") == "gs://pipeline-state/seen_pair_hashes"
 
 
 def test_storage_needs_a_home() -> None:
