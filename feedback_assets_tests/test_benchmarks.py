@@ -10,7 +10,7 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from benchmarks import year
+from benchmarks import object_storage, year
 from benchmarks.noop_graph import defs as noop_defs
 from feedback_assets.definitions import defs as real_defs
 
@@ -76,3 +76,18 @@ def test_a_tiny_benchmark_run_writes_its_table(tmp_path: Path, new_database: str
     for figure in ("source floor", "no-op graph, 3 days", "ratio: graph / (no-op + source floor)", "row-by-row"):
         assert figure in text
     assert f"over 3 days ({dt.date(2025, 3, 1)}..{dt.date(2025, 3, 3)})" in text
+
+
+@pytest.mark.slow
+def test_a_tiny_object_storage_benchmark_times_both_sides(
+    tmp_path: Path, new_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--database", new_database, "--first", "2025-03-01", "--days", "3", "--rows-per-day", "30"]
+    argv += ["--window-first", "2025-03-02", "--window-days", "2", "--repeats", "1", "--workdir", str(tmp_path)]
+    assert object_storage.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].startswith("run 1: local disk ") and " s, object storage " in lines[-2]
+    assert lines[-1].startswith(
+        f"2 days (2025-03-02..2025-03-03) of {new_database}, one ranged run each, median of 1: local disk "
+    )
+    assert ", ratio " in lines[-1]

@@ -29,6 +29,7 @@ from feedback_assets.files import OutputWriteError, write_bytes_atomically
 from feedback_assets.key_guard import MARKER_NAME
 from feedback_assets.object_storage import ObjectPath, storage_lease
 from feedback_assets.pseudonyms import pseudonym
+from feedback_assets.resources import FeedbackSettings
 from feedback_assets_tests.daemon import free_port
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 from feedback_assets_tests.processes import BIN_DIR, Processes
@@ -349,3 +350,46 @@ def test_a_writer_killed_mid_upload_leaves_the_old_csv_and_a_rerun_writes_what_l
     rerun = s3_server.objects(export)
     assert comparable(rerun) == comparable(files_under(local_root / "export"))
     assert manifests_describe_their_csvs(rerun)
+
+
+@pytest.fixture
+def exported_to_objects(
+    tmp_path: Path, hmac_key: str, s3_bucket: ObjectPath, instance: dg.DagsterInstance
+) -> FeedbackSettings:
+    """Two days exported to object storage from a small generated source."""
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_demo_source(url, end_date=dt.date.fromisoformat(DAYS[2]), days=3, rows_per_day=30, seed=5)
+    settings = settings_for(tmp_path, url, export_dir=str(s3_bucket / "export"), storage_dir=str(s3_bucket / "storage"))
+    assert materialize(instance, settings, DAYS[0], DAYS[1]).success
+    return settings
+
+
+def test_a_run_with_another_key_is_refused_on_object_storage_before_anything_is_written(
+    exported_to_objects: FeedbackSettings,
+    s3_server: S3Server,
+    s3_bucket: ObjectPath,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = s3_server.objects(s3_bucket)
+    assert f"export/{MARKER_NAME}" in before and f"storage/{MARKER_NAME}" in before
+    monkeypatch.setenv("FEEDBACK_HMAC_KEY", "ab" * 32)
+    with pytest.raises(dg.Failure) as refused:
+        materialize(instance, exported_to_objects, DAYS[2])
+    assert str(refused.value.description).startswith(
+        f"{s3_bucket / 'export'} was written with a different key under the same key id 'k1'."
+    )
+    assert s3_server.objects(s3_bucket) == before
+
+
+def test_a_damaged_state_object_stops_the_run_naming_it_and_the_repair(
+    exported_to_objects: FeedbackSettings, s3_server: S3Server, s3_bucket: ObjectPath, instance: dg.DagsterInstance
+) -> None:
+    damaged = s3_bucket / "storage" / "seen_pair_hashes" / "scope=exact" / "key_id=k1" / f"{DAYS[0]}.parquet"
+    assert damaged.is_file()
+    s3_server.put(damaged, b"PAR1 not a parquet file")
+    with pytest.raises(dg.Failure) as stopped:
+        materialize(instance, exported_to_objects, DAYS[2])
+    message = str(stopped.value.description)
+    assert f"delete {damaged} and rebuild it by materializing deduplicated_pairs and seen_pair_hashes" in message
+    assert SECRET_ACCESS_KEY not in message
