@@ -329,9 +329,10 @@ def private_scratch(storage_dir: StoragePath) -> Iterator[Path]:
     and the next step removes every one whose lock is free.
     """
     root = scratch_root(storage_dir)
-    ensure_dir(root, PRIVATE_DIR_MODE)
     if isinstance(storage_dir, ObjectPath):
+        ensure_dir(root.parent, PRIVATE_DIR_MODE)
         _refuse_shared_temp(root.parent)
+    ensure_dir(root, PRIVATE_DIR_MODE)
     remove_abandoned_scratch(storage_dir)
     directory = root / f"{_writer_id()}-{uuid.uuid4().hex}"
     ensure_dir(directory, PRIVATE_DIR_MODE)

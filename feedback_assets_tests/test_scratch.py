@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 import time
 from pathlib import Path
+
+import pytest
 
 from feedback_assets.files import (
     ABANDONED_UNLOCKED_SCRATCH_SECONDS,
@@ -15,6 +18,7 @@ from feedback_assets.files import (
     SCRATCH_DIR,
     private_scratch,
 )
+from feedback_assets.object_storage import ObjectPath
 
 
 def test_the_scratch_directory_is_private_and_removed_with_the_step(tmp_path: Path) -> None:
@@ -45,3 +49,29 @@ def test_a_killed_steps_scratch_is_removed_and_a_live_ones_kept(tmp_path: Path) 
     finally:
         os.close(holder)
     assert (live / "records.csv").exists()
+
+
+def test_with_storage_on_a_bucket_the_scratch_is_a_private_local_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Source rows never go to the bucket: the scratch is in the machine's temporary space."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    parent = tmp_path / f"feedback_assets-{os.getuid()}"
+    with private_scratch(ObjectPath("s3://pipeline-state", "storage")) as scratch:
+        (scratch / "users.parquet").write_bytes(b"rows")
+        assert scratch.parent == parent / SCRATCH_DIR
+        assert {path.stat().st_mode & 0o777 for path in (parent, parent / SCRATCH_DIR, scratch)} == {PRIVATE_DIR_MODE}
+    assert not scratch.exists()
+
+
+def test_a_scratch_parent_others_can_open_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    parent = tmp_path / f"feedback_assets-{os.getuid()}"
+    parent.mkdir()
+    parent.chmod(0o777)
+    with (
+        pytest.raises(PermissionError, match="is not a private directory of this user"),
+        private_scratch(ObjectPath("s3://pipeline-state", "storage")),
+    ):
+        pass
+    assert list(parent.iterdir()) == []
