@@ -92,17 +92,18 @@ class Workdir:
 
 
 def measured_run(argv: Sequence[str], env: Mapping[str, str], log: Path) -> Measured:
-    """Run a command to completion; its wall time and its peak resident memory (from wait4)."""
+    """Run a command to completion; its wall time and its peak resident memory, read by a small
+    process of its own (benchmarks/peak_rss.py: from here, wait4 would count this process's memory in)."""
+    report = log.with_name(f"{log.name}.peak_rss")
+    wrapped = [sys.executable, "-m", "benchmarks.peak_rss", str(report), "--", *argv]
     started = time.perf_counter()
     with log.open("ab") as out:
-        process = subprocess.Popen(argv, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
+        finished = subprocess.run(wrapped, env=dict(env), stdout=out, stderr=subprocess.STDOUT, check=False)
+    returncode = finished.returncode
     seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({process.returncode}); its output is in {log}")
-    # Linux reports ru_maxrss in KiB.
-    return Measured(seconds, usage.ru_maxrss * 1024)
+    if returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({returncode}); its output is in {log}")
+    return Measured(seconds, int(report.read_text()))
 
 
 def materialize(module: str, work: Workdir, env: Mapping[str, str], days: str, flag: str) -> Measured:

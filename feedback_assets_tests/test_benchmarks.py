@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,3 +94,17 @@ def test_a_tiny_object_storage_benchmark_times_both_sides(
         f"2 days (2025-03-02..2025-03-03) of {new_database}, one ranged run each, median of 1: local disk "
     )
     assert ", ratio " in lines[-1]
+
+
+def test_the_peak_memory_reported_is_the_commands_not_the_benchmarks_own(tmp_path: Path) -> None:
+    """A benchmark that has just generated a large source holds gigabytes; a child's ru_maxrss read
+    from it would count them in (lesson 13), so the figure must come from the small wrapper."""
+    held = bytearray(1024**3)
+    held[::4096] = b"\x01" * len(held[::4096])
+    measured = year.measured_run([sys.executable, "-c", "pass"], dict(os.environ), tmp_path / "run.log")
+    assert measured.peak_rss_bytes < 200 * 1024**2, measured
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert usage.ru_maxrss * 1024 > 1024**3, "wait4 from a large process no longer counts it in: revisit lesson 13"
+    del held
