@@ -221,6 +221,19 @@ def measure(source: Source, scope: str, day: dt.date, month_days: int, root: Pat
     return Result(label, source, scope, floor, noop_year, noop_day, year, one_day, baseline_rows, baseline_seconds)
 
 
+def nightly_after(source: Source, root: Path) -> Nightly:
+    """Both graphs backfill the whole history, then re-run one day 60 days before its end."""
+    span = f"{source.first}...{source.last}"
+    late = (source.last - dt.timedelta(days=60)).isoformat()
+    days = {}
+    for module, name in (("benchmarks.noop_graph", "noop"), ("feedback_assets.definitions", "graph")):
+        work = Workdir(root, f"{source.days}d-{name}")
+        env = work.env(source, "exact")
+        materialize(module, work, env, span, "--partition-range")
+        days[name] = materialize(module, work, env, late, "--partition")
+    return Nightly(source.days, source.rows, days["noop"], days["graph"])
+
+
 def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
 
@@ -240,14 +253,28 @@ def commit_of_checkout() -> str:
     return f" at commit {head.stdout.strip()}{'+changes' if changes.stdout.strip() else ''}"
 
 
-def report(results: Sequence[Result], scaling: Sequence[Result], nightly: Sequence[tuple[str, Measured]]) -> str:
+@dataclass(frozen=True)
+class Nightly:
+    """One day re-run on an instance that holds `history_days` of history, by both graphs."""
+
+    history_days: int
+    rows: int
+    noop_day: Measured
+    day: Measured
+
+    @property
+    def ratio(self) -> float:
+        return self.day.seconds / self.noop_day.seconds
+
+
+def report(results: Sequence[Result], scaling: Sequence[Result], nightly: Sequence[Nightly]) -> str:
     main = results[0]
     n = main.source.days
     lines = [
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC{commit_of_checkout()} on {platform.node()} "
         f"({os.cpu_count()} cores, "
         f"Python {platform.python_version()}), PostgreSQL on 127.0.0.1, SQLite instance storage, "
-        f"by `python -m benchmarks.year{' --scaling' if scaling else ''}`.",
+        f"by `python -m benchmarks.year{' --scaling' if scaling else ' --history' if nightly else ''}`.",
         f"Source: {main.source.rows:,} feedback rows over {n} days ({main.source.first}..{main.source.last}).",
         "",
         "| figure | exact | first_per_pair |",
@@ -310,12 +337,25 @@ def report(results: Sequence[Result], scaling: Sequence[Result], nightly: Sequen
     if nightly:
         lines += [
             "",
-            "The nightly day (one day re-run, 60 days before the end) after one and after about two years:",
+            "The nightly day (one day re-run, 60 days before the end of the history), exact scope:",
             "",
-            "| history | one day |",
-            "|---|---|",
+            "| history | no-op day | graph day | ratio |",
+            "|---|---|---|---|",
         ]
-        lines += [f"| {name} | {m.seconds:.1f} s |" for name, m in nightly]
+        lines += [
+            f"| {n.history_days} days, {n.rows:,} rows | {n.noop_day.seconds:.1f} s | {n.day.seconds:.1f} s "
+            f"| {n.ratio:.2f} |"
+            for n in nightly
+        ]
+        first, last = nightly[0], nightly[-1]
+        growth = last.day.seconds / first.day.seconds - 1
+        lines += [
+            "",
+            f"After {last.history_days} days against {first.history_days}: the graph's day {growth:+.0%} "
+            f"(target within 10%: {_mark(abs(growth) <= 0.10)}), the no-op day "
+            f"{last.noop_day.seconds / first.noop_day.seconds - 1:+.0%}, the ratio {last.ratio:.2f} "
+            f"(target {TARGETS['day_ratio']}: {_mark(last.ratio <= TARGETS['day_ratio'])}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -344,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scope", choices=("exact", "first_per_pair", "both"), default="both")
     parser.add_argument("--month-days", type=int, default=30, help="days the row-by-row baseline exports")
     parser.add_argument("--scaling", action="store_true", help="also 2x and 4x the rows, and two years of history")
+    parser.add_argument("--history", action="store_true", help="also two years of history (part of --scaling)")
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--docs", type=Path, default=None, help="write the table into this file between its markers")
     args = parser.parse_args(argv)
@@ -357,26 +398,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = [measure(source, scope, day, args.month_days, root, "1x") for scope in scopes]
     print(report(results, [], []), flush=True)
     scaling: list[Result] = []
-    nightly: list[tuple[str, Measured]] = []
+    nightly: list[Nightly] = []
     if args.scaling:
         scaling.append(results[0])
         for times in (2, 4):
             bigger = ensure_source(f"{args.database}_x{times}", args.first, args.days, args.rows_per_day * times)
             scaling.append(measure(bigger, "exact", day, 1, root, f"{times}x"))
             print(report(results, scaling, []), flush=True)
+    if args.scaling or args.history:
+        exact = next(r for r in results if r.scope == "exact")
         # Two years, or as many of their days as lie before today: the partitions end yesterday.
         yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
         history_days = min(2 * args.days, (yesterday - args.first).days + 1)
         two_years = ensure_source(f"{args.database}_2y", args.first, history_days, args.rows_per_day)
-        work = Workdir(root, "2y")
-        env = work.env(two_years, "exact")
-        materialize(
-            "feedback_assets.definitions", work, env, f"{two_years.first}...{two_years.last}", "--partition-range"
-        )
-        late = (two_years.last - dt.timedelta(days=60)).isoformat()
         nightly = [
-            (f"{source.days} days", results[0].day),
-            (f"{two_years.days} days", materialize("feedback_assets.definitions", work, env, late, "--partition")),
+            Nightly(source.days, source.rows, exact.noop_day, exact.day),
+            nightly_after(two_years, root),
         ]
     table = report(results, scaling, nightly)
     print(table)

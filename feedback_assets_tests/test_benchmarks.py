@@ -56,13 +56,15 @@ def test_the_noop_floor_has_the_real_graphs_assets_checks_partitions_policies_an
 
 @pytest.fixture
 def new_database(postgres_url: str) -> Iterator[str]:
-    """The name of a PostgreSQL database that does not exist yet; dropped afterwards if made."""
+    """The name of a PostgreSQL database that does not exist yet; dropped afterwards if made, with
+    the two years' database the benchmark makes beside it (`<name>_2y`)."""
     name = f"{postgres_url.rsplit('/', 1)[1]}_bench"
     yield name
     admin = psycopg2.connect(dbname="test", host="127.0.0.1", port=5432, user="root")
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for made in (name, f"{name}_2y"):
+            cur.execute(f'DROP DATABASE IF EXISTS "{made}" WITH (FORCE)')
     admin.close()
 
 
@@ -72,13 +74,16 @@ def test_a_tiny_benchmark_run_writes_its_table(tmp_path: Path, new_database: str
     docs.write_text("# Benchmarks\n\nprose kept\n\n<!-- benchmark:start -->\nold\n<!-- benchmark:end -->\n\nafter\n")
     argv = ["--database", new_database, "--first", "2025-03-01", "--days", "3", "--rows-per-day", "30"]
     argv += ["--month-days", "2", "--workdir", str(tmp_path / "work"), "--docs", str(docs)]
-    assert year.main(argv) == 0
+    assert year.main([*argv, "--history"]) == 0
     text = docs.read_text()
     assert text.startswith("# Benchmarks\n\nprose kept\n") and text.endswith("<!-- benchmark:end -->\n\nafter\n")
     assert "old" not in text
     for figure in ("source floor", "no-op graph, 3 days", "ratio: graph / (no-op + source floor)", "row-by-row"):
         assert figure in text
     assert f"over 3 days ({dt.date(2025, 3, 1)}..{dt.date(2025, 3, 3)})" in text
+    # Two years of history: twice the days, both graphs' nightly day, and their growth.
+    assert "| 3 days, " in text and "| 6 days, " in text
+    assert "After 6 days against 3: the graph's day " in text and "the no-op day " in text
 
 
 @pytest.mark.slow
