@@ -78,6 +78,15 @@ def test_object_paths_do_what_the_stores_ask_of_a_directory(s3_bucket: ObjectPat
     assert day.create(b"second") and day.read_bytes() == b"second"
 
 
+def test_an_object_over_the_multipart_size_is_stored_whole(s3_bucket: ObjectPath) -> None:
+    """Over 5 MB obstore uploads in parts and completes the upload last; what is listed is the whole object."""
+    data = random.Random(3).randbytes(11 * 1024 * 1024)
+    big = s3_bucket / "export" / "feedback_training_20251007.csv"
+    write_bytes_atomically(big, data, 0o640)
+    assert [p.name for p in (s3_bucket / "export").objects()] == [big.name]
+    assert big.read_bytes() == data
+
+
 def test_a_refused_write_names_the_object_and_leaves_what_was_there(s3_bucket: ObjectPath) -> None:
     missing_bucket = ObjectPath("s3://no-such-bucket-for-feedback", "export") / "feedback_training_20251007.csv"
     with pytest.raises(OutputWriteError) as refused:
