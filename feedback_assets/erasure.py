@@ -275,6 +275,9 @@ def _erase_state_keys(rewrites: _Rewrites, keys: pl.Series) -> None:
         # The file stays even when empty: a missing file means lost state to the next run.
         rewrites.state_keys(day, without_erased(current, "dedupe_key", found["dedupe_key"]))
         rewrites.changed("seen_pair_hashes", day, found.height)
+    # The state's index still holds the erased keys' prefixes: made anew from the cleaned files.
+    if not owned.is_empty() and not rewrites.dry_run and rewrites.state.index_path.is_file():
+        rewrites.state.rebuild_index()
 
 
 def _erase_deduplicated(rewrites: _Rewrites, pseudonyms: pl.Series) -> None:

@@ -74,6 +74,23 @@ def children(directory: StoragePath) -> list[StoragePath]:
     return sorted(entries, key=lambda path: path.name)
 
 
+def versions(directory: StoragePath, suffix: str) -> dict[str, str]:
+    """The files directly in `directory` whose names end in `suffix`, by name, each with a string
+    that changes whenever the file is replaced: inode, modification time and size on a local disk
+    (every write renames a new file into place), entity tag, size and time on object storage."""
+    if isinstance(directory, ObjectPath):
+        return directory.versions(suffix)
+    if not directory.is_dir():
+        return {}
+    found = {}
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.endswith(suffix) and not entry.name.startswith(TEMP_PREFIX) and entry.is_file():
+                status = entry.stat()
+                found[entry.name] = f"{status.st_ino}:{status.st_mtime_ns}:{status.st_size}"
+    return found
+
+
 def location(path: StoragePath) -> str:
     """Where a file is, for metadata and messages: an absolute local path, or its URL."""
     return str(path.resolve()) if isinstance(path, Path) else str(path)

@@ -159,6 +159,16 @@ class ObjectPath:
             return False
         return True
 
+    def versions(self, suffix: str) -> dict[str, str]:
+        """The objects directly under this prefix whose names end in `suffix`, each with a string
+        that changes whenever the object is replaced (entity tag, size, time), from one listing."""
+        listing = obstore.list_with_delimiter(self._store, self._prefix)
+        return {
+            meta["path"].rpartition("/")[2]: f"{meta['e_tag']}:{meta['size']}:{meta['last_modified'].isoformat()}"
+            for meta in listing["objects"]
+            if meta["path"].endswith(suffix)
+        }
+
     def unlink(self, missing_ok: bool = False) -> None:
         if not missing_ok and not self.is_file():
             raise FileNotFoundError(f"no object at {self}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 import sqlite3
 from pathlib import Path
 
@@ -16,9 +17,11 @@ from feedback_assets.assets import k_anonymity_of_exports, rejected_feedback
 from feedback_assets.audit_job import audit_history
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.demo.database import write_demo_source
+from feedback_assets.storage import PartitionStore
 from feedback_assets_tests.graph import latest_metadata, materialize, selection, settings_for
 from feedback_assets_tests.paths import on_disk
 from feedback_assets_tests.sources import write_source
+from feedback_assets_tests.test_erasure import erase_pseudonym_a
 
 DAYS = ["2025-10-20", "2025-10-21", "2025-10-22", "2025-10-23", "2025-10-24"]
 SCOPES = ["exact", "first_per_pair"]
@@ -207,3 +210,84 @@ def test_a_key_shared_between_two_days_of_a_run_is_found_once_whatever_the_batch
         assert shared["dedupe_key"].to_list() == ["a" * 64]
         assert shared["partitions"].to_list() == [days]
     assert_frame_equal(state.shared_keys(among=[d.isoformat() for d in days]), state.shared_keys())
+
+
+def owned(day: str, keys: list[str]) -> dict[str, pl.DataFrame]:
+    return {day: pl.DataFrame({"dedupe_key": keys, "partition": [dt.date.fromisoformat(day)] * len(keys)})}
+
+
+def hex_keys(rng: random.Random, n: int) -> list[str]:
+    return [f"{rng.getrandbits(256):064x}" for _ in range(n)]
+
+
+def owners_from_the_files(state: DedupeStateStore, keys: list[str], excluding: set[str]) -> pl.DataFrame:
+    """What a lookup must return, read from every day file without the index."""
+    files = [on_disk(state.path(day)) for day in state.partitions() if day not in excluding]
+    if not files:
+        return pl.DataFrame(schema={"dedupe_key": pl.String, "partition": pl.Date})
+    return (
+        pl.read_parquet(files, columns=["dedupe_key", "partition"])
+        .filter(pl.col("dedupe_key").is_in(keys))
+        .sort("dedupe_key", "partition")
+    )
+
+
+def test_lookups_through_the_index_find_exactly_what_the_day_files_hold(tmp_path: Path) -> None:
+    """The index stands in only for day files it read as they are: a day rewritten since, a key
+    removed, a new day and a damaged index are all found as the files say."""
+    rng = random.Random(8)
+    # No rebuild by the writes here: the index is the one made after the first six days.
+    state = DedupeStateStore(tmp_path, "exact", "k1", index_stale_days=1000)
+    first = dt.date(2025, 10, 1)
+    days = [(first + dt.timedelta(days=i)).isoformat() for i in range(8)]
+    keys = {day: hex_keys(rng, 50) for day in days}
+    for day in days[:6]:
+        state.write(owned(day, keys[day]))
+    assert not on_disk(state.index_path).exists()
+    state.rebuild_index()
+    assert state.partitions() == days[:6]
+
+    moved = hex_keys(rng, 1)[0]
+    # Day 2 rewritten with a key no index has seen; day 3 loses one of its keys; day 7 is new.
+    state.write(owned(days[2], [moved]))
+    state.write(owned(days[3], keys[days[3]][1:]))
+    state.write(owned(days[6], [keys[days[0]][0]]))
+    probes = [moved, keys[days[3]][0], keys[days[3]][1], keys[days[0]][0], keys[days[5]][7], *hex_keys(rng, 3)]
+
+    def check(excluding: set[str]) -> None:
+        found = state.owners(pl.Series(probes), excluding=excluding).sort("dedupe_key", "partition")
+        assert_frame_equal(found, owners_from_the_files(state, probes, excluding))
+
+    for excluding in (set(), {days[0]}, {days[2], days[6]}):
+        check(excluding)
+    assert set(state.owners(pl.Series([moved]), excluding=())["partition"].to_list()) == {dt.date(2025, 10, 3)}
+    assert state.owners(pl.Series([keys[days[3]][0]]), excluding=()).is_empty()
+    on_disk(state.index_path).write_bytes(b"PAR1 damaged")
+    check(set())
+    # A write that leaves more days than the limit unread makes it anew from the files.
+    limited = DedupeStateStore(tmp_path, "exact", "k1", index_stale_days=2)
+    limited.write(owned(days[4], [keys[days[4]][0]]))
+    assert pl.read_parquet(on_disk(state.index_path))["day"].drop_nulls().to_list() == days[:7]
+    assert limited.owners(pl.Series([keys[days[4]][0], keys[days[4]][1]]), excluding=()).height == 1
+    check(set())
+
+
+def test_erasure_leaves_no_erased_key_prefix_in_the_index(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    # Never rebuilt by a write here, so only erasure itself can clean it.
+    state = DedupeStateStore(storage, "exact", "k1", index_stale_days=1000)
+    erased_key, kept_key = "9" * 64, "2" * 64
+    state.write(owned("2025-10-25", [erased_key, kept_key]))
+    state.rebuild_index()
+    prefixes = pl.read_parquet(on_disk(state.index_path))["key_prefix"].drop_nulls().to_list()
+    assert int("9" * 15, 16) in prefixes
+    PartitionStore(storage).write(
+        "deduplicated_pairs",
+        {
+            "2025-10-25": owned("2025-10-25", [erased_key, kept_key])["2025-10-25"].with_columns(
+                analysis_hash=pl.Series(["a" * 64, "b" * 64])
+            )
+        },
+    )
+    erase_pseudonym_a(storage, tmp_path / "export", state, "r", dry_run=False)
+    assert pl.read_parquet(on_disk(state.index_path))["key_prefix"].drop_nulls().to_list() == [int("2" * 15, 16)]
