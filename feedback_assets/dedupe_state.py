@@ -180,25 +180,25 @@ class DedupeStateStore:
     def _versions(self) -> dict[str, str]:
         return {name.removesuffix(".parquet"): v for name, v in versions(self.directory, ".parquet").items()}
 
-    def _read_index(self, prefixes: pl.Series) -> tuple[pl.DataFrame, dict[str, str]]:
-        """The index's rows for `prefixes` and the day versions it was built from.
+    def _read_index(self, prefixes: pl.Series | None) -> tuple[pl.DataFrame, dict[str, str]]:
+        """The index's rows for `prefixes` (none when None) and the day versions it was built from.
 
         The index only stands in for files it can be checked against, so an index that is missing or
         cannot be read is no index: every day is read from its file, and the next write rebuilds it.
         """
-        empty: tuple[pl.DataFrame, dict[str, str]] = (INDEX_SCHEMA.to_frame().select("key_prefix", "partition"), {})
+        rows = INDEX_SCHEMA.to_frame().select("key_prefix", "partition")
         try:
             if not self.index_path.is_file():
-                return empty
-            wanted = pl.col("day").is_not_null() | pl.col("key_prefix").is_in(prefixes.implode())
-            rows = pl.scan_parquet(readable(self.index_path), schema=INDEX_SCHEMA).filter(wanted).collect()
+                return rows, {}
+            source = readable(self.index_path)
+            index = pl.scan_parquet(source, schema=INDEX_SCHEMA)
+            days = index.select("day", "version").filter(pl.col("day").is_not_null()).collect()
+            if prefixes is not None:
+                wanted = pl.col("key_prefix").is_in(prefixes.implode())
+                rows = index.select("key_prefix", "partition").filter(wanted).collect()
         except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS):
-            return empty
-        days = rows.filter(pl.col("day").is_not_null())
-        return (
-            rows.filter(pl.col("day").is_null()).select("key_prefix", "partition"),
-            dict(zip(days["day"].to_list(), days["version"].to_list(), strict=True)),
-        )
+            return rows.clear(), {}
+        return rows, dict(zip(days["day"].to_list(), days["version"].to_list(), strict=True))
 
     def rebuild_index(self) -> None:
         """Write the index anew from the day files as they are now (none: no index).
@@ -228,7 +228,7 @@ class DedupeStateStore:
         for partition, frame in owned.items():
             data = frame.select(STATE_SCHEMA.names()).with_columns(key_prefix(pl.col("dedupe_key"))).sort("dedupe_key")
             write_parquet_atomically(self.path(partition), data, PRIVATE_FILE_MODE)
-        _, index_versions = self._read_index(pl.Series("key_prefix", [], dtype=pl.Int64))
+        _, index_versions = self._read_index(None)
         stale = sum(index_versions.get(day) != version for day, version in self._versions().items())
         if stale > self.index_stale_days:
             self.rebuild_index()
