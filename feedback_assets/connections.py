@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import adbc_driver_manager
+import adbc_driver_manager.dbapi
+import adbc_driver_postgresql.dbapi as adbc_postgresql
 import psycopg2
 import psycopg2.extensions
 
@@ -44,12 +48,20 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sqlite3.OperationalError):
         return "locked" in str(exc) or "busy" in str(exc)
-    if not isinstance(exc, psycopg2.Error):
+    if isinstance(exc, psycopg2.Error):
+        code, lost = exc.pgcode, isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError)
+    elif isinstance(exc, adbc_driver_manager.Error):
+        # The same libpq underneath: the server's SQLSTATE when it sent one, else a connection fault
+        # (OperationalError, status IO) described in libpq's words.
+        code, lost = (
+            exc.sqlstate,
+            isinstance(exc, adbc_driver_manager.OperationalError | adbc_driver_manager.InterfaceError),
+        )
+    else:
         return False
-    code = exc.pgcode
     if code:
         return code.startswith("08") or code in TRANSIENT_SQLSTATES
-    if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+    if lost:
         text = str(exc).lower()
         return not any(fault in text for fault in PERMANENT_CONNECT_FAULTS)
     return False
@@ -106,6 +118,35 @@ def postgres_connection(
         yield conn
     finally:
         conn.close()
+
+
+@contextmanager
+def postgres_arrow_session(
+    location: SourceLocation, *, connect_timeout: int = 10
+) -> Iterator[adbc_driver_manager.dbapi.Connection]:
+    """A PostgreSQL session whose query results arrive as Arrow columns of their own types, through
+    binary COPY parsed outside Python (the ADBC driver; docs/decisions.md, "Feedback rows through
+    ADBC"). In autocommit mode: the reader opens its own transaction to join a snapshot."""
+    try:
+        conn = adbc_postgresql.connect(_dsn(location, connect_timeout), autocommit=True)
+    except adbc_driver_manager.Error as exc:
+        message = f"FEEDBACK_SOURCE_URL: cannot connect to the {location.describe()}: {_without_prefix(exc)}"
+        if is_transient(exc):
+            raise SourceUnreachableError(message) from None
+        raise ConfigError(message) from None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
+        yield conn
+    finally:
+        # Closing a session the server already dropped raises; there is nothing left to release.
+        with contextlib.suppress(adbc_driver_manager.Error):
+            conn.close()
+
+
+def _without_prefix(exc: BaseException) -> str:
+    """libpq's own first line, without ADBC's "IO: [libpq] Failed to connect: " before it."""
+    return first_line_of(exc).split("Failed to connect: ", 1)[-1]
 
 
 @contextmanager

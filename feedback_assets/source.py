@@ -7,13 +7,16 @@ the tables separately").
 
 Values come out of the database as text and are typed in Polars with `strict=False`, so a value
 the app stored wrongly (a rating that is not a number, an unparseable timestamp) marks its row
-`malformed` instead of failing the read.
+`malformed` instead of failing the read. The exception: a PostgreSQL run's feedback rows come in
+the database's own types through ADBC where a column's type is the contract's kind
+(docs/decisions.md, "Feedback rows through ADBC").
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import adbc_driver_manager
+import adbc_driver_manager.dbapi
 import polars as pl
 import psycopg2
 import psycopg2.extensions
@@ -30,6 +35,7 @@ import psycopg2.extensions
 from feedback_assets.connections import (
     SourceUnreachableError,
     is_transient,
+    postgres_arrow_session,
     postgres_connection,
     sqlite_connection,
 )
@@ -73,24 +79,54 @@ class Dialect:
     name: str
     start: str
     end: str
+    # For a driver that hands over typed Arrow columns: the columns it reads in the database's own
+    # types; any other column is rendered as text, as for a text read.
+    native: frozenset[str] | None = None
 
     def text(self, alias: str, column: Column) -> str:
         """PostgreSQL renders timestamps in the session's zone, set to UTC on connect; SQLite already
-        stores UTC text, and CAST keeps a wrongly typed value readable."""
+        stores UTC text, and CAST keeps a wrongly typed value readable. A native column is left as is."""
         expression = f"{alias}.{column.name}"
+        if self.native is not None and column.name in self.native:
+            return expression
         if self.name == "postgresql":
             if column.kind == "timestamp":
-                return f"to_char({expression}::timestamptz, 'YYYY-MM-DD HH24:MI:SS.US')"
+                # to_char drops the era: a year BC keeps its mark, so it fails the parse as the
+                # native read's range check fails it, rather than passing for a year AD.
+                stamp = f"{expression}::timestamptz"
+                era = f"CASE WHEN {stamp} < '0001-01-01 00:00:00+00' THEN ' BC' ELSE '' END"
+                return f"to_char({stamp}, 'YYYY-MM-DD HH24:MI:SS.US') || {era}"
             if column.kind == "boolean":
-                return f"CAST({expression} AS INTEGER)"
+                return f"CAST(CAST({expression} AS INTEGER) AS TEXT)"
         return f"CAST({expression} AS TEXT)"
 
 
-# Each driver's own parameter style: psycopg2 binds pyformat, sqlite3 named parameters.
+# Each driver's own parameter style: psycopg2 binds pyformat, sqlite3 named parameters. The slices'
+# feedback queries on PostgreSQL are bound by psycopg2 too (mogrify), then run through ADBC.
 DIALECTS = {
     "postgresql": Dialect("postgresql", "%(start)s", "%(end)s"),
     "sqlite": Dialect("sqlite", ":start", ":end"),
 }
+# The PostgreSQL types a native read takes as they are, per kind of contract column; a column of any
+# other type (a numeric rating, a char(n) id) is rendered as text on the server, as the text reads do.
+NATIVE_TYPES: Mapping[str, frozenset[str]] = {
+    "timestamp": frozenset({"timestamp with time zone", "timestamp without time zone"}),
+    "bigint": frozenset({"smallint", "integer", "bigint"}),
+    "integer": frozenset({"smallint", "integer", "bigint"}),
+    "smallint": frozenset({"smallint", "integer", "bigint"}),
+    "boolean": frozenset({"boolean"}),
+    "text": frozenset({"text", "character varying"}),
+}
+
+
+def native_postgresql(types: Mapping[str, str]) -> Dialect:
+    """The dialect of the slices' feedback reads, given the feedback table's column types."""
+    native = frozenset(
+        column.name
+        for column in READS["feedback"].source_columns
+        if types.get(column.name) in NATIVE_TYPES[column.kind]
+    )
+    return Dialect("postgresql", "%(start)s", "%(end)s", native=native)
 
 
 @dataclass(frozen=True)
@@ -107,7 +143,10 @@ def _queries(
 
     def columns(name: str, alias: str) -> list[str]:
         return [
-            "NULL" if column.name == "image_url" and not include_image_urls else dialect.text(alias, column)
+            # Typed, so that a native read gets a text column of nulls.
+            "CAST(NULL AS TEXT)"
+            if column.name == "image_url" and not include_image_urls
+            else dialect.text(alias, column)
             for column in READS[name].source_columns
         ]
 
@@ -168,24 +207,43 @@ def _parse_timestamp(text: pl.Expr) -> pl.Expr:
     return text.str.strip_chars().str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us", time_zone="UTC")
 
 
-def _typing(schema: pl.Schema) -> list[pl.Expr]:
-    """Casts of text columns to the schema; a value that does not parse becomes null."""
+# The times a text read parses (years 1 to 9999), in microseconds since 1970.
+READABLE_MICROSECONDS = (
+    int((dt.datetime(1, 1, 1) - dt.datetime(1970, 1, 1)).total_seconds()) * 1_000_000,
+    int((dt.datetime(9999, 12, 31, 23, 59, 59) - dt.datetime(1970, 1, 1)).total_seconds()) * 1_000_000 + 999_999,
+)
+
+
+def _typing(schema: pl.Schema, read: pl.Schema | None = None) -> list[pl.Expr]:
+    """Casts of the columns as `read` (text, unless said otherwise) to the schema; a value that does
+    not parse becomes null. A column the database typed itself (`native_postgresql`: only of the
+    schema's kind) is converted: timestamps to UTC, a smaller integer widened."""
     casts = []
     for name, dtype in schema.items():
+        given = read.get(name, pl.String()) if read is not None else pl.String()
         column = pl.col(name)
-        if dtype == pl.Boolean:
+        if isinstance(dtype, pl.Datetime) and isinstance(given, pl.Datetime):
+            # A timestamp without time zone is taken as UTC, as the text reads take it. PostgreSQL's
+            # infinities and years BC arrive as times no text read could give: null, so malformed.
+            aware = column.dt.convert_time_zone("UTC") if given.time_zone else column.dt.replace_time_zone("UTC")
+            in_range = column.dt.cast_time_unit("us").cast(pl.Int64).is_between(*READABLE_MICROSECONDS)
+            casts.append(pl.when(in_range).then(aware.dt.cast_time_unit("us")).alias(name))
+            continue
+        if given == dtype or (given.is_integer() and dtype.is_integer()):
+            casts.append(column.cast(dtype).alias(name))
+        elif dtype == pl.Boolean:
             casts.append(_parse_bool(column).alias(name))
         elif isinstance(dtype, pl.Datetime):
             casts.append(_parse_timestamp(column).alias(name))
         elif dtype == pl.String:
-            casts.append(column)
+            casts.append(column.alias(name))
         else:
             casts.append(column.str.strip_chars().cast(dtype, strict=False).alias(name))
     return casts
 
 
 def _typed(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
-    return frame.select(_typing(schema))
+    return frame.select(_typing(schema, frame.schema))
 
 
 def window_days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
@@ -225,7 +283,10 @@ def type_feedback(text: pl.DataFrame, days: Sequence[dt.date]) -> pl.DataFrame:
     # History rows lie before the window: their own day, when it parses, places them (add_history).
     is_history = typed["is_history"].fill_null(False)
     parsed_day = typed["created_at"].dt.date()
-    read_for = day_read_for(text["created_at"].fill_null(""), days)
+    # A timestamp the database typed itself was compared as a time, so its day is the day read for.
+    read_for = (
+        day_read_for(text["created_at"].fill_null(""), days) if text["created_at"].dtype == pl.String else parsed_day
+    )
     day = pl.select(pl.when(is_history).then(parsed_day).otherwise(read_for)).to_series()
     return typed.with_columns(
         malformed=pl.any_horizontal(failed) | required_missing | (parsed_day != day).fill_null(False),
@@ -273,7 +334,7 @@ class FeedbackSource:
         while True:
             try:
                 return read()
-            except (SourceUnreachableError, psycopg2.Error, sqlite3.Error) as exc:
+            except (SourceUnreachableError, psycopg2.Error, adbc_driver_manager.Error, sqlite3.Error) as exc:
                 if not is_transient(exc):
                     raise
                 first_fault = time.monotonic() if first_fault is None else first_fault
@@ -442,6 +503,48 @@ def _copy_out(
     return out
 
 
+@dataclass(frozen=True)
+class _Sessions:
+    """A run's three sessions on one snapshot: two COPY the dimension tables as text, each on its
+    own core on the server; `arrow` reads the slices' feedback rows in their own types."""
+
+    leader: psycopg2.extensions.connection
+    follower: psycopg2.extensions.connection
+    arrow: adbc_driver_manager.dbapi.Connection
+
+
+def _feedback_column_types(session: psycopg2.extensions.connection) -> dict[str, str]:
+    with session.cursor() as cur:
+        cur.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ANY(current_schemas(false)) AND table_name = 'recommendation_feedback'"
+        )
+        return {str(name): str(kind) for name, kind in cur.fetchall()}
+
+
+def _begin_arrow_read(session: adbc_driver_manager.dbapi.Connection, snapshot: str) -> None:
+    """`_begin_read` for the Arrow session, which runs in autocommit and so opens its transaction itself."""
+    with session.cursor() as cur:
+        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        # The id is the server's own (pg_export_snapshot), never input; ADBC binds no parameters here.
+        cur.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        cur.execute("SET LOCAL random_page_cost = 1.1")
+
+
+def _fetch_arrow(
+    sessions: _Sessions, queries: Mapping[str, Query], parameters: Mapping[str, str]
+) -> dict[str, pl.DataFrame]:
+    """Each query's rows as typed columns c0, c1, ...: bound by psycopg2 (COPY, which ADBC turns each
+    query into, takes no parameters), run through the Arrow session."""
+    out: dict[str, pl.DataFrame] = {}
+    with sessions.leader.cursor() as bind, sessions.arrow.cursor() as cur:
+        for name, query in queries.items():
+            cur.execute(bind.mogrify(query.sql, parameters).decode())
+            frame = pl.DataFrame(cur.fetch_arrow())
+            out[name] = frame.rename(dict(zip(frame.columns, (f"c{i}" for i in range(query.width)), strict=True)))
+    return out
+
+
 def _read_text_csv(data: bytes, width: int) -> pl.DataFrame:
     schema = {f"c{i}": pl.String for i in range(width)}
     if not data:
@@ -480,10 +583,11 @@ class _RunSnapshot:
         self.source = source
         self.with_history = with_history
         self.queries = _queries(DIALECTS["postgresql"], with_history, source.include_image_urls)
+        self.feedback_queries: dict[str, Query] = {}
         self.run_start, self.run_end = start, end
         self.run_bounds = _postgres_bounds(start, end)
         self.scratch = scratch
-        self._sessions: tuple[psycopg2.extensions.connection, psycopg2.extensions.connection] | None = None
+        self._sessions: _Sessions | None = None
         self._stack = ExitStack()
 
     def read(self, start: dt.datetime, end: dt.datetime) -> SourceFrames:
@@ -497,8 +601,10 @@ class _RunSnapshot:
     def _read(self, start: dt.datetime, end: dt.datetime) -> SourceFrames:
         try:
             sessions = self._sessions or self._open()
-            feedback: dict[str, Query] = {n: self.queries[n] for n in ("feedback", "history") if n in self.queries}
-            texts = _copy_out(sessions[0], feedback, _postgres_bounds(start, end))
+            feedback: dict[str, Query] = {
+                n: self.feedback_queries[n] for n in ("feedback", "history") if n in self.queries
+            }
+            texts = _fetch_arrow(sessions, feedback, _postgres_bounds(start, end))
         except BaseException:
             self.close()
             raise
@@ -514,11 +620,17 @@ class _RunSnapshot:
         dimensions = {name: self._rows_of(name, frame.unique()) for name, frame in ids.items()}
         return SourceFrames(feedback=typed, **dimensions)
 
-    def _open(self) -> tuple[psycopg2.extensions.connection, psycopg2.extensions.connection]:
+    def _open(self) -> _Sessions:
         leader = self._stack.enter_context(postgres_connection(self.source.location))
         follower = self._stack.enter_context(postgres_connection(self.source.location))
+        arrow = self._stack.enter_context(postgres_arrow_session(self.source.location))
         snapshot = _begin_read(leader, share=True)
+        if snapshot is None:
+            raise RuntimeError("PostgreSQL exported no snapshot")
         _begin_read(follower, snapshot=snapshot)
+        _begin_arrow_read(arrow, snapshot)
+        native = native_postgresql(_feedback_column_types(leader))
+        self.feedback_queries = _queries(native, self.with_history, self.source.include_image_urls)
         dimensions = _queries(
             DIALECTS["postgresql"],
             self.with_history,
@@ -532,7 +644,7 @@ class _RunSnapshot:
                     lambda s, names: self._copy_dimensions(s, names, dimensions), (leader, follower), DIMENSION_GROUPS
                 )
             )
-        self._sessions = (leader, follower)
+        self._sessions = _Sessions(leader, follower, arrow)
         return self._sessions
 
     def _copy_dimensions(
@@ -571,16 +683,21 @@ WHOLE_DIMENSIONS_SHARE = 0.5
 
 def _covers_most_feedback(session: psycopg2.extensions.connection, start: dt.datetime, end: dt.datetime) -> bool:
     """Whether [start, end) spans at least WHOLE_DIMENSIONS_SHARE of the time the feedback covers,
-    from the two ends of the created_at index: a cheap stand-in for the share of rows."""
+    from the two ends of the created_at index: a cheap stand-in for the share of rows. As seconds
+    since 1970, so that a column without time zone, or an infinity the app stored, cannot stop it."""
     with session.cursor() as cur:
-        cur.execute("SELECT min(created_at), max(created_at) FROM recommendation_feedback")
+        cur.execute(
+            "SELECT extract(epoch FROM min(created_at))::float8, extract(epoch FROM max(created_at))::float8 "
+            "FROM recommendation_feedback"
+        )
         row = cur.fetchone()
-    if row is None or row[0] is None or row[1] is None or row[1] <= row[0]:
+    if row is None or row[0] is None or row[1] is None:
         return False
-    first: dt.datetime = row[0]
-    last: dt.datetime = row[1]
-    covered = min(end, last) - max(start, first)
-    return covered.total_seconds() >= WHOLE_DIMENSIONS_SHARE * (last - first).total_seconds()
+    first, last = float(row[0]), float(row[1])
+    if not (math.isfinite(first) and math.isfinite(last)) or last <= first:
+        return False
+    covered = min(end.timestamp(), last) - max(start.timestamp(), first)
+    return covered >= WHOLE_DIMENSIONS_SHARE * (last - first)
 
 
 def _postgres_bounds(start: dt.datetime, end: dt.datetime) -> dict[str, str]:

@@ -1,0 +1,158 @@
+"""A run's slices read their feedback rows from PostgreSQL in the database's own types (ADBC,
+binary COPY); the rows must be what the text reads make of the same tables, whatever types the
+app gave its columns, and a slice whose session is lost is read again from a new snapshot."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import adbc_driver_manager
+import polars as pl
+import psycopg2
+import pytest
+from polars.testing import assert_frame_equal
+
+from feedback_assets.connections import APPLICATION_NAME, SourceUnreachableError, is_transient, postgres_arrow_session
+from feedback_assets.settings import ConfigError, parse_source_url
+from feedback_assets.source import FeedbackSource
+from feedback_assets.transforms import SourceFrames
+from feedback_assets_tests.crafted_source import write_crafted_source
+
+FIRST = dt.datetime(2025, 10, 24, tzinfo=dt.UTC)
+SPLIT = dt.datetime(2025, 10, 25, tzinfo=dt.UTC)
+END = dt.datetime(2025, 10, 27, tzinfo=dt.UTC)
+FRAMES = ("feedback", "users", "analyses", "records", "erasures")
+
+
+def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.sort(frame.columns, nulls_last=True)
+
+
+def assert_same_rows(ours: SourceFrames, theirs: SourceFrames) -> None:
+    for name in FRAMES:
+        assert_frame_equal(_sorted(getattr(ours, name)), _sorted(getattr(theirs, name)))
+
+
+def _run_slices(source: FeedbackSource, tmp_path: Path, with_history: bool) -> list[SourceFrames]:
+    with source.reading_run(FIRST, END, with_history=with_history, scratch_root=tmp_path) as read:
+        return [read(FIRST, SPLIT), read(SPLIT, END)]
+
+
+def _text_reads(source: FeedbackSource, with_history: bool) -> list[SourceFrames]:
+    """The same windows read on their own: every column as text, parsed in Polars."""
+    return [
+        source.read_window(FIRST, SPLIT, with_history=with_history),
+        source.read_window(SPLIT, END, with_history=with_history),
+    ]
+
+
+def _execute(url: str, *statements: str) -> None:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+    conn.close()
+
+
+@pytest.mark.parametrize("with_history", [False, True], ids=["exact", "first_per_pair"])
+def test_a_runs_typed_reads_equal_the_text_reads(tmp_path: Path, postgres_url: str, with_history: bool) -> None:
+    write_crafted_source(postgres_url)
+    source = FeedbackSource(parse_source_url(postgres_url), include_image_urls=True)
+    ours, theirs = _run_slices(source, tmp_path, with_history), _text_reads(source, with_history)
+    for slice_ours, slice_theirs in zip(ours, theirs, strict=True):
+        assert_same_rows(slice_ours, slice_theirs)
+    # Not a comparison of two empty reads: the 25th's 12 rows and the 26th's 2, and with history the
+    # earlier row of their pair (6, rec_b): the 24th's 1013, which the first slice reads as its own.
+    window = ours[1].feedback.filter(~pl.col("is_history"))
+    assert window.height == 14
+    history = set(ours[1].feedback.filter(pl.col("is_history"))["feedback_id"])
+    assert history == ({1013} if with_history else set())
+
+
+def test_other_column_types_and_impossible_times_read_as_the_text_reads_read_them(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A created_at without time zone (taken as UTC), a numeric rating, an integer would_recommend
+    holding 2, and times no text read can give (infinities, a year BC): null and malformed alike."""
+    write_crafted_source(postgres_url)
+    _execute(
+        postgres_url,
+        "ALTER TABLE recommendation_feedback ALTER COLUMN created_at TYPE timestamp "
+        "USING created_at AT TIME ZONE 'UTC'",
+        "ALTER TABLE recommendation_feedback ALTER COLUMN helpful_rating TYPE numeric(6, 0)",
+        "ALTER TABLE recommendation_feedback ALTER COLUMN would_recommend TYPE smallint USING would_recommend::int",
+        "UPDATE recommendation_feedback SET would_recommend = 2 WHERE id = 1004",
+        "UPDATE recommendation_feedback SET created_at = '-infinity' WHERE id = 1013",
+        "INSERT INTO recommendation_feedback (id, user_id, analysis_id, recommendation_id, helpful_rating, "
+        "created_at) VALUES (1020, 1, 10, 'rec_a', 4, '0100-01-01 00:00:00 BC')",
+    )
+    source = FeedbackSource(parse_source_url(postgres_url), include_image_urls=False)
+    for with_history in (False, True):
+        ours, theirs = _run_slices(source, tmp_path, with_history), _text_reads(source, with_history)
+        for slice_ours, slice_theirs in zip(ours, theirs, strict=True):
+            assert_same_rows(slice_ours, slice_theirs)
+    malformed = set(ours[1].feedback.filter(pl.col("malformed"))["feedback_id"])
+    # 1004's would_recommend of 2; with history, the pairs (6, rec_b) and (1, rec_a) bring back 1013
+    # and 1020, whose times (minus infinity, a year BC) no reader may take for a day.
+    assert malformed == {1004, 1013, 1020}
+    assert ours[1].feedback.filter(pl.col("feedback_id") == 1003)["created_at"].item() == dt.datetime(
+        2025, 10, 25, 23, 59, 59, 999999, tzinfo=dt.UTC
+    )
+
+
+def _pipeline_arrow_backends(url: str) -> list[int]:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE %s",
+            (APPLICATION_NAME, "%FORMAT binary%"),
+        )
+        pids = [int(row[0]) for row in cur.fetchall()]
+    conn.close()
+    return pids
+
+
+def test_a_slice_whose_arrow_session_is_lost_is_read_again_from_a_new_snapshot(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    write_crafted_source(postgres_url)
+    faults: list[str] = []
+    source = FeedbackSource(parse_source_url(postgres_url), include_image_urls=True, log=faults.append)
+    with source.reading_run(FIRST, END, with_history=True, scratch_root=tmp_path) as read:
+        first = read(FIRST, SPLIT)
+        backends = _pipeline_arrow_backends(postgres_url)
+        assert len(backends) == 1
+        _execute(postgres_url, f"SELECT pg_terminate_backend({backends[0]})")
+        second = read(SPLIT, END)
+    assert len(faults) == 1 and "trying again in 1 s" in faults[0], faults
+    for ours, theirs in zip((first, second), _text_reads(source, True), strict=True):
+        assert_same_rows(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "transient"),
+    [("40001", True), ("57P01", True), ("08006", True), ("42501", False), ("22P02", False)],
+)
+def test_errors_through_the_arrow_session_are_sorted_by_their_sqlstate(
+    postgres_url: str, sqlstate: str, transient: bool
+) -> None:
+    with (
+        postgres_arrow_session(parse_source_url(postgres_url)) as session,
+        session.cursor() as cur,
+        pytest.raises(adbc_driver_manager.Error) as raised,
+    ):
+        cur.execute(f"DO $$ BEGIN RAISE EXCEPTION 'fault' USING ERRCODE = '{sqlstate}'; END $$")
+    assert raised.value.sqlstate == sqlstate
+    assert is_transient(raised.value) is transient
+
+
+def test_an_arrow_session_that_cannot_connect_says_whether_it_may_pass(postgres_url: str) -> None:
+    missing = parse_source_url(postgres_url.rsplit("/", 1)[0] + "/no_such_database")
+    with (
+        pytest.raises(ConfigError, match='database "no_such_database" does not exist'),
+        postgres_arrow_session(missing),
+    ):
+        pass
+    refused = parse_source_url("postgresql://root@127.0.0.1:1/test")
+    with pytest.raises(SourceUnreachableError, match="Connection refused") as raised, postgres_arrow_session(refused):
+        pass
+    assert "[libpq]" not in str(raised.value)
