@@ -165,7 +165,8 @@ class DedupeStateStore:
             return []
         indexed, index_versions = self._read_index(prefixes)
         covered = {day for day, version in current.items() if index_versions.get(day) == version}
-        found = {day.isoformat() for day in indexed["partition"].to_list()} & covered
+        # Unique before Python sees them: a run's own keys match millions of the index's rows.
+        found = {day.isoformat() for day in indexed["partition"].unique().to_list()} & covered
         unread = sorted(set(current) - covered)
         if unread:
             direct = self._collect(
@@ -241,7 +242,18 @@ class DedupeStateStore:
         """The keys of `days` that another day (of the run or not) or a second day among them owns
         too, with each owning day: rows of `dedupe_key`, `partition`."""
         owned = _scan([self.path(day) for day in days])
-        mine = self._collect(owned.select(STATE_SCHEMA.names()))
+        # A key can only be shared if its prefix is: prefixes first (8 bytes a key, not 64), then
+        # the whole keys of the few prefixes seen twice here or held by another day.
+        prefixes = self._collect(owned.select("key_prefix"))["key_prefix"]
+        candidates = [prefixes.filter(prefixes.is_duplicated())]
+        elsewhere = self._candidate_days(prefixes, excluding=days)
+        if elsewhere:
+            held = _scan([self.path(day) for day in elsewhere]).filter(pl.col("key_prefix").is_in(prefixes.implode()))
+            candidates.append(self._collect(held.select("key_prefix"))["key_prefix"])
+        suspects = pl.concat(candidates).unique()
+        if suspects.is_empty():
+            return STATE_SCHEMA.to_frame()
+        mine = self._collect(owned.filter(pl.col("key_prefix").is_in(suspects.implode())).select(STATE_SCHEMA.names()))
         others = self.owners(mine["dedupe_key"], excluding=days)
         twice_here = mine.filter(pl.col("dedupe_key").is_duplicated()).select("dedupe_key")
         shared = pl.concat([others.select("dedupe_key"), twice_here]).unique()

@@ -212,6 +212,30 @@ def test_a_key_shared_between_two_days_of_a_run_is_found_once_whatever_the_batch
     assert_frame_equal(state.shared_keys(among=[d.isoformat() for d in days]), state.shared_keys())
 
 
+def test_keys_that_share_only_their_prefix_are_not_shared_and_a_shared_key_is_found_from_either_side(
+    tmp_path: Path,
+) -> None:
+    """The run's check looks at key prefixes first: a prefix held twice (on two days, or twice on one)
+    must still be settled by the whole keys, and a key held by a day outside the run found."""
+    state = DedupeStateStore(tmp_path, "exact", "k1")
+    twins = ["a" * 15 + digit * 49 for digit in "012"]
+    shared_key = "b" * 64
+    days = ["2025-10-20", "2025-10-21", "2025-10-22"]
+    state.write({**owned(days[0], [twins[0], shared_key]), **owned(days[1], twins[1:]), **owned(days[2], [shared_key])})
+    both = [dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[2])]
+    for among, expected in (
+        (days, [shared_key]),
+        ([days[0]], [shared_key]),
+        ([days[2]], [shared_key]),
+        ([days[1]], []),
+        ([days[0], days[1]], [shared_key]),
+    ):
+        shared = state.shared_keys(among=among)
+        assert shared["dedupe_key"].to_list() == expected, among
+        assert shared["partitions"].to_list() == [both] * len(expected)
+    assert_frame_equal(state.shared_keys(among=days), state.shared_keys())
+
+
 def owned(day: str, keys: list[str]) -> dict[str, pl.DataFrame]:
     return {day: pl.DataFrame({"dedupe_key": keys, "partition": [dt.date.fromisoformat(day)] * len(keys)})}
 
