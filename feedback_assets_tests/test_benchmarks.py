@@ -13,7 +13,7 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from benchmarks import object_storage, year
+from benchmarks import feedback_reads, object_storage, year
 from benchmarks.noop_graph import defs as noop_defs
 from feedback_assets.definitions import defs as real_defs
 
@@ -99,6 +99,22 @@ def test_a_tiny_object_storage_benchmark_times_both_sides(
         f"2 days (2025-03-02..2025-03-03) of {new_database}, one ranged run each, median of 1: local disk "
     )
     assert ", ratio " in lines[-1]
+
+
+def test_a_tiny_feedback_reads_benchmark_reads_the_same_rows_both_ways(
+    new_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--database", new_database, "--first", "2025-03-01", "--days", "3", "--rows-per-day", "30"]
+    assert feedback_reads.main([*argv, "--slice-days", "2", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()[-4:]
+    assert [line.split(":")[0] for line in lines] == [
+        f"{scope}, run 1, {side}"
+        for scope in ("exact", "first_per_pair")
+        for side in ("text (psycopg2)", "own types (ADBC)")
+    ]
+    rows = [line.split(": ", 1)[1].split(" in ")[0] for line in lines]
+    assert rows[0] == rows[1] and rows[2] == rows[3] and rows[0].startswith("2 slices, ")
+    assert int(rows[0].split(", ")[1].split()[0]) >= 90
 
 
 def test_the_peak_memory_reported_is_the_commands_not_the_benchmarks_own(tmp_path: Path) -> None:
