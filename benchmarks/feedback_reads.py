@@ -24,36 +24,26 @@ from feedback_assets.connections import postgres_arrow_session, postgres_connect
 from feedback_assets.settings import parse_source_url
 from feedback_assets.source import (
     DIALECTS,
-    FEEDBACK_READ_SCHEMA,
     Query,
     _begin_arrow_read,
     _begin_read,
     _copy_out,
-    _feedback_column_types,
     _fetch_arrow,
-    _frame_from_text,
     _postgres_bounds,
     _queries,
-    _Sessions,
-    native_postgresql,
-    type_feedback,
-    window_days,
+    feedback_queries,
+    native_feedback_queries,
+    typed_feedback,
 )
 
 Read = Callable[[Mapping[str, Query], Mapping[str, str]], dict[str, pl.DataFrame]]
-
-
-def _feedback_queries(queries: Mapping[str, Query]) -> dict[str, Query]:
-    return {name: query for name, query in queries.items() if name in ("feedback", "history")}
 
 
 def read_all(read: Read, queries: Mapping[str, Query], edges: Sequence[dt.datetime]) -> tuple[float, int]:
     """Seconds to read and type every slice between consecutive `edges`, and the rows typed."""
     started, rows = time.perf_counter(), 0
     for start, end in itertools.pairwise(edges):
-        frames = read(queries, _postgres_bounds(start, end))
-        text = pl.concat([frames["feedback"], frames["history"]]) if "history" in frames else frames["feedback"]
-        rows += type_feedback(_frame_from_text(FEEDBACK_READ_SCHEMA, text), window_days(start, end)).height
+        rows += typed_feedback(read(queries, _postgres_bounds(start, end)), start, end).height
     return time.perf_counter() - started, rows
 
 
@@ -73,16 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if snapshot is None:
             raise RuntimeError("PostgreSQL exported no snapshot")
         _begin_arrow_read(arrow, snapshot)
-        sessions = _Sessions(leader, leader, arrow)
-        native = native_postgresql(_feedback_column_types(leader))
         sides: dict[str, tuple[Read, Callable[[bool], dict[str, Query]]]] = {
             "text (psycopg2)": (
                 lambda queries, bounds: _copy_out(leader, queries, bounds),
-                lambda history: _feedback_queries(_queries(DIALECTS["postgresql"], history, False)),
+                lambda history: feedback_queries(_queries(DIALECTS["postgresql"], history, False)),
             ),
             "own types (ADBC)": (
-                lambda queries, bounds: _fetch_arrow(sessions, queries, bounds),
-                lambda history: _feedback_queries(_queries(native, history, False)),
+                lambda queries, bounds: _fetch_arrow(leader, arrow, queries, bounds),
+                lambda history: native_feedback_queries(leader, history, False),
             ),
         }
         for history in (False, True):

@@ -150,7 +150,9 @@ class DedupeStateStore:
         if keys.is_empty():
             return STATE_SCHEMA.to_frame()
         prefixes = keys.to_frame("dedupe_key").select(key_prefix(pl.col("dedupe_key")))["key_prefix"]
-        days = self._candidate_days(prefixes, excluding)
+        return self._owners_among(self._candidate_days(prefixes, excluding), keys)
+
+    def _owners_among(self, days: list[str], keys: pl.Series) -> pl.DataFrame:
         if not days:
             return STATE_SCHEMA.to_frame()
         found = _scan([self.path(day) for day in days])
@@ -254,7 +256,8 @@ class DedupeStateStore:
         if suspects.is_empty():
             return STATE_SCHEMA.to_frame()
         mine = self._collect(owned.filter(pl.col("key_prefix").is_in(suspects.implode())).select(STATE_SCHEMA.names()))
-        others = self.owners(mine["dedupe_key"], excluding=days)
+        # The days outside `days` that may own one of these keys are `elsewhere`, found above.
+        others = self._owners_among(elsewhere, mine["dedupe_key"])
         twice_here = mine.filter(pl.col("dedupe_key").is_duplicated()).select("dedupe_key")
         shared = pl.concat([others.select("dedupe_key"), twice_here]).unique()
         return pl.concat([mine.join(shared, on="dedupe_key", how="semi"), others])

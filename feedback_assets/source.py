@@ -295,6 +295,20 @@ def type_feedback(text: pl.DataFrame, days: Sequence[dt.date]) -> pl.DataFrame:
     )
 
 
+# The queries that read feedback rows: the window's, and with history the earlier rows of its pairs.
+FEEDBACK_QUERIES = ("feedback", "history")
+
+
+def feedback_queries(queries: Mapping[str, Query]) -> dict[str, Query]:
+    return {name: query for name, query in queries.items() if name in FEEDBACK_QUERIES}
+
+
+def typed_feedback(texts: Mapping[str, pl.DataFrame], start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
+    """The feedback rows (window and history) of one read of [start, end), typed."""
+    read = pl.concat([texts[name] for name in FEEDBACK_QUERIES if name in texts])
+    return type_feedback(_frame_from_text(FEEDBACK_READ_SCHEMA, read), window_days(start, end))
+
+
 def _frame_from_text(schema: pl.Schema, text: pl.DataFrame) -> pl.DataFrame:
     return text.rename(dict(zip(text.columns, schema.names(), strict=True)))
 
@@ -372,11 +386,8 @@ class FeedbackSource:
         `with_history` the earlier feedback rows of the same (user, recommendation) pairs."""
         queries = _queries(DIALECTS[self.location.dialect], with_history, self.include_image_urls)
         texts = self._retrying(lambda: self._run(queries, _window_bounds(start, end)))
-        feedback_text = texts["feedback"]
-        if "history" in texts:
-            feedback_text = pl.concat([feedback_text, texts["history"]])
         return SourceFrames(
-            feedback=type_feedback(_frame_from_text(FEEDBACK_READ_SCHEMA, feedback_text), window_days(start, end)),
+            feedback=typed_feedback(texts, start, end),
             users=_typed(_frame_from_text(USERS_SCHEMA, texts["users"]), USERS_SCHEMA),
             analyses=_typed(_frame_from_text(ANALYSES_SCHEMA, texts["analyses"]), ANALYSES_SCHEMA),
             records=_typed(_frame_from_text(RECORDS_SCHEMA, texts["records"]), RECORDS_SCHEMA),
@@ -513,13 +524,17 @@ class _Sessions:
     arrow: adbc_driver_manager.dbapi.Connection
 
 
-def _feedback_column_types(session: psycopg2.extensions.connection) -> dict[str, str]:
+def native_feedback_queries(
+    session: psycopg2.extensions.connection, with_history: bool, include_image_urls: bool
+) -> dict[str, Query]:
+    """The feedback queries for the Arrow session, for the feedback table's column types as they are."""
     with session.cursor() as cur:
         cur.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = ANY(current_schemas(false)) AND table_name = 'recommendation_feedback'"
         )
-        return {str(name): str(kind) for name, kind in cur.fetchall()}
+        types = {str(name): str(kind) for name, kind in cur.fetchall()}
+    return feedback_queries(_queries(native_postgresql(types), with_history, include_image_urls))
 
 
 def _begin_arrow_read(session: adbc_driver_manager.dbapi.Connection, snapshot: str) -> None:
@@ -532,12 +547,15 @@ def _begin_arrow_read(session: adbc_driver_manager.dbapi.Connection, snapshot: s
 
 
 def _fetch_arrow(
-    sessions: _Sessions, queries: Mapping[str, Query], parameters: Mapping[str, str]
+    binder: psycopg2.extensions.connection,
+    arrow: adbc_driver_manager.dbapi.Connection,
+    queries: Mapping[str, Query],
+    parameters: Mapping[str, str],
 ) -> dict[str, pl.DataFrame]:
     """Each query's rows as typed columns c0, c1, ...: bound by psycopg2 (COPY, which ADBC turns each
     query into, takes no parameters), run through the Arrow session."""
     out: dict[str, pl.DataFrame] = {}
-    with sessions.leader.cursor() as bind, sessions.arrow.cursor() as cur:
+    with binder.cursor() as bind, arrow.cursor() as cur:
         for name, query in queries.items():
             cur.execute(bind.mogrify(query.sql, parameters).decode())
             frame = pl.DataFrame(cur.fetch_arrow())
@@ -582,7 +600,7 @@ class _RunSnapshot:
     ) -> None:
         self.source = source
         self.with_history = with_history
-        self.queries = _queries(DIALECTS["postgresql"], with_history, source.include_image_urls)
+        # Made when the snapshot opens, from the feedback table's column types (`native_postgresql`).
         self.feedback_queries: dict[str, Query] = {}
         self.run_start, self.run_end = start, end
         self.run_bounds = _postgres_bounds(start, end)
@@ -601,15 +619,11 @@ class _RunSnapshot:
     def _read(self, start: dt.datetime, end: dt.datetime) -> SourceFrames:
         try:
             sessions = self._sessions or self._open()
-            feedback: dict[str, Query] = {
-                n: self.feedback_queries[n] for n in ("feedback", "history") if n in self.queries
-            }
-            texts = _fetch_arrow(sessions, feedback, _postgres_bounds(start, end))
+            texts = _fetch_arrow(sessions.leader, sessions.arrow, self.feedback_queries, _postgres_bounds(start, end))
         except BaseException:
             self.close()
             raise
-        feedback_text = pl.concat([texts["feedback"], texts["history"]]) if "history" in texts else texts["feedback"]
-        typed = type_feedback(_frame_from_text(FEEDBACK_READ_SCHEMA, feedback_text), window_days(start, end))
+        typed = typed_feedback(texts, start, end)
         window = typed.filter(~pl.col("is_history"))
         ids = {
             "users": window.select("user_id"),
@@ -629,8 +643,7 @@ class _RunSnapshot:
             raise RuntimeError("PostgreSQL exported no snapshot")
         _begin_read(follower, snapshot=snapshot)
         _begin_arrow_read(arrow, snapshot)
-        native = native_postgresql(_feedback_column_types(leader))
-        self.feedback_queries = _queries(native, self.with_history, self.source.include_image_urls)
+        self.feedback_queries = native_feedback_queries(leader, self.with_history, self.source.include_image_urls)
         dimensions = _queries(
             DIALECTS["postgresql"],
             self.with_history,
