@@ -20,7 +20,7 @@ import polars as pl
 from feedback_assets import catalog, k_anonymity, transforms
 from feedback_assets.dedupe_state import DedupeStateStore, days_to_rerun
 from feedback_assets.failures import explained_failures
-from feedback_assets.files import location, remove_stale_temp_files
+from feedback_assets.files import concurrently, location, remove_stale_temp_files
 from feedback_assets.partitions import backfill_policy, daily_partitions, days_of_run, window_of
 from feedback_assets.pseudonyms import PseudonymCache
 from feedback_assets.resources import FeedbackSettings
@@ -316,9 +316,14 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
         with explained_failures():
             deduplicated = store.read("deduplicated_pairs", days)
             rows = transforms.training_rows_by_day(deduplicated, csv_format_of(settings), days)
-            for key, day_rows in rows.items():
-                upstream = {**store.read_stats("anonymized_pairs", key), **store.read_stats("deduplicated_pairs", key)}
-                metadata[key] = _export_day(context.run.run_id, settings, key, day_rows, upstream)
+            upstream = {
+                key: {**store.read_stats("anonymized_pairs", key), **store.read_stats("deduplicated_pairs", key)}
+                for key in rows
+            }
+            written = concurrently(
+                lambda day: _export_day(context.run.run_id, settings, day[0], day[1], upstream[day[0]]), rows.items()
+            )
+            metadata.update(zip(rows, written, strict=True))
         return deduplicated.height
 
     with explained_failures(), feedback_settings.writing(context.log.info):

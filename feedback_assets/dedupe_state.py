@@ -17,6 +17,7 @@ from feedback_assets.files import (
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
     StoragePath,
+    concurrently,
     ensure_dir,
     first_line_of,
     parquet_columns,
@@ -228,13 +229,15 @@ class DedupeStateStore:
         once more than `index_stale_days` days are not in it as they are."""
         ensure_dir(self.directory, PRIVATE_DIR_MODE)
         remove_stale_temp_files(self.directory)
-        for partition, frame in owned.items():
-            data = frame.select(STATE_SCHEMA.names()).with_columns(key_prefix(pl.col("dedupe_key"))).sort("dedupe_key")
-            write_parquet_atomically(self.path(partition), data, PRIVATE_FILE_MODE)
+        concurrently(lambda day: self._write_day(*day), owned.items())
         _, index_versions = self._read_index(None)
         stale = sum(index_versions.get(day) != version for day, version in self._versions().items())
         if stale > self.index_stale_days:
             self.rebuild_index()
+
+    def _write_day(self, partition: str, owned: pl.DataFrame) -> None:
+        data = owned.select(STATE_SCHEMA.names()).with_columns(key_prefix(pl.col("dedupe_key"))).sort("dedupe_key")
+        write_parquet_atomically(self.path(partition), data, PRIVATE_FILE_MODE)
 
     def all_keys(self) -> pl.DataFrame:
         scan = self._scan(())

@@ -15,11 +15,13 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, TypeVar
 
 import polars as pl
 
@@ -41,6 +43,12 @@ EXPORT_FILE_MODE = 0o640
 # day's Parquet in about half the time of Polars' default zstd (0.34 s against 0.59 s for two
 # months of pairs), and the private storage dir is not where disk space matters.
 PARQUET_COMPRESSION: Final = "lz4"
+
+# A slice's days are independent files: written a few at a time, one file's encoding (Polars,
+# outside the interpreter lock) and sync overlap the others'. Over a year's 36-day slices: three at
+# a time took a slice's CSVs from 1.6 s to 1.0 s; more gained nothing on two cores
+# (docs/benchmarks.md, lesson 17).
+CONCURRENT_WRITES: Final = 3
 
 TEMP_PREFIX = ".tmp-"
 # Another machine's writer cannot be asked whether it still lives; none takes a day to write a file.
@@ -264,12 +272,54 @@ def _put_object(path: ObjectPath, write: Callable[[BinaryIO], object]) -> None:
         ) from None
 
 
-def write_parquet_atomically(path: StoragePath, frame: pl.DataFrame, mode: int) -> None:
-    write_atomically(path, lambda handle: frame.write_parquet(handle, compression=PARQUET_COMPRESSION), mode)
+def write_parquet_atomically(path: StoragePath, frame: pl.DataFrame, mode: int, *, statistics: bool = True) -> None:
+    """`statistics=False` leaves out the column statistics: files only ever read whole do not need
+    them, and computing them is a quarter of writing a day of pairs."""
+    write_atomically(
+        path,
+        lambda handle: frame.write_parquet(handle, compression=PARQUET_COMPRESSION, statistics=statistics),
+        mode,
+    )
 
 
 def write_bytes_atomically(path: StoragePath, data: bytes, mode: int) -> None:
     write_atomically(path, lambda handle: handle.write(data), mode)
+
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class _NotStarted(Exception):
+    """An item `concurrently` skipped because another had failed."""
+
+
+def concurrently(work: Callable[[Item], Result], items: Iterable[Item]) -> list[Result]:
+    """`work(item)` for every item, CONCURRENT_WRITES at a time; the results in the items' order.
+
+    For independent atomic writes. After a failure no further item starts, the ones under way
+    finish (each of them whole or not at all), and the first failure in the items' order is raised.
+    """
+    failed = threading.Event()
+
+    def guarded(item: Item) -> Result:
+        if failed.is_set():
+            raise _NotStarted
+        try:
+            return work(item)
+        except BaseException:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=CONCURRENT_WRITES, thread_name_prefix="feedback-write") as pool:
+        futures = [pool.submit(guarded, item) for item in items]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:
+            # A failure here, or the run interrupted: nothing more starts; the pool's exit waits for the rest.
+            if not all(future.done() for future in futures):
+                failed.set()
+    return [future.result() for future in futures if not isinstance(future.exception(), _NotStarted)]
 
 
 def _pid_alive(pid: int) -> bool:

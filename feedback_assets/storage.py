@@ -13,6 +13,7 @@ from feedback_assets.files import (
     PRIVATE_FILE_MODE,
     DamagedFileError,
     StoragePath,
+    concurrently,
     ensure_dir,
     first_line_of,
     readable,
@@ -37,12 +38,15 @@ class PartitionStore:
         return self.root / asset / f"{partition}.parquet"
 
     def write(self, asset: str, frames: dict[str, pl.DataFrame]) -> None:
-        """Write one file per partition key; each replaces exactly its own day."""
+        """Write one file per partition key; each replaces exactly its own day. Without column
+        statistics: a day's file is only ever read whole."""
         directory = self.root / asset
         ensure_dir(directory, PRIVATE_DIR_MODE)
         remove_stale_temp_files(directory)
-        for partition, frame in frames.items():
-            write_parquet_atomically(self.path(asset, partition), frame, PRIVATE_FILE_MODE)
+        concurrently(
+            lambda day: write_parquet_atomically(self.path(asset, day[0]), day[1], PRIVATE_FILE_MODE, statistics=False),
+            frames.items(),
+        )
 
     def read(self, asset: str, partitions: list[str]) -> pl.DataFrame:
         """The rows of several partitions in one frame; fails naming the first missing day."""
@@ -71,9 +75,12 @@ class PartitionStore:
         return self.root / asset / f"{partition}.stats.json"
 
     def write_stats(self, asset: str, stats: dict[str, dict[str, int]]) -> None:
-        for partition, counts in stats.items():
-            data = json.dumps(counts, sort_keys=True).encode()
-            write_bytes_atomically(self.stats_path(asset, partition), data, PRIVATE_FILE_MODE)
+        concurrently(
+            lambda day: write_bytes_atomically(
+                self.stats_path(asset, day[0]), json.dumps(day[1], sort_keys=True).encode(), PRIVATE_FILE_MODE
+            ),
+            stats.items(),
+        )
 
     def read_stats(self, asset: str, partition: str) -> dict[str, int]:
         path = self.stats_path(asset, partition)

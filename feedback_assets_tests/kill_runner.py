@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def _report_atomic_writes(hold: re.Pattern[str] | None) -> None:
         "storage": Path(os.environ["FEEDBACK_STORAGE_DIR"]).resolve(),
     }
     actions = {"open": "open", "os.rename": "replace"}
+    reporting = threading.Lock()
 
     def hook(event: str, args: tuple[object, ...]) -> None:
         action = actions.get(event)
@@ -65,9 +67,13 @@ def _report_atomic_writes(hold: re.Pattern[str] | None) -> None:
             return
         if target is None:
             return
-        print(f"{MARKER} {action} {target}", flush=True)
-        if hold is not None and action == "replace" and hold.search(target):
-            print("HOLDING", flush=True)
+        held = hold is not None and action == "replace" and hold.search(target) is not None
+        # The pipeline writes a few files at a time (files.concurrently): one write call per
+        # report, under a lock, so two threads' lines never run into each other.
+        with reporting:
+            sys.stdout.write(f"{MARKER} {action} {target}\n" + ("HOLDING\n" if held else ""))
+            sys.stdout.flush()
+        if held:
             time.sleep(HOLD_SECONDS)
 
     sys.addaudithook(hook)
