@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import math
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,6 +29,7 @@ from typing import TypeVar
 
 import adbc_driver_manager
 import adbc_driver_manager.dbapi
+import nanoarrow
 import polars as pl
 import psycopg2
 import psycopg2.extensions
@@ -39,7 +41,7 @@ from feedback_assets.connections import (
     postgres_connection,
     sqlite_connection,
 )
-from feedback_assets.files import StoragePath, first_line_of, private_scratch
+from feedback_assets.files import PARQUET_COMPRESSION, StoragePath, first_line_of, private_scratch
 from feedback_assets.schemas import (
     ANALYSES_SCHEMA,
     ERASURES_SCHEMA,
@@ -119,12 +121,11 @@ NATIVE_TYPES: Mapping[str, frozenset[str]] = {
 }
 
 
-def native_postgresql(types: Mapping[str, str]) -> Dialect:
-    """The dialect of the slices' feedback reads, given the feedback table's column types."""
+def native_postgresql(types: Mapping[str, str], read: str = "feedback") -> Dialect:
+    """The dialect of a run's Arrow reads of `read` (a frame of `schemas.READS`), given its table's
+    column types."""
     native = frozenset(
-        column.name
-        for column in READS["feedback"].source_columns
-        if types.get(column.name) in NATIVE_TYPES[column.kind]
+        column.name for column in READS[read].source_columns if types.get(column.name) in NATIVE_TYPES[column.kind]
     )
     return Dialect("postgresql", "%(start)s", "%(end)s", native=native)
 
@@ -516,25 +517,46 @@ def _copy_out(
 
 @dataclass(frozen=True)
 class _Sessions:
-    """A run's three sessions on one snapshot: two COPY the dimension tables as text, each on its
-    own core on the server; `arrow` reads the slices' feedback rows in their own types."""
+    """A run's three sessions on one snapshot: `leader` exports it and binds the queries' parameters;
+    `arrow` and `second` read the dimension tables in their own types, each on its own core on the
+    server, then `arrow` the slices' feedback rows."""
 
     leader: psycopg2.extensions.connection
-    follower: psycopg2.extensions.connection
     arrow: adbc_driver_manager.dbapi.Connection
+    second: adbc_driver_manager.dbapi.Connection
+
+
+def _column_types(session: psycopg2.extensions.connection, table: str) -> dict[str, str]:
+    with session.cursor() as cur:
+        cur.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ANY(current_schemas(false)) AND table_name = %s",
+            (table,),
+        )
+        return {str(name): str(kind) for name, kind in cur.fetchall()}
 
 
 def native_feedback_queries(
     session: psycopg2.extensions.connection, with_history: bool, include_image_urls: bool
 ) -> dict[str, Query]:
     """The feedback queries for the Arrow session, for the feedback table's column types as they are."""
-    with session.cursor() as cur:
-        cur.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = ANY(current_schemas(false)) AND table_name = 'recommendation_feedback'"
-        )
-        types = {str(name): str(kind) for name, kind in cur.fetchall()}
+    types = _column_types(session, READS["feedback"].table)
     return feedback_queries(_queries(native_postgresql(types), with_history, include_image_urls))
+
+
+def native_dimension_queries(
+    session: psycopg2.extensions.connection, with_history: bool, include_image_urls: bool, *, whole_dimensions: bool
+) -> dict[str, Query]:
+    """The dimension queries for an Arrow session, each for its own table's column types."""
+    return {
+        name: _queries(
+            native_postgresql(_column_types(session, READS[name].table), name),
+            with_history,
+            include_image_urls,
+            whole_dimensions=whole_dimensions,
+        )[name]
+        for name in DIMENSIONS
+    }
 
 
 def _begin_arrow_read(session: adbc_driver_manager.dbapi.Connection, snapshot: str) -> None:
@@ -555,12 +577,49 @@ def _fetch_arrow(
     """Each query's rows as typed columns c0, c1, ...: bound by psycopg2 (COPY, which ADBC turns each
     query into, takes no parameters), run through the Arrow session."""
     out: dict[str, pl.DataFrame] = {}
-    with binder.cursor() as bind, arrow.cursor() as cur:
+    with binder.cursor() as bind:
         for name, query in queries.items():
-            cur.execute(bind.mogrify(query.sql, parameters).decode())
-            frame = pl.DataFrame(cur.fetch_arrow())
+            batches = list(_arrow_batches(arrow, bind.mogrify(query.sql, parameters).decode()))
+            frame = pl.concat(batches, rechunk=False)
             out[name] = frame.rename(dict(zip(frame.columns, (f"c{i}" for i in range(query.width)), strict=True)))
     return out
+
+
+def _arrow_batches(arrow: adbc_driver_manager.dbapi.Connection, sql: str) -> Iterator[pl.DataFrame]:
+    """The rows of `sql` through the Arrow session, a batch at a time, at least one (empty, typed).
+
+    Batch by batch through nanoarrow, because Polars reads a C stream only whole. A batch that fails
+    arrives as nanoarrow's RuntimeError, which says nothing of its cause; the session is asked then:
+    if it is gone the connection was lost, a SourceUnreachableError in the batch's words (transient,
+    so the read is tried again), else the batch's own error goes up.
+    """
+    with arrow.cursor() as cur:
+        cur.execute(sql)
+        stream = nanoarrow.ArrayStream(cur.fetch_arrow())
+        empty = True
+        try:
+            for batch in stream.iter_chunks():
+                empty = False
+                yield pl.DataFrame(batch)
+        except RuntimeError as exc:
+            if _lost(arrow):
+                # libpq's words after nanoarrow's and ADBC's bracketed prefixes.
+                raise SourceUnreachableError(first_line_of(exc).rpartition("]")[2].lstrip(": ")) from None
+            raise
+        if empty:
+            yield pl.DataFrame(nanoarrow.c_array([], stream.schema))
+
+
+def _lost(arrow: adbc_driver_manager.dbapi.Connection) -> bool:
+    """Whether the Arrow session's connection is gone (a failed read leaves a live one refusing
+    commands until its transaction ends, which is not transient)."""
+    try:
+        with arrow.cursor() as probe:
+            probe.execute("SELECT 1")
+            probe.fetch_arrow()
+    except adbc_driver_manager.Error as exc:
+        return is_transient(exc)
+    return False
 
 
 def _read_text_csv(data: bytes, width: int) -> pl.DataFrame:
@@ -636,56 +695,61 @@ class _RunSnapshot:
 
     def _open(self) -> _Sessions:
         leader = self._stack.enter_context(postgres_connection(self.source.location))
-        follower = self._stack.enter_context(postgres_connection(self.source.location))
         arrow = self._stack.enter_context(postgres_arrow_session(self.source.location))
+        second = self._stack.enter_context(postgres_arrow_session(self.source.location))
         snapshot = _begin_read(leader, share=True)
         if snapshot is None:
             raise RuntimeError("PostgreSQL exported no snapshot")
-        _begin_read(follower, snapshot=snapshot)
         _begin_arrow_read(arrow, snapshot)
+        _begin_arrow_read(second, snapshot)
         self.feedback_queries = native_feedback_queries(leader, self.with_history, self.source.include_image_urls)
-        dimensions = _queries(
-            DIALECTS["postgresql"],
+        queries = native_dimension_queries(
+            leader,
             self.with_history,
             self.source.include_image_urls,
             whole_dimensions=_covers_most_feedback(leader, self.run_start, self.run_end),
         )
-        # The server turns rows into text on one core per session: two sessions, two cores.
+        with leader.cursor() as bind:
+            statements = {name: bind.mogrify(query.sql, self.run_bounds).decode() for name, query in queries.items()}
+        # The server sends each session's rows on one core: two sessions, two cores.
         with ThreadPoolExecutor(max_workers=2) as pool:
             list(
                 pool.map(
-                    lambda s, names: self._copy_dimensions(s, names, dimensions), (leader, follower), DIMENSION_GROUPS
+                    lambda session, names: self._copy_dimensions(session, names, statements),
+                    (arrow, second),
+                    DIMENSION_GROUPS,
                 )
             )
-        self._sessions = _Sessions(leader, follower, arrow)
+        self._sessions = _Sessions(leader, arrow, second)
         return self._sessions
 
     def _copy_dimensions(
-        self, session: psycopg2.extensions.connection, names: Sequence[str], queries: Mapping[str, Query]
+        self, session: adbc_driver_manager.dbapi.Connection, names: Sequence[str], statements: Mapping[str, str]
     ) -> None:
-        with session.cursor() as cur:
-            for name in names:
-                statement = cur.mogrify(queries[name].sql, self.run_bounds).decode()
-                text = self.scratch / f"{name}.csv"
-                with open(text, "wb") as handle:
-                    cur.copy_expert(f"COPY ({statement}) TO STDOUT WITH (FORMAT csv)", handle)
-                schema, _ = DIMENSIONS[name]
-                if text.stat().st_size == 0:
-                    pl.DataFrame(schema=schema).write_parquet(self._path(name))
-                else:
-                    columns = {f"c{i}": pl.String for i in range(queries[name].width)}
-                    lines = pl.scan_csv(text, has_header=False, schema=columns)
-                    named = lines.rename(dict(zip(columns, schema.names(), strict=True)))
-                    named.select(_typing(schema)).sink_parquet(self._path(name))
-                text.unlink()
+        """Each dimension table's rows, a batch at a time from the server into a Parquet file of the
+        scratch directory: never a whole table in memory."""
+        for name in names:
+            schema, _ = DIMENSIONS[name]
+            directory = self._path(name)
+            # A try after a fault starts over from a new snapshot.
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            for number, batch in enumerate(_arrow_batches(session, statements[name])):
+                named = batch.rename(dict(zip(batch.columns, schema.names(), strict=True)))
+                typed = named.select(_typing(schema, named.schema))
+                # Scratch read whole by every slice: no column statistics, LZ4 as for intermediates.
+                typed.write_parquet(
+                    directory / f"{number:06d}.parquet", compression=PARQUET_COMPRESSION, statistics=False
+                )
 
     def _path(self, name: str) -> Path:
-        return self.scratch / f"{name}.parquet"
+        return self.scratch / name
 
     def _rows_of(self, name: str, ids: pl.DataFrame) -> pl.DataFrame:
         """The run's rows of one dimension table that the slice's `ids` refer to."""
         _, key = DIMENSIONS[name]
-        rows = pl.scan_parquet(self._path(name)).join(ids.lazy(), on=key, how="semi")
+        batches = sorted(self._path(name).glob("*.parquet"))
+        rows = pl.scan_parquet(batches).join(ids.lazy(), on=key, how="semi")
         return rows.collect(engine="streaming")
 
 

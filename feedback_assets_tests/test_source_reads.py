@@ -15,7 +15,7 @@ from polars.testing import assert_frame_equal
 
 from feedback_assets.connections import APPLICATION_NAME, SourceUnreachableError, is_transient, postgres_arrow_session
 from feedback_assets.settings import ConfigError, parse_source_url
-from feedback_assets.source import FeedbackSource
+from feedback_assets.source import FeedbackSource, _arrow_batches
 from feedback_assets.transforms import SourceFrames
 from feedback_assets_tests.crafted_source import write_crafted_source
 
@@ -73,10 +73,19 @@ def test_other_column_types_and_impossible_times_read_as_the_text_reads_read_the
     tmp_path: Path, postgres_url: str
 ) -> None:
     """A created_at without time zone (taken as UTC), a numeric rating, an integer would_recommend
-    holding 2, and times no text read can give (infinities, a year BC): null and malformed alike."""
+    holding 2, and times no text read can give (infinities, a year BC): null and malformed alike.
+    The dimension tables likewise: a numeric age, an integer consent holding 2, an analysis time
+    without time zone, one at infinity and one BC, and a varchar timeframe."""
     write_crafted_source(postgres_url)
     _execute(
         postgres_url,
+        "ALTER TABLE users ALTER COLUMN age TYPE numeric(5, 0)",
+        "ALTER TABLE users ALTER COLUMN ml_training_consent TYPE smallint USING ml_training_consent::int",
+        "UPDATE users SET ml_training_consent = 2 WHERE id = 4",
+        "ALTER TABLE analyses ALTER COLUMN created_at TYPE timestamp USING created_at AT TIME ZONE 'UTC'",
+        "UPDATE analyses SET created_at = 'infinity' WHERE id = 10",
+        "UPDATE analyses SET created_at = '0200-06-01 12:00:00 BC' WHERE id = (SELECT max(id) FROM analyses)",
+        "ALTER TABLE recommendation_records ALTER COLUMN timeframe TYPE varchar(40)",
         "ALTER TABLE recommendation_feedback ALTER COLUMN created_at TYPE timestamp "
         "USING created_at AT TIME ZONE 'UTC'",
         "ALTER TABLE recommendation_feedback ALTER COLUMN helpful_rating TYPE numeric(6, 0)",
@@ -98,6 +107,13 @@ def test_other_column_types_and_impossible_times_read_as_the_text_reads_read_the
     assert ours[1].feedback.filter(pl.col("feedback_id") == 1003)["created_at"].item() == dt.datetime(
         2025, 10, 25, 23, 59, 59, 999999, tzinfo=dt.UTC
     )
+    # Not a comparison of nulls alone: what the text reads make of the dimension tables' odd values.
+    users = ours[1].users
+    assert users.filter(pl.col("user_id") == 4)["ml_training_consent"].item() is None
+    assert users.filter(pl.col("user_id") == 1)["age"].item() == 30
+    analyses = ours[1].analyses
+    assert analyses.filter(pl.col("analysis_id") == 10)["analysis_created_at"].item() is None
+    assert analyses["analysis_created_at"].drop_nulls().len() >= 1
 
 
 def _pipeline_arrow_backends(url: str) -> list[int]:
@@ -119,13 +135,50 @@ def test_a_slice_whose_arrow_session_is_lost_is_read_again_from_a_new_snapshot(
     source = FeedbackSource(parse_source_url(postgres_url), include_image_urls=True, log=faults.append)
     with source.reading_run(FIRST, END, with_history=True, scratch_root=tmp_path) as read:
         first = read(FIRST, SPLIT)
+        # The two Arrow sessions: both read dimension tables, the first then reads the slices.
         backends = _pipeline_arrow_backends(postgres_url)
-        assert len(backends) == 1
-        _execute(postgres_url, f"SELECT pg_terminate_backend({backends[0]})")
+        assert len(backends) == 2
+        _execute(postgres_url, *(f"SELECT pg_terminate_backend({pid})" for pid in backends))
         second = read(SPLIT, END)
     assert len(faults) == 1 and "trying again in 1 s" in faults[0], faults
     for ours, theirs in zip((first, second), _text_reads(source, True), strict=True):
         assert_same_rows(ours, theirs)
+
+
+def _rows_from_a_stream_then(postgres_url: str, fault: str) -> tuple[int, BaseException]:
+    """Batches of a long result through `_arrow_batches` until `fault` strikes: the rows read first
+    and the error raised."""
+    location = parse_source_url(postgres_url)
+    rows = 0
+    with postgres_arrow_session(location) as arrow:
+        with arrow.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            pid = pl.DataFrame(cur.fetch_arrow()).item()
+        # Division by zero at the 3,000,000th row, long after the first batches have arrived.
+        sql = "SELECT g, 1 / (g - 3000000) AS q FROM generate_series(1, 4000000) g"
+        try:
+            for batch in _arrow_batches(arrow, sql):
+                if rows == 0 and fault == "lost":
+                    _execute(postgres_url, f"SELECT pg_terminate_backend({pid})")
+                rows += batch.height
+        except (RuntimeError, adbc_driver_manager.Error) as exc:
+            return rows, exc
+    raise AssertionError("the stream ended without a fault")
+
+
+def test_a_stream_whose_connection_is_lost_midway_fails_as_transient(postgres_url: str) -> None:
+    rows, raised = _rows_from_a_stream_then(postgres_url, "lost")
+    assert 0 < rows < 3_000_000
+    assert isinstance(raised, SourceUnreachableError) and is_transient(raised)
+    # In libpq's words, without the prefixes of the libraries in between.
+    assert "connection" in str(raised) and "[" not in str(raised) and not str(raised).startswith(":")
+
+
+def test_a_stream_that_the_server_stops_with_an_error_fails_as_that_error(postgres_url: str) -> None:
+    rows, raised = _rows_from_a_stream_then(postgres_url, "division by zero")
+    assert 0 < rows < 3_000_000
+    assert not isinstance(raised, SourceUnreachableError) and not is_transient(raised)
+    assert "division by zero" in str(raised)
 
 
 @pytest.mark.parametrize(
