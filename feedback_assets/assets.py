@@ -11,6 +11,7 @@ day's statistics as that day's metadata, also when one run covers a range of day
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ import polars as pl
 from feedback_assets import catalog, k_anonymity, transforms
 from feedback_assets.dedupe_state import DedupeStateStore, days_to_rerun
 from feedback_assets.failures import explained_failures
-from feedback_assets.files import concurrently, location, remove_stale_temp_files
+from feedback_assets.files import WritesBehind, concurrently, location, remove_stale_temp_files
 from feedback_assets.partitions import backfill_policy, daily_partitions, days_of_run, window_of
 from feedback_assets.pseudonyms import PseudonymCache
 from feedback_assets.resources import FeedbackSettings
@@ -104,13 +105,14 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
         explained_failures(),
         feedback_settings.writing(context.log.info),
         source.reading_run(*run_window, with_history=with_history, scratch_root=settings.storage_dir) as read_window,
+        WritesBehind() as behind,
     ):
 
         def read(days: list[str]) -> int:
             with explained_failures():
                 frames = read_window(*window_of(days))
             parts = split_by_partition(transforms.raw_rows(frames, with_history=with_history), days)
-            store.write("raw_feedback", parts)
+            behind.submit(lambda: store.write("raw_feedback", parts))
             for key, part in parts.items():
                 history = part.filter(pl.col("is_history")).height
                 metadata[key] = {"dagster/row_count": part.height - history, "history_rows": history}
@@ -142,8 +144,12 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
         pairs = transforms.anonymize(classified, settings.hmac_key, settings.include_image_urls, pseudonyms)
         counts = transforms.outcome_counts(classified, days)
         parts = split_by_partition(pairs, days)
-        store.write("anonymized_pairs", parts)
-        store.write_stats("anonymized_pairs", counts)
+
+        def write() -> None:
+            store.write("anonymized_pairs", parts)
+            store.write_stats("anonymized_pairs", counts)
+
+        behind.submit(write)
         # No per-day column schema: the definition declares it (catalog.py) and every day has it.
         for key in days:
             rows = parts[key].filter(~pl.col("is_history")).height
@@ -154,7 +160,7 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
             metadata[key].update(counts[key])
         return classified.height
 
-    with explained_failures(), feedback_settings.writing(context.log.info):
+    with explained_failures(), feedback_settings.writing(context.log.info), WritesBehind() as behind:
         in_slices(context.partition_keys, anonymize)
     return _report(context, context.asset_key, metadata, started)
 
@@ -170,12 +176,12 @@ def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: Feed
     def quarantine(days: list[str]) -> int:
         classified = _classified_raw(store, days, feedback_settings.settings.min_feedback_fields)
         parts = split_by_partition(transforms.rejected_rows(classified), days)
-        store.write("rejected_feedback", parts)
+        behind.submit(lambda: store.write("rejected_feedback", parts))
         for key, part in parts.items():
             metadata[key] = {"dagster/row_count": part.height, **transforms.rejected_counts(part)}
         return classified.height
 
-    with explained_failures(), feedback_settings.writing(context.log.info):
+    with explained_failures(), feedback_settings.writing(context.log.info), WritesBehind() as behind:
         in_slices(context.partition_keys, quarantine)
     return _report(context, context.asset_key, metadata, started)
 
@@ -320,14 +326,20 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
                 key: {**store.read_stats("anonymized_pairs", key), **store.read_stats("deduplicated_pairs", key)}
                 for key in rows
             }
-            written = concurrently(
-                lambda day: _export_day(context.run.run_id, settings, day[0], day[1], upstream[day[0]]), rows.items()
+            written = behind.submit(
+                lambda: concurrently(
+                    lambda day: _export_day(context.run.run_id, settings, day[0], day[1], upstream[day[0]]),
+                    rows.items(),
+                )
             )
-            metadata.update(zip(rows, written, strict=True))
+            exported.append((list(rows), written))
         return deduplicated.height
 
-    with explained_failures(), feedback_settings.writing(context.log.info):
+    exported: list[tuple[list[str], Future[list[dict[str, Any]]]]] = []
+    with explained_failures(), feedback_settings.writing(context.log.info), WritesBehind() as behind:
         in_slices(context.partition_keys, export)
+    for days, written in exported:
+        metadata.update(zip(days, written.result(), strict=True))
     return _report(context, context.asset_key, metadata, started)
 
 

@@ -19,9 +19,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import BinaryIO, Final, TypeVar
+from types import TracebackType
+from typing import Any, BinaryIO, Final, TypeVar
 
 import polars as pl
 
@@ -320,6 +321,42 @@ def concurrently(work: Callable[[Item], Result], items: Iterable[Item]) -> list[
             if not all(future.done() for future in futures):
                 failed.set()
     return [future.result() for future in futures if not isinstance(future.exception(), _NotStarted)]
+
+
+class WritesBehind:
+    """A step's writes going on behind its next slice: one slice's files are written while the next
+    slice is read and computed, which on two cores overlaps the writes' syncs and encoding with the
+    next slice's work (docs/benchmarks.md, lesson 19).
+
+    `submit` first waits for what was submitted before, raising its failure, so at most one slice's
+    writes are ever behind and memory holds at most two slices. Leaving the block waits for the
+    last; when the block fails, its error goes up once the writes under way have finished (each
+    file whole or not at all).
+    """
+
+    def __init__(self) -> None:
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedback-writes-behind")
+        self._last: Future[Any] | None = None
+
+    def submit(self, write: Callable[[], Result]) -> Future[Result]:
+        if self._last is not None:
+            self._last.result()
+        future = self._runner.submit(write)
+        self._last = future
+        return future
+
+    def __enter__(self) -> WritesBehind:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        try:
+            if kind is None and self._last is not None:
+                self._last.result()
+        finally:
+            # Only after a failure is there anything left to cancel: a write not yet started.
+            self._runner.shutdown(wait=True, cancel_futures=True)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,5 +1,7 @@
 """`files.concurrently`, which writes a slice's days a few at a time: results in order, truly
-concurrent, and after a failure nothing more starts while what is under way finishes."""
+concurrent, and after a failure nothing more starts while what is under way finishes. And
+`files.WritesBehind`, which lets a slice's writes go on while the next slice is computed: never
+more than one slice behind, finished when the step's block ends, failures raised."""
 
 from __future__ import annotations
 
@@ -61,3 +63,55 @@ def test_after_a_failure_nothing_more_starts_and_what_is_under_way_finishes() ->
     # Items 0 and 2 leave their waits as item 1 fails; each of their two threads may take one more
     # item in the instant before the failure is recorded, never the rest.
     assert set(started) <= {0, 1, 2, 3, 4}
+
+
+def test_writes_behind_keep_one_slice_behind_and_are_finished_when_the_block_ends() -> None:
+    first_may_end = threading.Event()
+    finished: list[str] = []
+
+    def first() -> str:
+        first_may_end.wait(WAIT_SECONDS)
+        finished.append("first")
+        return "first"
+
+    def second() -> str:
+        finished.append("second")
+        return "second"
+
+    with files.WritesBehind() as behind:
+        one = behind.submit(first)
+        # The caller goes on while the first slice's writes are under way...
+        assert not one.done()
+        first_may_end.set()
+        # ...and a second slice's writes start only once the first's have finished.
+        two = behind.submit(second)
+    assert finished == ["first", "second"]
+    assert (one.result(), two.result()) == ("first", "second")
+
+
+def test_a_failed_write_behind_is_raised_at_the_next_submit_or_at_the_end() -> None:
+    def refused() -> None:
+        raise OSError("disk refused")
+
+    with pytest.raises(OSError, match="disk refused"), files.WritesBehind() as behind:
+        behind.submit(refused)
+        behind.submit(lambda: None)
+        pytest.fail("the second slice's writes started after the first's failed")
+    with pytest.raises(OSError, match="disk refused"), files.WritesBehind() as behind:
+        behind.submit(refused)
+
+
+def test_when_the_block_fails_its_error_goes_up_after_the_writes_under_way() -> None:
+    finished: list[str] = []
+    failing = threading.Event()
+
+    def behind_the_failure() -> None:
+        # Ends only once the block is failing: the error must wait for it.
+        failing.wait(WAIT_SECONDS)
+        finished.append("written")
+
+    with pytest.raises(ValueError, match="the next slice failed"), files.WritesBehind() as behind:
+        behind.submit(behind_the_failure)
+        failing.set()
+        raise ValueError("the next slice failed")
+    assert finished == ["written"]
