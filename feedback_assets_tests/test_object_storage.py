@@ -274,6 +274,16 @@ def manifests_describe_their_csvs(files: Mapping[str, bytes]) -> bool:
     return True
 
 
+# Generous: the other days' uploads take well under a second once the stalled one hangs.
+OTHER_DAYS_SECONDS = 120
+
+
+def rewritten(files: Mapping[str, bytes], before: Mapping[str, bytes], day: str) -> bool:
+    """Whether the day's (YYYYMMDD) CSV and manifest both differ from `before`."""
+    names = (f"feedback_training_{day}.csv", f"feedback_training_{day}.manifest.json")
+    return all(name in files and files[name] != before.get(name) for name in names)
+
+
 @pytest.mark.slow
 def test_a_writer_killed_mid_upload_leaves_the_old_csv_and_a_rerun_writes_what_local_disk_holds(
     tmp_path: Path, hmac_key: str, s3_server: S3Server, s3_bucket: ObjectPath, instance: dg.DagsterInstance
@@ -339,11 +349,19 @@ def test_a_writer_killed_mid_upload_leaves_the_old_csv_and_a_rerun_writes_what_l
             tmp_path / "runner.log",
         )
         wait_for_line(tmp_path / "proxy.log", "STALLED", proxy, 300)
+        # A slice's days are uploaded a few at a time (files.concurrently): the kill waits until
+        # every other day's CSV and manifest are the new ones, so that it lands on the stalled
+        # upload alone and not between another day's CSV and its manifest.
+        others = [day.replace("-", "") for day in days if day != stalled_day]
+        deadline = time.monotonic() + OTHER_DAYS_SECONDS
+        while not all(rewritten(s3_server.objects(export), before, day) for day in others):
+            assert time.monotonic() < deadline, "the days beside the stalled one were never rewritten"
+            time.sleep(0.2)
         os.killpg(runner.pid, signal.SIGKILL)
         runner.wait(30)
 
         # Half an upload is no object: the stalled day keeps its old CSV, and every manifest
-        # describes the CSV beside it (the days before were rewritten whole, CSV first).
+        # describes the CSV beside it (the other days were rewritten whole, CSV first).
         after_kill = s3_server.objects(export)
         stalled_csv = f"feedback_training_{stalled_day.replace('-', '')}.csv"
         assert after_kill[stalled_csv] == before[stalled_csv]
