@@ -737,8 +737,7 @@ class _RunSnapshot:
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir()
             for number, batch in enumerate(_arrow_batches(session, statements[name])):
-                named = batch.rename(dict(zip(batch.columns, schema.names(), strict=True)))
-                typed = named.select(_typing(schema, named.schema))
+                typed = _typed(_frame_from_text(schema, batch), schema)
                 # Scratch read whole by every slice: no column statistics, LZ4 as for intermediates.
                 typed.write_parquet(
                     directory / f"{number:06d}.parquet", compression=PARQUET_COMPRESSION, statistics=False
