@@ -1,5 +1,6 @@
-"""Run a command and write its peak resident memory, in bytes, to a file: measured from a small,
-fresh process, not from the benchmark.
+"""Run a command and write its peak resident memory, in bytes, and its CPU seconds (user and
+system, its children's included), one per line, to a file: measured from a small, fresh process,
+not from the benchmark.
 
     python -m benchmarks.peak_rss REPORT -- COMMAND [ARG ...]
 
@@ -28,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     # Linux reports ru_maxrss in KiB.
-    report.write_text(f"{usage.ru_maxrss * 1024}\n")
+    report.write_text(f"{usage.ru_maxrss * 1024}\n{usage.ru_utime + usage.ru_stime:.3f}\n")
     return process.returncode
 
 

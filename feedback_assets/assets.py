@@ -222,10 +222,10 @@ def dedupe_and_claim_keys(
     claims: list[_Claims] = []
 
     def dedupe(days: list[str]) -> int:
-        claims.append(_claim_slice(store, state, scope, days, not_yet=keys[keys.index(days[0]) :]))
+        claims.append(_claim_slice(store, state, scope, days, not_yet=keys[keys.index(days[0]) :], behind=behind))
         return claims[-1].rows
 
-    with explained_failures(), feedback_settings.writing(context.log.info):
+    with explained_failures(), feedback_settings.writing(context.log.info), WritesBehind() as behind:
         in_slices(keys, dedupe)
     rerun = _superseded_days(context, keys, sorted({day for c in claims for day in c.superseded}))
     with explained_failures():
@@ -254,17 +254,30 @@ class _Claims:
 
 
 def _claim_slice(
-    store: PartitionStore, state: DedupeStateStore, scope: DedupeScope, days: list[str], not_yet: Sequence[str]
+    store: PartitionStore,
+    state: DedupeStateStore,
+    scope: DedupeScope,
+    days: list[str],
+    not_yet: Sequence[str],
+    behind: WritesBehind,
 ) -> _Claims:
     """Deduplicate `days` against the state and record their keys. `not_yet` are this and the run's
-    later days: their old state is what this run replaces; earlier slices of the run are already in."""
+    later days: their old state is what this run replaces; earlier slices of the run are already in.
+
+    The state is written in step, since the next slice looks its keys up in it; the deduplicated
+    pairs, which no later slice reads, are written behind it."""
     with explained_failures():
         pairs = transforms.with_dedupe_key(store.read("anonymized_pairs", days), scope)
         owners = state.owners(pairs["dedupe_key"], excluding=not_yet).rename({"partition": "owner"})
     deduplicated = transforms.deduplicate(pairs, owners)
     counts = transforms.dedupe_counts(deduplicated, days)
-    store.write("deduplicated_pairs", split_by_partition(deduplicated, days))
-    store.write_stats("deduplicated_pairs", counts)
+    parts = split_by_partition(deduplicated, days)
+
+    def write() -> None:
+        store.write("deduplicated_pairs", parts)
+        store.write_stats("deduplicated_pairs", counts)
+
+    behind.submit(write)
     owned = split_by_partition(transforms.owned_keys(deduplicated), days)
     state.write(owned)
     superseded = transforms.superseded_owners(deduplicated, owners)

@@ -8,6 +8,7 @@ and per HMAC key id, because keys made under another scope or key mean nothing h
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection, Iterable
 
 import polars as pl
@@ -205,24 +206,48 @@ class DedupeStateStore:
         return rows, dict(zip(days["day"].to_list(), days["version"].to_list(), strict=True))
 
     def rebuild_index(self) -> None:
-        """Write the index anew from the day files as they are now (none: no index).
+        """Write the index anew for the day files as they are now (none: no index).
 
         Each file's version is taken before its prefixes are read, so a file replaced meanwhile is
         recorded with a version it no longer has, and lookups read it directly: never a stale day.
+        The rows of days the index already holds at their current version are taken from it; only
+        the other days' files are read, so a run's rebuilds do not each reread every day so far
+        (docs/benchmarks.md, lesson 20).
         """
         current = self._versions()
         if not current:
             self.index_path.unlink(missing_ok=True)
             return
         days = sorted(current)
-        prefixes = self._collect(_scan([self.path(day) for day in days]).select("key_prefix", "partition"))
+        # The old index is read once, whole, so the rows taken over are those of the versions
+        # compared even if another writer replaces it meanwhile; it is the size of the prefixes a
+        # rebuild from the files holds anyway.
+        indexed, index_versions = self._whole_index()
+        kept = [dt.date.fromisoformat(day) for day in days if index_versions.get(day) == current[day]]
+        unread = [day for day in days if index_versions.get(day) != current[day]]
+        parts = [indexed.filter(pl.col("partition").is_in(pl.Series(kept, dtype=pl.Date()).implode()))]
+        if unread:
+            parts.append(self._collect(_scan([self.path(day) for day in unread]).select("key_prefix", "partition")))
         index = pl.concat(
-            [prefixes, pl.DataFrame({"day": days, "version": [current[day] for day in days]})], how="diagonal"
+            [*parts, pl.DataFrame({"day": days, "version": [current[day] for day in days]})], how="diagonal"
         )
         ensure_dir(self.index_path.parent, PRIVATE_DIR_MODE)
         write_parquet_atomically(
             self.index_path, index.select(INDEX_SCHEMA.names()).cast(INDEX_SCHEMA), PRIVATE_FILE_MODE
         )
+
+    def _whole_index(self) -> tuple[pl.DataFrame, dict[str, str]]:
+        """All the index's prefix rows and the day versions it was built from; none of either when
+        there is no index or it cannot be read (then every day is read from its file)."""
+        rows = INDEX_SCHEMA.to_frame()
+        try:
+            if self.index_path.is_file():
+                rows = pl.read_parquet(readable(self.index_path), schema=INDEX_SCHEMA)
+        except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS):
+            rows = rows.clear()
+        days = rows.filter(pl.col("day").is_not_null())
+        versions = dict(zip(days["day"].to_list(), days["version"].to_list(), strict=True))
+        return rows.filter(pl.col("day").is_null()).select("key_prefix", "partition"), versions
 
     def write(self, owned: dict[str, pl.DataFrame]) -> None:
         """Replace the state of each given partition with the keys it now owns; rebuild the index

@@ -78,7 +78,15 @@ def test_a_tiny_benchmark_run_writes_its_table(tmp_path: Path, new_database: str
     text = docs.read_text()
     assert text.startswith("# Benchmarks\n\nprose kept\n") and text.endswith("<!-- benchmark:end -->\n\nafter\n")
     assert "old" not in text
-    for figure in ("source floor", "no-op graph, 3 days", "ratio: graph / (no-op + source floor)", "row-by-row"):
+    for figure in (
+        "source floor",
+        "no-op graph, 3 days",
+        "ratio: graph / (no-op + source floor)",
+        "CPU seconds (user + system), no-op / graph",
+        "CPU seconds kept all",
+        "one day again on that instance (median of 3, in turn)",
+        "row-by-row",
+    ):
         assert figure in text
     assert f"over 3 days ({dt.date(2025, 3, 1)}..{dt.date(2025, 3, 3)})" in text
     # Two years of history: twice the days, both graphs' nightly day, and their growth.
@@ -119,7 +127,10 @@ def test_a_tiny_feedback_reads_benchmark_reads_the_same_rows_both_ways(
 
 def test_the_peak_memory_reported_is_the_commands_not_the_benchmarks_own(tmp_path: Path) -> None:
     """A benchmark that has just generated a large source holds gigabytes; a child's ru_maxrss read
-    from it would count them in (lesson 13), so the figure must come from the small wrapper."""
+    from it would count them in (lesson 13), so the figure must come from the small wrapper. The
+    same wrapper reports the command's CPU seconds, in seconds."""
+    busy = year.measured_run([sys.executable, "-c", "sum(range(2 * 10**7))"], dict(os.environ), tmp_path / "busy.log")
+    assert 0.05 < busy.cpu_seconds <= busy.seconds * (os.cpu_count() or 1), busy
     held = bytearray(1024**3)
     held[::4096] = b"\x01" * len(held[::4096])
     measured = year.measured_run([sys.executable, "-c", "pass"], dict(os.environ), tmp_path / "run.log")

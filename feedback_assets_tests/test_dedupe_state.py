@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import sqlite3
 from pathlib import Path
@@ -294,6 +295,38 @@ def test_lookups_through_the_index_find_exactly_what_the_day_files_hold(tmp_path
     assert pl.read_parquet(on_disk(state.index_path))["day"].drop_nulls().to_list() == days[:7]
     assert limited.owners(pl.Series([keys[days[4]][0], keys[days[4]][1]]), excluding=()).height == 1
     check(set())
+
+
+def test_a_rebuild_reads_only_the_days_the_index_does_not_hold_as_they_are(tmp_path: Path) -> None:
+    """Each rebuild of a year's run would otherwise reread every day so far. A day file whose version
+    is unchanged is taken from the index unread (here its bytes are made unreadable behind an
+    unchanged version, which a read would fail on); a day replaced since is read again."""
+    rng = random.Random(20)
+    state = DedupeStateStore(tmp_path, "exact", "k1", index_stale_days=1000)
+    days = ["2025-10-01", "2025-10-02", "2025-10-03"]
+    keys = {day: hex_keys(rng, 30) for day in days}
+    for day in days[:2]:
+        state.write(owned(day, keys[day]))
+    state.rebuild_index()
+
+    unread = on_disk(state.path(days[0]))
+    before = unread.stat()
+    with unread.open("r+b") as file:
+        file.write(b"X" * before.st_size)
+    os.utime(unread, ns=(before.st_atime_ns, before.st_mtime_ns))
+    replacement = hex_keys(rng, 1)
+    state.write(owned(days[1], replacement))
+    state.write(owned(days[2], keys[days[2]]))
+    state.rebuild_index()
+
+    index = pl.read_parquet(on_disk(state.index_path))
+    prefixes = index.filter(pl.col("day").is_null()).group_by("partition").agg(pl.col("key_prefix").sort())
+    expected = {
+        dt.date.fromisoformat(day): sorted(int(key[:15], 16) for key in day_keys)
+        for day, day_keys in {days[0]: keys[days[0]], days[1]: replacement, days[2]: keys[days[2]]}.items()
+    }
+    assert dict(zip(prefixes["partition"].to_list(), prefixes["key_prefix"].to_list(), strict=True)) == expected
+    assert index["day"].drop_nulls().to_list() == days
 
 
 def test_erasure_leaves_no_erased_key_prefix_in_the_index(tmp_path: Path) -> None:
