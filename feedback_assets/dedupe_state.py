@@ -8,13 +8,18 @@ and per HMAC key id, because keys made under another scope or key mean nothing h
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Collection, Iterable
+import os
+from collections.abc import Collection, Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, NoReturn
 
 import polars as pl
 
 from feedback_assets.files import (
     OBJECT_STORE_ERRORS,
+    PARQUET_COMPRESSION,
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
     StoragePath,
@@ -25,9 +30,12 @@ from feedback_assets.files import (
     readable,
     readable_all,
     remove_stale_temp_files,
+    temp_path_for,
     versions,
+    write_atomically,
     write_parquet_atomically,
 )
+from feedback_assets.object_storage import ObjectPath
 from feedback_assets.schemas import STATE_SCHEMA
 
 # Each key is stored with its first 15 hex digits as an integer: a lookup reads that 8-byte column
@@ -129,12 +137,15 @@ class DedupeStateStore:
                 self._upgrade()
                 return frame.collect(engine="streaming")
         except (pl.exceptions.ComputeError, pl.exceptions.ColumnNotFoundError, *OBJECT_STORE_ERRORS) as exc:
-            damaged = self._damaged_files()
-            which = ", ".join(str(path) for path in damaged) if damaged else "the damaged day's file"
-            raise DedupeStateError(
-                f"the dedupe state under {self.directory} cannot be read ({type(exc).__name__}: "
-                f"{first_line_of(exc)}); delete {which} and " + _rebuild_hint(self.partitions())
-            ) from None
+            self._raise_unreadable(exc)
+
+    def _raise_unreadable(self, exc: BaseException) -> NoReturn:
+        damaged = self._damaged_files()
+        which = ", ".join(str(path) for path in damaged) if damaged else "the damaged day's file"
+        raise DedupeStateError(
+            f"the dedupe state under {self.directory} cannot be read ({type(exc).__name__}: "
+            f"{first_line_of(exc)}); delete {which} and " + _rebuild_hint(self.partitions())
+        ) from None
 
     def _damaged_files(self) -> list[StoragePath]:
         """The state files that cannot be read on their own: looked for only once a read has failed."""
@@ -200,7 +211,7 @@ class DedupeStateStore:
             days = index.select("day", "version").filter(pl.col("day").is_not_null()).collect()
             if prefixes is not None:
                 wanted = pl.col("key_prefix").is_in(prefixes.implode())
-                rows = index.select("key_prefix", "partition").filter(wanted).collect()
+                rows = index.select("key_prefix", "partition").filter(wanted).collect(engine="streaming")
         except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS):
             return rows.clear(), {}
         return rows, dict(zip(days["day"].to_list(), days["version"].to_list(), strict=True))
@@ -211,43 +222,85 @@ class DedupeStateStore:
         Each file's version is taken before its prefixes are read, so a file replaced meanwhile is
         recorded with a version it no longer has, and lookups read it directly: never a stale day.
         The rows of days the index already holds at their current version are taken from it; only
-        the other days' files are read, so a run's rebuilds do not each reread every day so far
-        (docs/benchmarks.md, lesson 20).
+        the other days' files are read, so a backfill's rebuilds do not each reread every day so
+        far, a GET each on object storage. Both are streamed into the new file, never whole in
+        memory: at 20 million keys a rebuild held in memory took 1.2 GiB (docs/benchmarks.md,
+        lesson 20).
         """
         current = self._versions()
         if not current:
             self.index_path.unlink(missing_ok=True)
             return
         days = sorted(current)
-        # The old index is read once, whole, so the rows taken over are those of the versions
-        # compared even if another writer replaces it meanwhile; it is the size of the prefixes a
-        # rebuild from the files holds anyway.
-        indexed, index_versions = self._whole_index()
-        kept = [dt.date.fromisoformat(day) for day in days if index_versions.get(day) == current[day]]
-        unread = [day for day in days if index_versions.get(day) != current[day]]
-        parts = [indexed.filter(pl.col("partition").is_in(pl.Series(kept, dtype=pl.Date()).implode()))]
-        if unread:
-            parts.append(self._collect(_scan([self.path(day) for day in unread]).select("key_prefix", "partition")))
-        index = pl.concat(
-            [*parts, pl.DataFrame({"day": days, "version": [current[day] for day in days]})], how="diagonal"
-        )
+        listed = pl.LazyFrame({"day": days, "version": [current[day] for day in days]})
         ensure_dir(self.index_path.parent, PRIVATE_DIR_MODE)
-        write_parquet_atomically(
-            self.index_path, index.select(INDEX_SCHEMA.names()).cast(INDEX_SCHEMA), PRIVATE_FILE_MODE
-        )
-
-    def _whole_index(self) -> tuple[pl.DataFrame, dict[str, str]]:
-        """All the index's prefix rows and the day versions it was built from; none of either when
-        there is no index or it cannot be read (then every day is read from its file)."""
-        rows = INDEX_SCHEMA.to_frame()
+        remove_stale_temp_files(self.index_path.parent)
+        with self._pinned_index() as old:
+            indexed = self._index_versions(old)
+            kept = [dt.date.fromisoformat(day) for day in days if indexed.get(day) == current[day]]
+            parts = [self._scan_prefixes([day for day in days if indexed.get(day) != current[day]])]
+            if old is not None and kept:
+                wanted = pl.col("day").is_null() & pl.col("partition").is_in(pl.Series(kept, dtype=pl.Date()).implode())
+                parts.append(pl.scan_parquet(old, schema=INDEX_SCHEMA).filter(wanted).select("key_prefix", "partition"))
+            try:
+                self._write_index(pl.concat([*parts, listed], how="diagonal"))
+                return
+            except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS):
+                pass
+        # The old index damaged past its footer (it is only a cache), or a day file without its
+        # prefixes or damaged: made from every day's file, as a lookup reads them, or the damage named.
         try:
-            if self.index_path.is_file():
-                rows = pl.read_parquet(readable(self.index_path), schema=INDEX_SCHEMA)
-        except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS):
-            rows = rows.clear()
-        days = rows.filter(pl.col("day").is_not_null())
-        versions = dict(zip(days["day"].to_list(), days["version"].to_list(), strict=True))
-        return rows.filter(pl.col("day").is_null()).select("key_prefix", "partition"), versions
+            self._upgrade()
+            self._write_index(pl.concat([self._scan_prefixes(days), listed], how="diagonal"))
+        except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS) as exc:
+            self._raise_unreadable(exc)
+
+    def _scan_prefixes(self, days: list[str]) -> pl.LazyFrame:
+        if not days:
+            return INDEX_SCHEMA.to_frame().lazy().select("key_prefix", "partition")
+        return _scan([self.path(day) for day in days]).select("key_prefix", "partition")
+
+    def _write_index(self, index: pl.LazyFrame) -> None:
+        def sink(handle: BinaryIO) -> None:
+            shaped = index.select(INDEX_SCHEMA.names()).cast(INDEX_SCHEMA)
+            shaped.sink_parquet(handle, compression=PARQUET_COMPRESSION, engine="streaming")
+
+        write_atomically(self.index_path, sink, PRIVATE_FILE_MODE)
+
+    @contextlib.contextmanager
+    def _pinned_index(self) -> Iterator[Path | bytes | None]:
+        """The index as it is now, whatever another writer renames over it meanwhile (the rows taken
+        over must be those of the versions compared): a hard link to it on a local disk, its bytes
+        on object storage; None when there is none."""
+        path = self.index_path
+        if isinstance(path, ObjectPath):
+            data: bytes | None
+            try:
+                data = path.read_bytes() if path.is_file() else None
+            except OBJECT_STORE_ERRORS:
+                data = None
+            yield data
+            return
+        link = temp_path_for(path)
+        try:
+            os.link(path, link)
+        except FileNotFoundError:
+            yield None
+            return
+        try:
+            yield link
+        finally:
+            link.unlink(missing_ok=True)
+
+    def _index_versions(self, index: Path | bytes | None) -> dict[str, str]:
+        """The day versions an index was built from; none when there is none or it cannot be read."""
+        if index is None:
+            return {}
+        try:
+            days = pl.scan_parquet(index, schema=INDEX_SCHEMA).select("day", "version").drop_nulls("day").collect()
+        except pl.exceptions.PolarsError:
+            return {}
+        return dict(zip(days["day"].to_list(), days["version"].to_list(), strict=True))
 
     def write(self, owned: dict[str, pl.DataFrame]) -> None:
         """Replace the state of each given partition with the keys it now owns; rebuild the index

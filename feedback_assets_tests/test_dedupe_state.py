@@ -16,7 +16,7 @@ from polars.testing import assert_frame_equal
 
 from feedback_assets.assets import k_anonymity_of_exports, rejected_feedback
 from feedback_assets.audit_job import audit_history
-from feedback_assets.dedupe_state import DedupeStateStore
+from feedback_assets.dedupe_state import DedupeStateError, DedupeStateStore
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets.storage import PartitionStore
 from feedback_assets_tests.graph import latest_metadata, materialize, selection, settings_for
@@ -327,6 +327,18 @@ def test_a_rebuild_reads_only_the_days_the_index_does_not_hold_as_they_are(tmp_p
     }
     assert dict(zip(prefixes["partition"].to_list(), prefixes["key_prefix"].to_list(), strict=True)) == expected
     assert index["day"].drop_nulls().to_list() == days
+
+
+def test_a_rebuild_names_a_damaged_day_file_and_leaves_no_file_of_its_own(tmp_path: Path) -> None:
+    state = DedupeStateStore(tmp_path, "exact", "k1", index_stale_days=1000)
+    days = ["2025-10-01", "2025-10-02", "2025-10-03"]
+    for day, keys in zip(days, hex_keys(random.Random(21), 3), strict=True):
+        state.write(owned(day, [keys]))
+    state.rebuild_index()
+    on_disk(state.path(days[1])).write_bytes(b"PAR1 damaged")
+    with pytest.raises(DedupeStateError, match=rf"delete \S+{days[1]}\.parquet and rebuild it"):
+        state.rebuild_index()
+    assert [path.name for path in on_disk(state.index_path).parent.iterdir()] == ["prefixes.parquet"]
 
 
 def test_erasure_leaves_no_erased_key_prefix_in_the_index(tmp_path: Path) -> None:
