@@ -9,10 +9,15 @@ imports while the previous victim is still running. Nothing is opened or written
 An audit hook reports each atomic write the pipeline makes, without touching the pipeline's code:
 `KILLPOINT open <file>` just before the temporary file for <file> is created and
 `KILLPOINT replace <file>` just before it is renamed into place, <file> being `export/...` or
-`storage/...` relative to the two directories. The output is unbuffered, so after a kill the last
-line read is the last point the process reached. With HOLD, the first rename whose <file> matches
-waits there (its temporary file written and synced) until the test kills the process: a kill
-between sync and rename is then certain instead of a matter of luck.
+`storage/...` relative to the two directories. The output is unbuffered.
+
+`go HOLD <point> <regex>` makes the process wait at one point until the test kills it, so where a
+kill lands is certain, whatever the machine's load, rather than a matter of delays and luck. The
+thread that reaches the point prints `HOLDING <point> <what>` and sleeps; the test kills on that line.
+- `created`: the temporary file of a matching <file> exists, empty (its mode is being set);
+- `synced`: its temporary file is written and synced, not yet renamed;
+- `renamed`: it is renamed into place, its directory not yet synced (the thread's next open);
+- `connect`: a source connection is being opened to a SQLite file whose path matches.
 """
 
 from __future__ import annotations
@@ -48,17 +53,41 @@ def _target(temp: str, roots: dict[str, Path]) -> str | None:
     return None
 
 
-def _report_atomic_writes(hold: re.Pattern[str] | None) -> None:
+HOLD_POINTS = ("created", "synced", "renamed", "connect")
+
+
+def _report_atomic_writes(hold_point: str | None, hold: re.Pattern[str] | None) -> None:
     roots = {
         "export": Path(os.environ["FEEDBACK_EXPORT_DIR"]).resolve(),
         "storage": Path(os.environ["FEEDBACK_STORAGE_DIR"]).resolve(),
     }
-    actions = {"open": "open", "os.rename": "replace"}
+    actions = {"open": "open", "os.chmod": "created", "os.rename": "replace"}
     reporting = threading.Lock()
+    # Per thread: the target a `renamed` hold waits behind, once that thread has renamed it.
+    renamed = threading.local()
+
+    def say(text: str) -> None:
+        # The pipeline writes a few files at a time (files.concurrently): one write call per
+        # report, under a lock, so two threads' lines never run into each other.
+        with reporting:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    def hold_here(what: str) -> None:
+        say(f"HOLDING {hold_point} {what}\n")
+        time.sleep(HOLD_SECONDS)
 
     def hook(event: str, args: tuple[object, ...]) -> None:
+        if event == "sqlite3.connect":
+            if hold_point == "connect" and hold is not None and hold.search(str(args[0])):
+                hold_here("source")
+            return
         action = actions.get(event)
-        if action is None or not isinstance(args[0], str | os.PathLike):
+        if action is None:
+            return
+        if action == "open" and getattr(renamed, "target", None) is not None:
+            hold_here(renamed.target)
+        if not args or not isinstance(args[0], str | os.PathLike):
             return
         # An exception here would make the pipeline's own open() or rename fail.
         try:
@@ -67,14 +96,16 @@ def _report_atomic_writes(hold: re.Pattern[str] | None) -> None:
             return
         if target is None:
             return
-        held = hold is not None and action == "replace" and hold.search(target) is not None
-        # The pipeline writes a few files at a time (files.concurrently): one write call per
-        # report, under a lock, so two threads' lines never run into each other.
-        with reporting:
-            sys.stdout.write(f"{MARKER} {action} {target}\n" + ("HOLDING\n" if held else ""))
-            sys.stdout.flush()
-        if held:
-            time.sleep(HOLD_SECONDS)
+        if action != "created":
+            say(f"{MARKER} {action} {target}\n")
+        matches = hold is not None and hold.search(target) is not None
+        if not matches or action == "open":
+            return
+        # The point each hold waits at, as (hold point, the write's action there).
+        if (hold_point, action) in (("created", "created"), ("synced", "replace")):
+            hold_here(target)
+        elif (hold_point, action) == ("renamed", "replace"):
+            renamed.target = target
 
     sys.addaudithook(hook)
 
@@ -82,10 +113,15 @@ def _report_atomic_writes(hold: re.Pattern[str] | None) -> None:
 def main() -> int:
     first, last = sys.argv[1:]
     print("READY", flush=True)
-    command = sys.stdin.readline().strip().split(maxsplit=2)
+    command = sys.stdin.readline().strip().split(maxsplit=3)
     if command[:1] != ["go"]:
         return 2
-    _report_atomic_writes(re.compile(command[2]) if command[1:2] == ["HOLD"] else None)
+    if command[1:2] == ["HOLD"]:
+        if len(command) != 4 or command[2] not in HOLD_POINTS:
+            return 2
+        _report_atomic_writes(command[2], re.compile(command[3]))
+    else:
+        _report_atomic_writes(None, None)
     # A run time limit for Dagster's run monitoring, when the test gives one.
     max_runtime = os.environ.get("KILL_RUNNER_MAX_RUNTIME")
     tags = {"dagster/max_runtime": max_runtime} if max_runtime else None

@@ -12,19 +12,17 @@ from an earlier complete run over a smaller source, so every export and state fi
 before and after and "as before or complete" is a real test.
 
 Kill points: ROUNDS = 6 rounds of one kill aimed at each of the four PHASES, 24 kills in all, 6 per
-phase, each a SIGKILL of the victim's process group:
-- read: within 50 ms after raw_feedback logs that it is reading the source;
+phase, each a SIGKILL of the victim's process group while the victim waits at a named point
+(kill_runner's HOLD), so where a kill lands never depends on how fast or busy the machine is:
+- read: as raw_feedback opens its connection to the source;
 - transform, state write, CSV write: at one day's anonymized_pairs, rejected_feedback or
   deduplicated_pairs file, its seen_pair_hashes file, or its CSV or manifest, by round in turn
-  (WRITE_MODES): within 20 ms of creating the temporary file, held between its sync and its
-  rename, or within 20 ms after the rename. 2 kills of each kind per phase. (The transforms are
-  caught at their writes, not by time: the step that deduplicates also writes the state, and
-  its transform part takes a few milliseconds on these days.)
-Delays and days come from a seeded RNG. The phase a kill really hit is read back from the victim's
-output (the step it died in, the last write it reached); each phase must be hit at least
-MIN_HITS_PER_PHASE times. Kills within a round accumulate on the same directories; after each
-round (every 4 kills) a re-run must complete and leave exactly the reference files and no
-temporary file.
+  (WRITE_MODES): its temporary file just created and still empty, written and synced but not
+  renamed, or renamed but its directory not yet synced. 2 kills of each kind per phase.
+Days come from a seeded RNG. The phase a kill hit is read back from the victim's output (the step
+it died in and the write it was held at) and must be the one aimed at, every time. Kills within a
+round accumulate on the same directories; after each round (every 4 kills) a re-run must complete
+and leave exactly the reference files and no temporary file.
 
 Two more kills: one while the key markers are written (its temporary file must be gone after a
 re-run), and one inside a pool step with a pool limit of 1: Dagster keeps a SIGKILLed run's slot
@@ -78,17 +76,15 @@ STEP_PHASES = {
     "dedupe_and_claim_keys": "transform",
     "training_csv": "CSV write",
 }
-# The dedupe step also writes the state: a kill there after its first state write hit the state write.
+# The dedupe step also writes the state: a kill held at a state file there hit the state write.
 STATE_STEP = "dedupe_and_claim_keys"
-STATE_WRITE = re.compile(r"(open|replace) storage/seen_pair_hashes/")
+STATE_WRITE = re.compile(r"^storage/seen_pair_hashes/")
 TRANSFORM_OUTPUTS = ("anonymized_pairs", "rejected_feedback", "deduplicated_pairs")
-# How a write is caught, in turn by round: as its temporary file is created (racing the write and
-# its sync), held between sync and rename, or just after the rename (the next file not yet begun).
-WRITE_MODES = ("open", "held before rename", "replace")
+# Where a write is caught, in turn by round (kill_runner's hold points): its temporary file just
+# created, written and synced but not renamed, or renamed with its directory not yet synced.
+WRITE_MODES = ("created", "synced", "renamed")
 ROUNDS = 6
 KILLS_PER_PHASE = ROUNDS
-# A kill lands in a later step only if a step is far quicker than its delay; a few may, not most.
-MIN_HITS_PER_PHASE = 4
 SEED = 20251027
 
 READY_TIMEOUT = 120.0
@@ -97,7 +93,7 @@ RUN_TIMEOUT = 240.0
 EXIT_TIMEOUT = 30.0
 
 STEP_START = re.compile(r'STEP_START - Started execution of step "(\w+)"')
-KILLPOINT = re.compile(r"^KILLPOINT (open|replace) (\S+)$")
+HOLDING = re.compile(r"^HOLDING (\w+) (\S+)$")
 TEMP_NAME = re.compile(rf"{re.escape(TEMP_PREFIX)}(?P<target>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[0-9a-f]{{32}}")
 # Each run writes its own run id into the manifests; everything else must match byte for byte.
 RUN_ID = re.compile(rb'"run_id": "[0-9a-f-]+"')
@@ -109,19 +105,23 @@ POOL_BLOCKED = "Step blocked by limit for pool"
 
 @dataclass(frozen=True)
 class KillPoint:
+    """Where the victim waits to be killed: at kill_runner's hold point `at`, for a file (or, at
+    `connect`, a source) matching `target`."""
+
     aim: str
-    trigger: re.Pattern[str]
-    delay: float
-    # The victim's rename of a file matching this waits until the kill (kill_runner's HOLD).
-    hold: str | None = None
+    at: str
+    target: str
 
     @property
     def command(self) -> str:
-        return "go" if self.hold is None else f"go HOLD {self.hold}"
+        return f"go HOLD {self.at} {self.target}"
+
+    @property
+    def trigger(self) -> re.Pattern[str]:
+        return re.compile(rf"^HOLDING {self.at} ")
 
     def describe(self) -> str:
-        when = "held there" if self.hold is not None else f"+ {self.delay * 1000:.0f} ms"
-        return f"{self.aim} ({self.trigger.pattern} {when})"
+        return f"{self.aim} (held at {self.at} {self.target})"
 
 
 @dataclass
@@ -129,19 +129,19 @@ class KillRecord:
     number: int
     point: KillPoint
     step: str | None
-    last_write: str | None
+    held_at: str | None
     temps_left: int = 0
 
     @property
     def phase(self) -> str:
-        if self.step == STATE_STEP and self.last_write is not None and STATE_WRITE.match(self.last_write):
+        if self.step == STATE_STEP and self.held_at is not None and STATE_WRITE.match(self.held_at):
             return "state write"
         return STEP_PHASES.get(self.step or "", f"outside the four phases ({self.step})")
 
     def describe(self) -> str:
         return (
-            f"kill {self.number}: aimed at {self.point.describe()}, died in {self.step} after "
-            f"`{self.last_write}`, leaving {self.temps_left} temporary file(s)"
+            f"kill {self.number}: aimed at {self.point.describe()}, died in {self.step} held at "
+            f"`{self.held_at}`, leaving {self.temps_left} temporary file(s)"
         )
 
 
@@ -245,8 +245,7 @@ class Launcher:
         """Start a run and SIGKILL it at `point`; the victim is returned dead, its output read."""
         victim = self.start(point.command)
         reached = victim.wait_for(point.trigger, TRIGGER_TIMEOUT)
-        assert reached, f"the run never reached {point.trigger.pattern}:\n{victim.tail()}"
-        time.sleep(point.delay)
+        assert reached, f"the run never reached {point.describe()}:\n{victim.tail()}"
         kill_group(victim.process)
         assert victim.finish(EXIT_TIMEOUT) == -signal.SIGKILL, f"the run ended before the kill:\n{victim.tail()}"
         return victim
@@ -302,7 +301,7 @@ def files_under(root: Path) -> tuple[dict[str, bytes], list[str]]:
 
 def plan(phase: str, round_number: int, rng: random.Random) -> KillPoint:
     if phase == "read":
-        return KillPoint(phase, re.compile(r" - raw_feedback - reading \d+ day\(s\) from "), rng.uniform(0, 0.05))
+        return KillPoint(phase, "connect", r"/source\.sqlite\b")
     day = rng.choice(DAYS)
     if phase == "transform":
         target = rf"storage/{rng.choice(TRANSFORM_OUTPUTS)}/{day}\.parquet"
@@ -310,21 +309,18 @@ def plan(phase: str, round_number: int, rng: random.Random) -> KillPoint:
         target = rf"storage/seen_pair_hashes/.+/{day}\.parquet"
     else:
         target = rf"export/feedback_training_{day.replace('-', '')}\.(csv|manifest\.json)"
-    mode = WRITE_MODES[round_number % len(WRITE_MODES)]
-    if mode == "held before rename":
-        return KillPoint(phase, re.compile(rf"^KILLPOINT replace {target}$"), 0.0, hold=target)
-    return KillPoint(phase, re.compile(rf"^KILLPOINT {mode} {target}$"), rng.uniform(0, 0.02))
+    return KillPoint(phase, WRITE_MODES[round_number % len(WRITE_MODES)], rf"^{target}$")
 
 
 def what_it_reached(victim: Victim) -> tuple[str | None, str | None]:
-    """The step the victim died in and the last atomic write it reached."""
-    step = last_write = None
+    """The step the victim died in and what it was held at when killed (a file, or `source`)."""
+    step = held = None
     for line in victim.output:
         if match := STEP_START.search(line):
             step = match.group(1)
-        elif match := KILLPOINT.match(line):
-            last_write = f"{match.group(1)} {match.group(2)}"
-    return step, last_write
+        elif match := HOLDING.match(line):
+            held = match.group(2)
+    return step, held
 
 
 def problems_after_kill(
@@ -413,8 +409,9 @@ def test_sigkill_at_any_point_leaves_old_or_complete_files_and_a_rerun_repairs_t
     # Where each kill landed, for `pytest -rP` and for any failure below.
     print(summary)
     assert len(records) == KILLS_PER_PHASE * len(PHASES)
-    assert all(hits[phase] >= MIN_HITS_PER_PHASE for phase in PHASES), f"phases hit: {dict(hits)}\n{summary}"
-    # The held kills leave a temporary file where a reader of each directory would look.
+    assert [record.phase for record in records] == [record.point.aim for record in records], summary
+    assert hits == dict.fromkeys(PHASES, KILLS_PER_PHASE), f"phases hit: {dict(hits)}\n{summary}"
+    # Kills before a rename leave a temporary file where a reader of each directory would look.
     assert any(record.phase == "CSV write" and record.temps_left for record in records), summary
     assert any(record.phase == "state write" and record.temps_left for record in records), summary
 
@@ -429,7 +426,7 @@ def test_a_run_killed_while_marking_its_directories_leaves_no_temporary_file_aft
     launcher = Launcher(runner_env(root, source_url), started)
     # The very first run writes the key markers; held between the marker's sync and its rename.
     marker = r"storage/\.feedback_key\.json"
-    launcher.kill_at(KillPoint("key marker", re.compile(rf"^KILLPOINT replace {marker}$"), 0.0, hold=rf"^{marker}$"))
+    launcher.kill_at(KillPoint("key marker", "synced", rf"^{marker}$"))
     _, temps = files_under(root)
     assert temps, "the held kill left no temporary file"
 
@@ -467,7 +464,7 @@ def test_a_kill_in_a_pool_step_frees_its_slot_once_run_monitoring_ends_the_dead_
     env = runner_env(root, source_url)
     launcher = Launcher({**env, "KILL_RUNNER_MAX_RUNTIME": str(VICTIM_MAX_RUNTIME)}, started)
     state = rf"storage/seen_pair_hashes/.+/{DAYS[0]}\.parquet"
-    launcher.kill_at(KillPoint("state write", re.compile(rf"^KILLPOINT replace {state}$"), 0.0, hold=state))
+    launcher.kill_at(KillPoint("state write", "synced", state))
     killed_at = time.monotonic()
     # The re-run carries no time limit of its own: a fresh runner without the victim's environment.
     if launcher.spare is not None:
