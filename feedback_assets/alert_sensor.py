@@ -1,6 +1,8 @@
-"""The sensor that raises an alert when a run of the export, the erasure or the audit fails
-(`alerts.py` says what an alert holds). It runs in dagster-daemon (or `dagster dev`), on by default:
-an export that fails at night must not wait for someone to open the UI.
+"""The sensor that raises an alert when any run of this code location fails or crashes, whatever
+launched it: the schedules, a sensor, the Launchpad, the CLI, or the asset pages and backfills,
+which run as Dagster's hidden asset job (`alerts.py` says what an alert holds). It runs in
+dagster-daemon (or `dagster dev`), on by default: an export that fails at night must not wait for
+someone to open the UI.
 
 No `from __future__ import annotations` here: Dagster inspects the sensor's context annotation.
 """
@@ -10,11 +12,13 @@ import os
 import dagster as dg
 
 from feedback_assets import alerts
-from feedback_assets.audit_job import audit_history
-from feedback_assets.erasure_job import erase_subjects
 from feedback_assets.partitions import days_of_run
-from feedback_assets.schedules import feedback_export_job
 from feedback_assets.settings import ConfigError
+
+# Runs launched from the asset catalog, an asset page, the lineage graph or a backfill belong to
+# Dagster's hidden asset job, whose name means nothing to an operator.
+ASSET_JOB_PREFIX = "__ASSET_JOB"
+ASSET_RUN = "assets"
 
 
 def _days(tags: dict[str, str]) -> str:
@@ -37,7 +41,7 @@ def alert_for(context: dg.RunFailureSensorContext, ui_url: str) -> alerts.Alert:
         break
     return alerts.Alert(
         run_id=run.run_id,
-        job=run.job_name,
+        job=ASSET_RUN if run.job_name.startswith(ASSET_JOB_PREFIX) else run.job_name,
         days=_days(dict(run.tags)),
         failed_step=failed_step,
         reason=reason.strip().splitlines()[0],
@@ -45,12 +49,14 @@ def alert_for(context: dg.RunFailureSensorContext, ui_url: str) -> alerts.Alert:
     )
 
 
+# No monitored_jobs: Dagster then watches every job of this code location, the hidden asset job
+# included; a list of the named jobs missed every run launched from the asset pages.
 @dg.run_failure_sensor(
     name="feedback_run_failed",
-    monitored_jobs=[feedback_export_job, erase_subjects, audit_history],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Logs one ALERT line for every failed export, erasure or audit run and, with "
-    "FEEDBACK_ALERT_WEBHOOK_URL set, posts it as JSON (run, days, failed step, reason, link to the run).",
+    description="Logs one ALERT line for every failed or crashed run of this code location (schedules, "
+    "sensors, Launchpad, asset pages, backfills, CLI) and, with FEEDBACK_ALERT_WEBHOOK_URL set, posts it as "
+    "JSON (run, job or 'assets', days, failed step, reason, link to the run).",
 )
 def feedback_run_failed(context: dg.RunFailureSensorContext) -> None:
     try:

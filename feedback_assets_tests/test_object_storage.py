@@ -122,13 +122,15 @@ def test_erasure_waits_for_export_steps_and_export_steps_wait_for_erasure(s3_buc
         with storage_lease(storage, exclusive=False, on_wait=lambda: note(f"{name} waited")):
             note(f"{name} in")
             release_export.wait(20)
-        note(f"{name} out")
+            # Noted while still holding the lease: noted after it, the next holder's "in" could
+            # come first in the list although it came after in the lease.
+            note(f"{name} out")
 
     def erasure() -> None:
         with storage_lease(storage, exclusive=True, on_wait=lambda: note("erasure waited")):
             note("erasure in")
             release_erasure.wait(20)
-        note("erasure out")
+            note("erasure out")
 
     threads = [threading.Thread(target=export_step, args=("export 1",))]
     threads[0].start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,10 @@ def served_job_snapshot_id(cwd: Path, printed: str) -> str:
 def test_the_demo_exports_recent_days_on_an_instance_set_up_as_the_readme_recommends(tmp_path: Path) -> None:
     first = demo(tmp_path)
     assert first.returncode == 0, first.stderr
-    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    # The days as the demo chose them: a clock read here could be on the other side of midnight UTC.
+    exported_days = re.search(r"^training CSVs for (\S+) \.\. (\S+):", first.stdout, re.MULTILINE)
+    assert exported_days is not None, first.stdout
+    yesterday = dt.date.fromisoformat(exported_days.group(2))
     for day in (yesterday - dt.timedelta(days=1), yesterday):
         assert (tmp_path / "ml" / "feedback_training" / f"feedback_training_{day:%Y%m%d}.csv").is_file()
     assert (tmp_path / ".feedback_hmac_key").stat().st_mode & 0o777 == 0o600

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -99,9 +100,15 @@ def _interrupt_read(
     return result
 
 
-def _tried_again(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> list[str]:
-    """The run's log lines that report a transient fault and the next try."""
-    return [entry.user_message for entry in instance.all_logs(result.run_id) if "trying again in" in entry.user_message]
+def _tried_again(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult | None = None) -> list[str]:
+    """The run's log lines that report a transient fault and the next try (without `result`: the
+    instance's only run, for a run that raised)."""
+    if result is None:
+        (run,) = instance.get_runs()
+        run_id = run.run_id
+    else:
+        run_id = result.run_id
+    return [entry.user_message for entry in instance.all_logs(run_id) if "trying again in" in entry.user_message]
 
 
 @pytest.mark.parametrize(
@@ -169,10 +176,12 @@ def test_a_source_unreachable_past_the_budget_fails_saying_for_how_long(
         started = time.monotonic()
         with pytest.raises(dg.Failure) as raised:
             materialize(instance, settings, "2025-10-25")
-    assert 4 <= time.monotonic() - started < 30
+    assert time.monotonic() - started >= 4
     message = str(raised.value.description)
     assert "cannot connect to the postgresql database" in message and "Connection refused" in message
-    assert "was unreachable for 4 s, FEEDBACK_SOURCE_RETRY_SECONDS=4" in message
+    # How long it says it waited is at least the budget; how much more depends on the machine's load.
+    waited = re.search(r"was unreachable for (\d+) s, FEEDBACK_SOURCE_RETRY_SECONDS=4\)", message)
+    assert waited is not None and int(waited.group(1)) >= 4, message
     assert not list((tmp_path / "export").glob("*.csv"))
 
 
@@ -180,10 +189,10 @@ def test_a_database_that_does_not_exist_fails_at_once_whatever_the_budget(
     tmp_path: Path, postgres_url: str, hmac_key: str, instance: dg.DagsterInstance
 ) -> None:
     missing = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
-    started = time.monotonic()
     with pytest.raises(dg.Failure, match='database "no_such_database" does not exist'):
         materialize(instance, settings_for(tmp_path, missing, source_retry_seconds=600), "2025-10-25")
-    assert time.monotonic() - started < 10
+    # At once: not one try again within the 600 s budget (the run would still be waiting otherwise).
+    assert _tried_again(instance) == []
 
 
 @pytest.mark.parametrize(

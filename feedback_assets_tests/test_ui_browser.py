@@ -83,8 +83,6 @@ class Webserver:
 def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
     """The webserver as a newcomer opens it: after the demo, with the settings the demo printed."""
     tmp = tmp_path_factory.mktemp("ui_browser")
-    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    days = tuple((yesterday - dt.timedelta(days=back)).isoformat() for back in reversed(range(MATERIALIZED_DAYS)))
     # An outer DAGSTER_HOME or FEEDBACK_* setting must not reach the instance under test.
     clean = {name: value for name, value in os.environ.items() if not name.startswith(("FEEDBACK_", "DAGSTER_"))}
     demo_args = ["--days", str(MATERIALIZED_DAYS), "--history-days", str(PARTITION_DAYS), "--rows-per-day", "40"]
@@ -98,6 +96,11 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
         timeout=DEMO_TIMEOUT,
     )
     assert demo.returncode == 0, f"{demo.stdout}\n{demo.stderr}"
+    # The days as the demo chose them: a clock read here could be on the other side of midnight UTC.
+    exported_days = re.search(r"^training CSVs for (\S+) \.\. (\S+):", demo.stdout, re.MULTILINE)
+    assert exported_days is not None, demo.stdout
+    yesterday = dt.date.fromisoformat(exported_days.group(2))
+    days = tuple((yesterday - dt.timedelta(days=back)).isoformat() for back in reversed(range(MATERIALIZED_DAYS)))
     printed = dict(
         line.strip().removeprefix("export ").split("=", 1) for line in demo.stdout.splitlines() if "export " in line
     )
