@@ -91,7 +91,7 @@ def erase_requested_subjects(
     with explained_failures(), lock(context.log.info):
         if not dry_run:
             # A killed raw_feedback step's copies of source rows (docs/privacy.md, Erasure).
-            remove_abandoned_scratch(settings.storage_dir)
+            remove_abandoned_scratch(settings.storage_dir, context.log.warning)
         summary = erasure.erase(
             storage_dir=settings.storage_dir,
             export_dir=settings.export_dir,

@@ -13,7 +13,7 @@ import dagster as dg
 
 from feedback_assets.connections import SourceUnreachableError
 from feedback_assets.dedupe_state import DedupeStateError
-from feedback_assets.files import DamagedFileError, OutputWriteError
+from feedback_assets.files import DamagedFileError, OutputWriteError, UnexpectedEntryError
 from feedback_assets.key_guard import FormatMismatchError, KeyMismatchError
 from feedback_assets.settings import ConfigError
 from feedback_assets.source import SourceSchemaError
@@ -31,6 +31,7 @@ EXPLAINED_ERRORS = (
     StatisticsError,
     DamagedFileError,
     OutputWriteError,
+    UnexpectedEntryError,
 )
 
 

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import io
 import os
+import re
 import shutil
 import socket
 import stat
@@ -52,6 +53,8 @@ PARQUET_COMPRESSION: Final = "lz4"
 CONCURRENT_WRITES: Final = 3
 
 TEMP_PREFIX = ".tmp-"
+# What `temp_path_for` names: .tmp-<name>.<host>-<pid>.<uuid>; nothing else is ever reaped as a temporary file.
+TEMP_NAME = re.compile(rf"{re.escape(TEMP_PREFIX)}.+\.[^.]+-\d+\.[0-9a-f]{{32}}")
 # Another machine's writer cannot be asked whether it still lives; none takes a day to write a file.
 FOREIGN_TEMP_MAX_AGE_SECONDS = 24 * 3600
 
@@ -161,7 +164,7 @@ def storage_lock(storage_dir: StoragePath, *, exclusive: bool, on_wait: Callable
             yield
         return
     ensure_dir(storage_dir, PRIVATE_DIR_MODE)
-    fd = os.open(storage_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    fd = _open_lock_file(storage_dir / LOCK_NAME, create=True)
     mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
     try:
         try:
@@ -172,6 +175,26 @@ def storage_lock(storage_dir: StoragePath, *, exclusive: bool, on_wait: Callable
         yield
     finally:
         os.close(fd)
+
+
+class UnexpectedEntryError(RuntimeError):
+    """Something the pipeline did not make sits where it keeps its own files (a symbolic link, a
+    file where a directory belongs): the message names it and how to clear it. Never followed."""
+
+
+def _open_lock_file(path: Path, *, create: bool) -> int:
+    """A lock file's descriptor, opened without following a symbolic link: a link planted in its
+    place would otherwise have the lock create or hold a file anywhere the link points."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
+    try:
+        return os.open(path, flags, PRIVATE_FILE_MODE)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENOTDIR):
+            raise
+        raise UnexpectedEntryError(
+            f"{path} is not a lock file the pipeline made (a symbolic link or a directory); it was left "
+            "alone: remove it and run again"
+        ) from None
 
 
 class DamagedFileError(RuntimeError):
@@ -390,6 +413,10 @@ def remove_stale_temp_files(directory: StoragePath) -> int:
     removed = 0
     for temp in directory.glob(f"{TEMP_PREFIX}*"):
         try:
+            # Only a regular file named as this module names its temporary files: a link or
+            # anything else someone put there is not ours to delete.
+            if not (TEMP_NAME.fullmatch(temp.name) and stat.S_ISREG(os.lstat(temp).st_mode)):
+                continue
             if _writer_is_alive(temp):
                 continue
         except FileNotFoundError:
@@ -401,6 +428,13 @@ def remove_stale_temp_files(directory: StoragePath) -> int:
 
 SCRATCH_DIR = ".scratch"
 ABANDONED_UNLOCKED_SCRATCH_SECONDS = 3600
+# What `private_scratch` names a step's directory: <host>-<pid>-<uuid>.
+SCRATCH_NAME = re.compile(r".+-\d+-[0-9a-f]{32}")
+Warn = Callable[[str], None]
+
+
+def _ignore(message: str) -> None:
+    """The default for callers that have no log to warn in."""
 
 
 def scratch_root(storage_dir: StoragePath) -> Path:
@@ -423,8 +457,16 @@ def _refuse_shared_temp(directory: Path) -> None:
         )
 
 
+def _real_directory(path: Path) -> bool:
+    """Whether `path` is a directory itself, not a symbolic link to one; False if it is missing."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 @contextlib.contextmanager
-def private_scratch(storage_dir: StoragePath) -> Iterator[Path]:
+def private_scratch(storage_dir: StoragePath, warn: Warn = _ignore) -> Iterator[Path]:
     """A private directory for one step's working files, removed when the step ends.
 
     Its files hold source rows (user ids among them), so it lives in the private storage dir (or,
@@ -436,11 +478,17 @@ def private_scratch(storage_dir: StoragePath) -> Iterator[Path]:
     if isinstance(storage_dir, ObjectPath):
         ensure_dir(root.parent, PRIVATE_DIR_MODE)
         _refuse_shared_temp(root.parent)
+    if os.path.lexists(root) and not _real_directory(root):
+        raise UnexpectedEntryError(
+            f"{root} is not the scratch directory the pipeline makes (a symbolic link or a file), so no source "
+            "rows are put there; it was left alone: remove it and run again"
+        )
     ensure_dir(root, PRIVATE_DIR_MODE)
-    remove_abandoned_scratch(storage_dir)
+    remove_abandoned_scratch(storage_dir, warn)
     directory = root / f"{_writer_id()}-{uuid.uuid4().hex}"
-    ensure_dir(directory, PRIVATE_DIR_MODE)
-    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    directory.mkdir(PRIVATE_DIR_MODE)
+    os.chmod(directory, PRIVATE_DIR_MODE)
+    fd = _open_lock_file(directory / LOCK_NAME, create=True)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield directory
@@ -449,17 +497,33 @@ def private_scratch(storage_dir: StoragePath) -> Iterator[Path]:
         os.close(fd)
 
 
-def remove_abandoned_scratch(storage_dir: StoragePath) -> None:
-    """Remove the scratch directories of steps that were killed; those of running steps stay."""
+def remove_abandoned_scratch(storage_dir: StoragePath, warn: Warn = _ignore) -> None:
+    """Remove the scratch directories of steps that were killed; those of running steps stay.
+
+    Only what `private_scratch` makes is ever removed: a real directory named as it names them,
+    inside a real scratch directory. Anything else (a symbolic link, a stray file) is named in a
+    warning and left alone, so nothing outside the storage dir can be deleted through it."""
     root = scratch_root(storage_dir)
-    if root.is_dir():
-        for directory in root.iterdir():
-            _remove_if_abandoned(directory)
+    if not os.path.lexists(root):
+        return
+    if not _real_directory(root):
+        warn(f"{root} is not the scratch directory the pipeline makes (a symbolic link or a file); left alone")
+        return
+    with os.scandir(root) as entries:
+        found = sorted(entries, key=lambda entry: entry.name)
+    for entry in found:
+        if SCRATCH_NAME.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+            _remove_if_abandoned(Path(entry.path), warn)
+        else:
+            warn(f"{entry.path} is not a scratch directory the pipeline made; left alone")
 
 
-def _remove_if_abandoned(directory: Path) -> None:
+def _remove_if_abandoned(directory: Path, warn: Warn) -> None:
     try:
-        fd = os.open(directory / LOCK_NAME, os.O_RDWR)
+        fd = _open_lock_file(directory / LOCK_NAME, create=False)
+    except UnexpectedEntryError as exc:
+        warn(str(exc))
+        return
     except FileNotFoundError:
         # A step between making its directory and locking it, or one killed right there: only the
         # latter is ever an hour old.

@@ -405,7 +405,7 @@ class FeedbackSource:
         if self.location.dialect != "postgresql":
             yield lambda first, last: self.read_window(first, last, with_history=with_history)
             return
-        with private_scratch(scratch_root) as scratch:
+        with private_scratch(scratch_root, self.log) as scratch:
             run = _RunSnapshot(self, start, end, with_history=with_history, scratch=scratch)
             try:
                 yield run.read

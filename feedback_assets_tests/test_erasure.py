@@ -359,7 +359,7 @@ def test_a_dry_run_changes_nothing_and_reports_what_the_erasure_then_removes(
     assert materialize(instance, settings, FIRST, LAST).success
     request_erasure(url, ERASED)
     # Source rows a killed raw_feedback step left behind: a confirmed erasure removes them too.
-    abandoned = tmp_path / "storage" / SCRATCH_DIR / "killed-step"
+    abandoned = tmp_path / "storage" / SCRATCH_DIR / "worker_host-4242-0123456789abcdef0123456789abcdef"
     abandoned.mkdir(parents=True)
     (abandoned / LOCK_NAME).touch()
     (abandoned / "users.parquet").write_bytes(b"source rows")
