@@ -44,4 +44,7 @@ def test_the_file_of_the_day_that_ended_is_late_until_it_is_exported(
 
 
 def test_the_check_and_its_sensor_are_in_the_code_location() -> None:
-    assert defs.resolve_sensor_def("training_csv_freshness").default_status == dg.DefaultSensorStatus.RUNNING
+    sensor = defs.resolve_sensor_def("training_csv_freshness")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    # Evaluated at most every 10 minutes: each evaluation leaves a compute-log file behind.
+    assert sensor.minimum_interval_seconds == 600

@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def demo(cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FEEDBACK_", "DAGSTER_"))}
     env["PYTHONPATH"] = str(REPO_ROOT)
-    command = [sys.executable, "-m", "feedback_assets.demo", "--days", "2", "--history-days", "4"]
+    command = [sys.executable, "-m", "feedback_assets.demo", "--history-days", "4"]
     return subprocess.run(
         [*command, "--rows-per-day", "40"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
@@ -54,8 +54,10 @@ def test_the_demo_exports_recent_days_on_an_instance_set_up_as_the_readme_recomm
     exported_days = re.search(r"^training CSVs for (\S+) \.\. (\S+):", first.stdout, re.MULTILINE)
     assert exported_days is not None, first.stdout
     yesterday = dt.date.fromisoformat(exported_days.group(2))
-    for day in (yesterday - dt.timedelta(days=1), yesterday):
-        assert (tmp_path / "ml" / "feedback_training" / f"feedback_training_{day:%Y%m%d}.csv").is_file()
+    # Every day the partitions show is exported, so the UI's first view has no missing day.
+    days = [yesterday - dt.timedelta(days=back) for back in range(4)]
+    exported = sorted(path.name for path in (tmp_path / "ml" / "feedback_training").glob("*.csv"))
+    assert exported == sorted(f"feedback_training_{day:%Y%m%d}.csv" for day in days)
     assert (tmp_path / ".feedback_hmac_key").stat().st_mode & 0o777 == 0o600
     # The partitions begin with the demo's four days of history, and the UI is told so.
     assert f"export FEEDBACK_PARTITIONS_START={yesterday - dt.timedelta(days=3)}" in first.stdout

@@ -60,11 +60,19 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--days", type=int, default=7, help="how many of the most recent days to export")
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=None,
+        help="how many of the most recent days to export (default: all the generated days, so every "
+        "partition the UI shows is materialized)",
+    )
     parser.add_argument("--history-days", type=int, default=30, help="how many days of demo feedback to generate")
     parser.add_argument("--rows-per-day", type=int, default=500)
     parser.add_argument("--refresh", action="store_true", help="regenerate the demo source even if it exists")
     args = parser.parse_args(argv)
+    if args.days is None:
+        args.days = args.history_days
 
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     if "FEEDBACK_SOURCE_URL" not in os.environ and (args.refresh or not DEMO_SOURCE_PATH.exists()):
