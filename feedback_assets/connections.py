@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,6 +16,7 @@ import psycopg2.extensions
 
 from feedback_assets.files import first_line_of
 from feedback_assets.settings import ConfigError, SourceLocation
+from feedback_assets.source_url import DEFAULT_PORT
 
 APPLICATION_NAME = "feedback_assets"
 
@@ -68,19 +70,18 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def postgres_connect_kwargs(location: SourceLocation) -> dict[str, object]:
-    url = location.url
     kwargs: dict[str, object] = {
-        "dbname": url.database,
-        "host": url.host or "localhost",
-        "port": url.port or 5432,
+        "dbname": location.database,
+        "host": location.host or "localhost",
+        "port": location.port or DEFAULT_PORT,
         # Lets a DBA find (or terminate) the pipeline's sessions in pg_stat_activity.
         "application_name": APPLICATION_NAME,
     }
-    if url.username:
-        kwargs["user"] = url.username
-    if url.password:
-        kwargs["password"] = url.password
-    kwargs.update({k: v for k, v in url.query.items() if isinstance(v, str)})
+    if location.username:
+        kwargs["user"] = location.username
+    if location.password:
+        kwargs["password"] = location.password
+    kwargs.update(location.query)
     return kwargs
 
 
@@ -149,17 +150,33 @@ def _without_prefix(exc: BaseException) -> str:
     return first_line_of(exc).split("Failed to connect: ", 1)[-1]
 
 
+# How SQLite says a file is not one of its databases, or is one no longer.
+NOT_A_DATABASE = ("file is not a database", "database disk image is malformed")
+
+
 @contextmanager
 def sqlite_connection(location: SourceLocation, *, read_only: bool = True) -> Iterator[sqlite3.Connection]:
     path = location.sqlite_path
     if read_only and not path.is_file():
         raise ConfigError(f"FEEDBACK_SOURCE_URL: the {location.describe()} does not exist")
-    uri = f"file:{path.resolve()}?mode=ro" if read_only else f"file:{path.resolve()}?mode=rwc"
+    # Percent-encoded, so that a '#' or '?' in the file's name is part of the name: in a file: URI
+    # it would end the path, and SQLite would open (with mode=rwc, create) another file.
+    name = urllib.parse.quote(str(path.resolve()), safe="/")
+    uri = f"file:{name}?mode=ro" if read_only else f"file:{name}?mode=rwc"
     try:
         conn = sqlite3.connect(uri, uri=True)
     except sqlite3.Error as exc:
         raise ConfigError(f"FEEDBACK_SOURCE_URL: cannot open the {location.describe()}: {exc}") from None
     try:
         yield conn
+    except sqlite3.DatabaseError as exc:
+        # SQLite reads a file's header only at the first query: a file that is not a database, or a
+        # damaged one, shows first here.
+        if not any(sign in str(exc) for sign in NOT_A_DATABASE):
+            raise
+        raise ConfigError(
+            f"FEEDBACK_SOURCE_URL: the {location.describe()} is not a SQLite database or is damaged ({exc}); "
+            "point the setting at the app's database file"
+        ) from None
     finally:
         conn.close()

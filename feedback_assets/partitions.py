@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import dagster as dg
 
@@ -45,7 +46,31 @@ def backfill_days_per_run(env: Mapping[str, str] | None = None) -> int | None:
     return int(raw)
 
 
-daily_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start(), timezone="UTC")
+Setting = TypeVar("Setting")
+
+
+def _at_load(read: Callable[[], Setting], default: Setting) -> tuple[Setting, str | None]:
+    """A setting read when the code location loads: its value, or the default and the problem.
+
+    A bad value must not stop the load: the UI, the daemon and every job (erasure included) would
+    be gone with it. The runs that depend on the value fail instead, with the message
+    (`load_problems`), through the partition store every export step opens."""
+    try:
+        return read(), None
+    except ConfigError as exc:
+        return default, f"Configuration error: {exc}; fix it and reload the code location"
+
+
+_START, _START_PROBLEM = _at_load(partitions_start, DEFAULT_PARTITIONS_START)
+_DAYS_PER_RUN, _DAYS_PER_RUN_PROBLEM = _at_load(backfill_days_per_run, None)
+
+
+def load_problems() -> list[str]:
+    """What was wrong with the settings read when the code location loaded (empty when nothing)."""
+    return [problem for problem in (_START_PROBLEM, _DAYS_PER_RUN_PROBLEM) if problem is not None]
+
+
+daily_partitions = dg.DailyPartitionsDefinition(start_date=_START, timezone="UTC")
 
 
 def backfill_policy_for(days_per_run: int | None) -> dg.BackfillPolicy:
@@ -58,7 +83,7 @@ def backfill_policy_for(days_per_run: int | None) -> dg.BackfillPolicy:
     return dg.BackfillPolicy.multi_run(max_partitions_per_run=days_per_run)
 
 
-backfill_policy = backfill_policy_for(backfill_days_per_run())
+backfill_policy = backfill_policy_for(_DAYS_PER_RUN)
 
 
 def days_of_run(tags: Mapping[str, str]) -> set[str]:

@@ -15,6 +15,7 @@ from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.failures import EXPLAINED_ERRORS
 from feedback_assets.files import EXPORT_DIR_MODE, PRIVATE_DIR_MODE, storage_lock
 from feedback_assets.key_guard import ensure_same_key
+from feedback_assets.partitions import load_problems
 from feedback_assets.settings import (
     DEMO_SOURCE_PATH,
     MIN_KEY_HEX_DIGITS,
@@ -85,7 +86,9 @@ class FeedbackSettings(dg.ConfigurableResource):
             self._problem = f"Configuration error: {exc}"
             return
         try:
-            check_output_dirs(settings)
+            for warning in check_output_dirs(settings):
+                if context.log is not None:
+                    context.log.warning(warning)
             ensure_same_key(
                 {settings.export_dir: EXPORT_DIR_MODE, settings.storage_dir: PRIVATE_DIR_MODE},
                 settings.hmac_key_id,
@@ -153,6 +156,11 @@ class FeedbackSettings(dg.ConfigurableResource):
         )
 
     def partition_store(self) -> PartitionStore:
+        """The daily partitions' files; every export step opens them first, so a setting the code
+        location could not read when it loaded (partitions.load_problems) fails exactly those runs."""
+        problems = load_problems()
+        if problems:
+            raise dg.Failure(description=problems[0], allow_retries=False)
         return PartitionStore(self.settings.storage_dir)
 
     def dedupe_state(self) -> DedupeStateStore:

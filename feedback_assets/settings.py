@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar, get_args
 
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
-
 from feedback_assets import object_storage
+from feedback_assets.errors import ConfigError
 from feedback_assets.files import OBJECT_STORE_ERRORS, StoragePath
 from feedback_assets.object_storage import SCHEMES, ObjectPath
 from feedback_assets.schemas import TRAINING_COLUMNS
+from feedback_assets.source_url import SourceLocation, expand_home, parse_source_url
 
 DedupeScope = Literal["exact", "first_per_pair"]
 DEDUPE_SCOPES: tuple[DedupeScope, ...] = get_args(DedupeScope)
@@ -97,31 +96,6 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-class ConfigError(ValueError):
-    """A setting is missing or wrong; the message names the setting and what to do."""
-
-
-@dataclass(frozen=True)
-class SourceLocation:
-    """Where the source database is, without its password in any printable form."""
-
-    url: URL
-
-    @property
-    def dialect(self) -> str:
-        return self.url.get_backend_name()
-
-    @property
-    def sqlite_path(self) -> Path:
-        return Path(self.url.database or "")
-
-    def describe(self) -> str:
-        """A loggable description: the file, or the host and database, never the password."""
-        if self.dialect == "sqlite":
-            return f"sqlite file {self.sqlite_path}"
-        return f"postgresql database {self.url.database!r} on {self.url.host}:{self.url.port or 5432}"
-
-
 @dataclass(frozen=True)
 class ExportSettings:
     source: SourceLocation
@@ -138,28 +112,6 @@ class ExportSettings:
     timestamp_precision: TimestampPrecision = "day"
     pseudonym_scope: PseudonymScope = "stable"
     source_retry_seconds: int = 120
-
-
-def parse_source_url(raw: str) -> SourceLocation:
-    try:
-        url = make_url(raw)
-    except ArgumentError:
-        raise ConfigError(
-            "FEEDBACK_SOURCE_URL is not a database URL; expected sqlite:///path/to/file.sqlite "
-            "or postgresql://user:password@host:port/database"
-        ) from None
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        if not url.database or url.database == ":memory:":
-            raise ConfigError("FEEDBACK_SOURCE_URL names no SQLite file; expected sqlite:///path/to/file.sqlite")
-    elif backend == "postgresql":
-        if not url.database:
-            raise ConfigError(
-                "FEEDBACK_SOURCE_URL names no PostgreSQL database; expected postgresql://user@host:port/database"
-            )
-    else:
-        raise ConfigError(f"FEEDBACK_SOURCE_URL uses {backend!r}; only sqlite and postgresql sources are supported")
-    return SourceLocation(url)
 
 
 def parse_hmac_key(raw: str | None) -> bytes:
@@ -287,7 +239,10 @@ def output_dir(name: str, raw: str) -> StoragePath:
     become a folder named `https:` in the working directory, and the user would believe the files
     went there. Credentials never go in the URL: they come from the environment."""
     if not URL_SCHEME.match(raw):
-        return Path(raw)
+        try:
+            return Path(expand_home(raw))
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     scheme, _, rest = raw.partition("://")
     supported = ", ".join(f"{s}://" for s in SCHEMES)
     if scheme.lower() not in SCHEMES:
@@ -375,6 +330,52 @@ def check_writable(directory: StoragePath, setting: str) -> None:
         raise ConfigError(f"{setting}: {directory} cannot be written: {existing} is not writable by this user")
 
 
-def check_output_dirs(settings: ExportSettings) -> None:
+def check_separate(export_dir: StoragePath, storage_dir: StoragePath) -> None:
+    """The storage dir holds raw personal rows (user ids, ages): it must never be, hold or lie inside
+    the export dir that the ML team is given."""
+    if isinstance(export_dir, Path) and isinstance(storage_dir, Path):
+        export, storage = export_dir.resolve(), storage_dir.resolve()
+        overlap = export == storage or export.is_relative_to(storage) or storage.is_relative_to(export)
+    elif isinstance(export_dir, ObjectPath) and isinstance(storage_dir, ObjectPath):
+        export_url, storage_url = f"{export_dir}/", f"{storage_dir}/"
+        overlap = export_url.startswith(storage_url) or storage_url.startswith(export_url)
+    else:
+        overlap = False
+    if overlap:
+        raise ConfigError(
+            f"FEEDBACK_EXPORT_DIR ({export_dir}) and FEEDBACK_STORAGE_DIR ({storage_dir}) must be separate "
+            "directories, neither inside the other: the storage dir holds raw personal rows that must never sit "
+            "among the files given to the ML team; point one of them elsewhere"
+        )
+
+
+def check_permissions(directory: StoragePath, setting: str) -> str | None:
+    """Refuse an existing directory anyone on the machine may write (they could plant or replace
+    files the pipeline reads back); a group-writable one, as Kubernetes volumes with fsGroup are, is
+    only worth a warning, which is returned."""
+    if not isinstance(directory, Path) or not directory.is_dir():
+        return None
+    mode = directory.stat().st_mode
+    if mode & 0o002:
+        raise ConfigError(
+            f"{setting}: {directory} is writable by every user of this machine; fix it with "
+            f"`chmod o-w {directory}` and run again"
+        )
+    if mode & 0o020:
+        return (
+            f"{setting}: {directory} is writable by its group; fine for a Kubernetes volume with fsGroup, "
+            f"otherwise `chmod g-w {directory}`"
+        )
+    return None
+
+
+def check_output_dirs(settings: ExportSettings) -> list[str]:
+    """Fail on a directory setting that cannot be used safely; the warnings worth logging."""
+    check_separate(settings.export_dir, settings.storage_dir)
     check_writable(settings.export_dir, "FEEDBACK_EXPORT_DIR")
     check_writable(settings.storage_dir, "FEEDBACK_STORAGE_DIR")
+    warnings = [
+        check_permissions(settings.export_dir, "FEEDBACK_EXPORT_DIR"),
+        check_permissions(settings.storage_dir, "FEEDBACK_STORAGE_DIR"),
+    ]
+    return [warning for warning in warnings if warning is not None]
