@@ -230,7 +230,8 @@ def dedupe_and_claim_keys(
     rerun = _superseded_days(context, keys, sorted({day for c in claims for day in c.superseded}))
     with explained_failures():
         total = state.key_count()
-    facts = {"later_days_to_rerun": rerun, "dedupe_scope": scope}
+    # Only when there is something to re-run: a blank row on every day reads as missing data.
+    facts = {"dedupe_scope": scope, **({"later_days_to_rerun": rerun} if rerun else {})}
     counts = {key: c for claim in claims for key, c in claim.counts.items()}
     pairs_metadata = {key: {"dagster/row_count": c["exported_records"], **facts, **c} for key, c in counts.items()}
     state_metadata = {

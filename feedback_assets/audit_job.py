@@ -65,5 +65,10 @@ def audit_history() -> None:
 
 
 weekly_history_audit = dg.ScheduleDefinition(
-    name="weekly_history_audit", job=audit_history, cron_schedule="0 3 * * 1", execution_timezone="UTC"
+    name="weekly_history_audit",
+    job=audit_history,
+    cron_schedule="0 3 * * 1",
+    execution_timezone="UTC",
+    description="Mondays at 03:00 UTC, runs audit_history over everything exported so far: every dedupe key "
+    "owned by one day, k-anonymity and l-diversity over every CSV.",
 )

@@ -16,5 +16,10 @@ feedback_export_job = dg.define_asset_job(
 
 # Two hours after midnight leaves the app time to commit the day's late writes.
 nightly_feedback_export = dg.build_schedule_from_partitioned_job(
-    feedback_export_job, hour_of_day=2, minute_of_hour=0, name="nightly_feedback_export"
+    feedback_export_job,
+    hour_of_day=2,
+    minute_of_hour=0,
+    name="nightly_feedback_export",
+    description="At 02:00 UTC, runs feedback_export for the day that just ended (its CSV is due by the 06:00 "
+    "freshness deadline). Off until switched on under Automation; needs the daemon (dagster dev runs one).",
 )

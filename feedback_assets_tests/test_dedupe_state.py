@@ -129,6 +129,8 @@ def test_a_late_row_for_an_earlier_day_reports_the_later_day_until_it_is_rerun(
     settings = settings_for(tmp_path, url, dedupe_scope="first_per_pair", timestamp_precision="microsecond")
     assert materialize(instance, settings, DAYS[0], DAYS[2]).success
     assert latest_metadata(instance, "training_csv", DAYS[2])["exported_records"] == 1
+    # Nothing to re-run yet: no blank row for it.
+    assert "later_days_to_rerun" not in latest_metadata(instance, "deduplicated_pairs", DAYS[0])
 
     with sqlite3.connect(tmp_path / "source.sqlite") as conn:
         conn.execute(

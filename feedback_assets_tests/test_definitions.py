@@ -57,3 +57,20 @@ def test_the_graph_is_wired_in_contract_order() -> None:
     assert parents("training_csv") == {"deduplicated_pairs", "seen_pair_hashes"}
     assert parents("seen_pair_hashes") == {"deduplicated_pairs"}
     assert parents("rejected_feedback") == {"raw_feedback"}
+
+
+def test_every_job_schedule_sensor_and_check_says_what_it_does() -> None:
+    """What the UI shows next to each name; Dagster's hidden asset job is its own and has none."""
+    repository = defs.get_repository_def()
+    graph = defs.resolve_asset_graph()
+    undescribed = [
+        *(
+            f"job {job.name}"
+            for job in repository.get_all_jobs()
+            if not job.name.startswith("__") and not job.description
+        ),
+        *(f"schedule {schedule.name}" for schedule in repository.schedule_defs if not schedule.description),
+        *(f"sensor {sensor.name}" for sensor in repository.sensor_defs if not sensor.description),
+        *(f"check {key.name}" for key in graph.asset_check_keys if not graph.get_check_spec(key).description),
+    ]
+    assert undescribed == []
