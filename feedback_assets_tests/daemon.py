@@ -20,9 +20,11 @@ from feedback_assets_tests.processes import BIN_DIR, Processes
 
 WORKSPACE = Path(__file__).resolve().parent.parent / "workspace.yaml"
 
-SERVER_START_TIMEOUT = 120.0
-BACKFILL_TIMEOUT = 240.0
-RUN_TIMEOUT = 180.0
+# Only guards against a hang: a busy machine is waited for. Each is just under pytest's own per-test
+# timeout (600 s), so a stuck wait still fails with its own message and the servers' logs.
+SERVER_START_TIMEOUT = 540.0
+BACKFILL_TIMEOUT = 540.0
+RUN_TIMEOUT = 540.0
 POLL_SECONDS = 1.0
 
 # Definitions(...) puts a code location's jobs in a repository of this name.
