@@ -15,12 +15,14 @@ from feedback_assets.dedupe_state import days_to_rerun
 from feedback_assets.failures import explained_failures
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.training_csv import training_files
+from feedback_assets.volume_check import day_volumes
 
 
 @dg.op
 def audit_exported_history(context: dg.OpExecutionContext, feedback_settings: FeedbackSettings) -> None:
     """Fails if any dedupe key is owned by two days (naming the days to re-run); reports k-anonymity
-    over every exported file, as a warning in the log when a group is below the threshold."""
+    over every exported file, and each day whose feedback volume is far from the days before it
+    (feedback_volume), as warnings in the log."""
     settings = feedback_settings.settings
     with explained_failures():
         shared = feedback_settings.dedupe_state().shared_keys()
@@ -28,7 +30,9 @@ def audit_exported_history(context: dg.OpExecutionContext, feedback_settings: Fe
     qis = settings.quasi_identifiers
     every_day = k_anonymity.measure(k_anonymity.exported_cells(files, qis), settings.k_anonymity_threshold, qis)
     days = days_to_rerun(shared)
-    metadata: dict[str, int | str] = {
+    volumes = day_volumes(settings)
+    odd_volumes = [day for day in volumes if day.odd]
+    metadata: dict[str, dg.RawMetadataValue] = {
         "keys_owned_twice": shared.height,
         **({"days_to_rerun": ", ".join(days)} if days else {}),
         "files": len(files),
@@ -39,8 +43,12 @@ def audit_exported_history(context: dg.OpExecutionContext, feedback_settings: Fe
         "rows_in_single_condition_groups_overall": every_day.rows_in_uniform_groups,
         "rows_below_threshold_overall": every_day.rows_below_threshold,
         "rows_overall": every_day.rows,
+        "days_with_odd_volume": len(odd_volumes),
+        **({"odd_volume_days": ", ".join(day.day for day in odd_volumes)} if odd_volumes else {}),
     }
     context.add_output_metadata(metadata)
+    for day in odd_volumes:
+        context.log.warning(f"feedback_volume: {day.describe()}")
     if every_day.rows_below_threshold:
         context.log.warning(
             f"{every_day.rows_below_threshold} exported row(s) sit in ({', '.join(qis)}) groups smaller "
@@ -58,7 +66,7 @@ def audit_exported_history(context: dg.OpExecutionContext, feedback_settings: Fe
 @dg.job(
     executor_def=dg.in_process_executor,
     description="Weekly audit of everything exported so far: every dedupe key owned once, k-anonymity and "
-    "l-diversity over every training CSV.",
+    "l-diversity over every training CSV, and every day's feedback volume against the days before it.",
 )
 def audit_history() -> None:
     audit_exported_history()

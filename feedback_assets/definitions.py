@@ -13,6 +13,7 @@ from feedback_assets.erasure_job import erase_subjects
 from feedback_assets.freshness import training_csv_freshness, training_csv_freshness_sensor
 from feedback_assets.resources import settings_in_effect
 from feedback_assets.schedules import feedback_export_job, nightly_feedback_export
+from feedback_assets.volume_check import feedback_volume
 
 # Links each asset's page to the file and line that define it. The helper is beta; its warning
 # would print at every load of the code location and in every run.
@@ -22,7 +23,7 @@ with warnings.catch_warnings():
 
 defs = dg.Definitions(
     assets=assets,
-    asset_checks=[*FEEDBACK_CHECKS, *training_csv_freshness],
+    asset_checks=[*FEEDBACK_CHECKS, feedback_volume, *training_csv_freshness],
     jobs=[feedback_export_job, erase_subjects, audit_history],
     schedules=[nightly_feedback_export, weekly_history_audit],
     sensors=[feedback_run_failed, training_csv_freshness_sensor],

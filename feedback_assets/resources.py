@@ -70,6 +70,8 @@ class FeedbackSettings(dg.ConfigurableResource):
     )
     pseudonym_scope: PseudonymScopeChoice | None = Field(default=None, description=UNSET.format("PSEUDONYM_SCOPE"))
     source_retry_seconds: int | None = Field(default=None, description=UNSET.format("SOURCE_RETRY_SECONDS"))
+    volume_low_ratio: float | None = Field(default=None, description=UNSET.format("VOLUME_LOW_RATIO"))
+    volume_high_ratio: float | None = Field(default=None, description=UNSET.format("VOLUME_HIGH_RATIO"))
 
     _validated: ExportSettings | None = PrivateAttr(default=None)
     _problem: str | None = PrivateAttr(default=None)
@@ -121,6 +123,8 @@ class FeedbackSettings(dg.ConfigurableResource):
             "FEEDBACK_TIMESTAMP_PRECISION": _choice(self.timestamp_precision),
             "FEEDBACK_PSEUDONYM_SCOPE": _choice(self.pseudonym_scope),
             "FEEDBACK_SOURCE_RETRY_SECONDS": self.source_retry_seconds,
+            "FEEDBACK_VOLUME_LOW_RATIO": self.volume_low_ratio,
+            "FEEDBACK_VOLUME_HIGH_RATIO": self.volume_high_ratio,
         }
 
     @property
@@ -201,4 +205,6 @@ def settings_in_effect(env: Mapping[str, str] | None = None) -> FeedbackSettings
         timestamp_precision=TimestampPrecisionChoice(settings.timestamp_precision),
         pseudonym_scope=PseudonymScopeChoice(settings.pseudonym_scope),
         source_retry_seconds=settings.source_retry_seconds,
+        volume_low_ratio=settings.volume_low_ratio,
+        volume_high_ratio=settings.volume_high_ratio,
     )

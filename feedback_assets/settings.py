@@ -93,6 +93,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FEEDBACK_BACKFILL_DAYS_PER_RUN", "unset: a backfill is one run"),
     Setting("FEEDBACK_ALERT_WEBHOOK_URL", "none: alerts are only logged"),
     Setting("FEEDBACK_UI_URL", "http://127.0.0.1:3000"),
+    Setting("FEEDBACK_VOLUME_LOW_RATIO", "0.2"),
+    Setting("FEEDBACK_VOLUME_HIGH_RATIO", "5"),
 )
 
 
@@ -112,6 +114,8 @@ class ExportSettings:
     timestamp_precision: TimestampPrecision = "day"
     pseudonym_scope: PseudonymScope = "stable"
     source_retry_seconds: int = 120
+    volume_low_ratio: float = 0.2
+    volume_high_ratio: float = 5.0
 
 
 def parse_hmac_key(raw: str | None) -> bytes:
@@ -133,11 +137,11 @@ def parse_hmac_key(raw: str | None) -> bytes:
 
 
 # A resource field gives a typed value, the environment gives text; both are checked the same way.
-SettingValue = str | int | bool
+SettingValue = str | int | bool | float
 
 
 def _whole_number(raw: SettingValue) -> int:
-    if isinstance(raw, bool):
+    if isinstance(raw, bool | float):
         raise ValueError(raw)
     return raw if isinstance(raw, int) else int(raw.strip())
 
@@ -170,6 +174,23 @@ def parse_retry_seconds(raw: SettingValue) -> int:
         raise ConfigError(f"FEEDBACK_SOURCE_RETRY_SECONDS must be a whole number of seconds, not {raw!r}") from None
     if value < 0:
         raise ConfigError(f"FEEDBACK_SOURCE_RETRY_SECONDS must be 0 or more, not {value}")
+    return value
+
+
+def parse_ratio(name: str, raw: SettingValue, *, above_one: bool) -> float:
+    """A day's volume bound, as a multiple of the usual day: the low one below 1, the high one above."""
+    try:
+        if isinstance(raw, bool):
+            raise ValueError(raw)
+        value = float(raw.strip() if isinstance(raw, str) else raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if above_one and not value > 1:
+        raise ConfigError(f"{name} must be more than 1 (a multiple of the usual day's rows), not {value:g}")
+    if not above_one and not 0 < value < 1:
+        raise ConfigError(
+            f"{name} must be more than 0 and less than 1 (a share of the usual day's rows), not {value:g}"
+        )
     return value
 
 
@@ -306,6 +327,12 @@ def settings_from(values: Mapping[str, SettingValue | None], env: Mapping[str, s
         timestamp_precision=parse_precision(text("FEEDBACK_TIMESTAMP_PRECISION", "day")),
         pseudonym_scope=parse_pseudonym_scope(text("FEEDBACK_PSEUDONYM_SCOPE", "stable")),
         source_retry_seconds=parse_retry_seconds(pick("FEEDBACK_SOURCE_RETRY_SECONDS", 120)),
+        volume_low_ratio=parse_ratio(
+            "FEEDBACK_VOLUME_LOW_RATIO", pick("FEEDBACK_VOLUME_LOW_RATIO", "0.2"), above_one=False
+        ),
+        volume_high_ratio=parse_ratio(
+            "FEEDBACK_VOLUME_HIGH_RATIO", pick("FEEDBACK_VOLUME_HIGH_RATIO", "5"), above_one=True
+        ),
     )
 
 

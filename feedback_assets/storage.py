@@ -4,6 +4,7 @@ owner-only (it holds personal data until anonymized_pairs)."""
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 
@@ -13,6 +14,7 @@ from feedback_assets.files import (
     PRIVATE_FILE_MODE,
     DamagedFileError,
     StoragePath,
+    children,
     concurrently,
     ensure_dir,
     first_line_of,
@@ -24,6 +26,8 @@ from feedback_assets.files import (
     write_bytes_atomically,
     write_parquet_atomically,
 )
+
+STATS_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.stats\.json")
 
 
 class MissingPartitionError(RuntimeError):
@@ -80,6 +84,12 @@ class PartitionStore:
                 self.stats_path(asset, day[0]), json.dumps(day[1], sort_keys=True).encode(), PRIVATE_FILE_MODE
             ),
             stats.items(),
+        )
+
+    def stats_days(self, asset: str) -> list[str]:
+        """The days (YYYY-MM-DD) whose statistics `asset` has written, in order."""
+        return sorted(
+            match.group(1) for path in children(self.root / asset) if (match := STATS_FILE.fullmatch(path.name))
         )
 
     def read_stats(self, asset: str, partition: str) -> dict[str, int]:

@@ -10,6 +10,7 @@ import dagster as dg
 
 from feedback_assets.assets import FEEDBACK_ASSETS, k_anonymity_of_exports, no_key_owned_twice
 from feedback_assets.resources import FeedbackSettings
+from feedback_assets.volume_check import feedback_volume
 
 KEY_HEX = "0123456789abcdef" * 4
 ALL_ASSETS = (
@@ -41,6 +42,8 @@ def selection(assets: tuple[str, ...] = ALL_ASSETS) -> list[dg.AssetsDefinition 
     selected: list[dg.AssetsDefinition | dg.AssetChecksDefinition] = [
         definition for definition in FEEDBACK_ASSETS if wanted & set(definition.keys)
     ]
+    if "anonymized_pairs" in assets:
+        selected.append(feedback_volume)
     if "seen_pair_hashes" in assets:
         selected.append(no_key_owned_twice)
     if "training_csv" in assets:

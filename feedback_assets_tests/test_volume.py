@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from feedback_assets.definitions import defs
+from feedback_assets.demo.database import write_demo_source
+from feedback_assets.settings import ConfigError, settings_from
 from feedback_assets.volume import day_volumes
+from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 
 FIRST = dt.date(2025, 10, 1)
 
@@ -73,3 +80,55 @@ def test_the_bounds_are_settings() -> None:
         "2025-10-08: 40 row(s), 0.40 times the median 100 of the 7 earlier day(s) with feedback, below the "
         "expected 0.5..2"
     )
+
+
+def test_a_day_the_app_nearly_stopped_writing_warns_without_failing_the_run_and_the_audit_names_it(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance
+) -> None:
+    source = tmp_path / "source.sqlite"
+    last = dt.date(2025, 10, 25)
+    write_demo_source(f"sqlite:///{source}", end_date=last, days=10, rows_per_day=60, seed=3)
+    # The app stopped writing on the last day: all but a handful of its feedback rows never arrived.
+    with sqlite3.connect(source) as conn:
+        conn.execute(
+            "DELETE FROM recommendation_feedback WHERE created_at >= '2025-10-25' AND id NOT IN "
+            "(SELECT id FROM recommendation_feedback WHERE created_at >= '2025-10-25' ORDER BY id LIMIT 3)"
+        )
+    conn.close()
+    settings = settings_for(tmp_path, f"sqlite:///{source}")
+    result = materialize(instance, settings, "2025-10-16", "2025-10-25")
+    assert result.success
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "feedback_volume"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["odd_days"].value == "2025-10-25"
+    assert check.metadata["days_below"].value == 1 and check.metadata["days_judged"].value == 3
+    assert "2025-10-25: 3 row(s), 0.0" in str(check.metadata["by_day"].value)
+    assert (tmp_path / "export" / "feedback_training_20251025.csv").is_file()
+
+    # The day before, run alone, is judged against its own earlier days and passes.
+    again = materialize(instance, settings, "2025-10-24")
+    (check,) = [e for e in again.get_asset_check_evaluations() if e.check_name == "feedback_volume"]
+    assert check.passed and "odd_days" not in check.metadata
+
+    audit = defs.resolve_job_def("audit_history").execute_in_process(
+        instance=instance, resources={"feedback_settings": settings}
+    )
+    assert audit.success
+    (materialized,) = [e for e in audit.all_events if e.event_type_value == "STEP_OUTPUT"]
+    metadata = materialized.step_output_data.metadata
+    assert metadata["odd_volume_days"].value == "2025-10-25"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("FEEDBACK_VOLUME_LOW_RATIO", "fifth", "must be a number, not 'fifth'"),
+        ("FEEDBACK_VOLUME_LOW_RATIO", "1.5", "must be more than 0 and less than 1"),
+        ("FEEDBACK_VOLUME_HIGH_RATIO", "0.5", "must be more than 1"),
+    ],
+)
+def test_volume_bounds_out_of_their_range_are_refused_naming_the_setting(
+    variable: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"{variable} {message}"):
+        settings_from({variable: value}, {"FEEDBACK_HMAC_KEY": KEY_HEX, "DAGSTER_HOME": "/home"})
