@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import polars as pl
 
@@ -54,12 +54,17 @@ def users(*rows: Mapping[str, Any]) -> pl.DataFrame:
 
 def analyses(*rows: Mapping[str, Any]) -> pl.DataFrame:
     """Analyses rows; each needs `analysis_id`, and belongs to user 1 unless `analysis_user_id` says otherwise."""
-    defaults = {"analysis_user_id": 1, "conditions": "acne", "image_url": None, "analysis_created_at": utc("2025-10-24 09:30:00")}
+    defaults = {
+        "analysis_user_id": 1,
+        "conditions": "acne",
+        "image_url": None,
+        "analysis_created_at": utc("2025-10-24 09:30:00"),
+    }
     return pl.DataFrame([{**defaults, **row} for row in rows], schema=ANALYSES_SCHEMA)
 
 
 def records(*rows: Mapping[str, Any]) -> pl.DataFrame:
-    """Record rows; each needs `recommendation_id`, and belongs to analysis 10 unless `record_analysis_id` says otherwise."""
+    """Record rows; each needs `recommendation_id`; of analysis 10 unless `record_analysis_id` says otherwise."""
     defaults = {"record_analysis_id": 10, "rules_applied": "spf_daily", "timeframe": "4w"}
     return pl.DataFrame([{**defaults, **row} for row in rows], schema=RECORDS_SCHEMA)
 
@@ -91,10 +96,15 @@ def own(user_id: int) -> dict[str, Any]:
     return {"user_id": user_id, "analysis_id": 10 * user_id, "recommendation_id": f"rec_{user_id}"}
 
 
-def owned_by(*user_ids: int, **analysis_values: Any) -> dict[str, pl.DataFrame]:
+class OwnedRows(TypedDict):
+    analysis_rows: pl.DataFrame
+    record_rows: pl.DataFrame
+
+
+def owned_by(*user_ids: int, **analysis_values: Any) -> OwnedRows:
     """`source`'s analysis_rows and record_rows giving each user an analysis (10 x the user id) and a
     record (rec_<user id>) of their own; user 1's are the defaults, analysis 10 and rec_1."""
-    return {
-        "analysis_rows": analyses(*({"analysis_id": 10 * u, "analysis_user_id": u, **analysis_values} for u in user_ids)),
-        "record_rows": records(*({"recommendation_id": f"rec_{u}", "record_analysis_id": 10 * u} for u in user_ids)),
-    }
+    return OwnedRows(
+        analysis_rows=analyses(*({"analysis_id": 10 * u, "analysis_user_id": u, **analysis_values} for u in user_ids)),
+        record_rows=records(*({"recommendation_id": f"rec_{u}", "record_analysis_id": 10 * u} for u in user_ids)),
+    )
