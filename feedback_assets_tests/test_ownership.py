@@ -4,6 +4,7 @@ section 5, rule 1, on literal frames and on real SQLite and PostgreSQL sources w
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,12 +14,16 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from feedback_assets import transforms as t
+from feedback_assets.assets import no_key_owned_twice
+from feedback_assets.audit_job import audit_history
+from feedback_assets.dedupe_state import DedupeStateStore, days_to_rerun, repair_of
 from feedback_assets.schemas import REPEATED_IDS_SCHEMA
 from feedback_assets.settings import parse_source_url
 from feedback_assets.source import FeedbackSource
-from feedback_assets_tests.crafted_source import HEADER, h
+from feedback_assets_tests.crafted_source import HEADER, h, write_crafted_source
 from feedback_assets_tests.frames import analyses, feedback, own, owned_by, records, source, users, utc
-from feedback_assets_tests.graph import latest_metadata, materialize, settings_for
+from feedback_assets_tests.graph import latest_metadata, materialize, selection, settings_for
+from feedback_assets_tests.paths import on_disk
 from feedback_assets_tests.sources import at, rating, write_keyless_source, write_source
 
 ORDERS = ["first", "second"]
@@ -338,3 +343,66 @@ def test_the_repeated_ids_query_is_skipped_only_when_the_id_is_a_key(source_url:
     frames = keyless.read_window(at(f"{DAY} 00:00:00"), at(f"{NEXT} 00:00:00"), with_history=True)
     assert frames.repeated_ids["feedback_id"].to_list() == [1007]
     assert frames.feedback.filter(pl.col("feedback_id") == 1007).height == 1
+
+
+# ---- a day whose state holds a key twice (made before ids held twice were rejected) --------------
+
+
+def owned_twice(day: str, keys: list[str]) -> dict[str, pl.DataFrame]:
+    return {day: pl.DataFrame({"dedupe_key": keys, "partition": [dt.date.fromisoformat(day)] * len(keys)})}
+
+
+def test_a_key_one_day_holds_twice_is_owned_twice_and_its_repair_says_why(tmp_path: Path) -> None:
+    state = DedupeStateStore(tmp_path, "exact", "k1")
+    state.write({**owned_twice(DAY, ["a" * 64, "a" * 64, "b" * 64]), **owned_twice(NEXT, ["c" * 64])})
+    day = dt.date.fromisoformat(DAY)
+    for among in ([DAY], [DAY, NEXT], None):
+        shared = state.shared_keys(among=among)
+        assert shared["dedupe_key"].to_list() == ["a" * 64], among
+        assert shared["partitions"].to_list() == [[day, day]], among
+    assert state.shared_keys(among=[NEXT]).is_empty()
+    assert days_to_rerun(shared) == [DAY]
+    repair = repair_of(shared)
+    assert repair.startswith(f"backfill {DAY} through {DAY} in one run; {DAY} exported a key twice")
+    assert "rejects them as ambiguous" in repair and "remove the duplicate rows" in repair
+
+    # Also owned by a later day: both days are re-run.
+    state.write(owned_twice(NEXT, ["a" * 64]))
+    shared = state.shared_keys(among=[NEXT])
+    assert shared["partitions"].to_list() == [[day, day, day + dt.timedelta(days=1)]]
+    assert days_to_rerun(shared) == [DAY, NEXT]
+
+
+def test_the_check_and_the_audit_fail_on_a_day_holding_a_key_twice(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance
+) -> None:
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_crafted_source(url)
+    settings = settings_for(tmp_path, url)
+    assert materialize(instance, settings, DAY).success
+    # What a run before ids held twice were rejected could leave: the day's file holds a key twice.
+    state = DedupeStateStore(tmp_path / "storage", "exact", "k1")
+    keys = pl.read_parquet(on_disk(state.path(DAY)))["dedupe_key"].to_list()
+    state.write(owned_twice(DAY, [*keys, keys[0]]))
+
+    # The check alone, for the day: a run of the day's seen_pair_hashes would first write its state anew.
+    result = dg.materialize(
+        selection(),
+        selection=dg.AssetSelection.checks(no_key_owned_twice),
+        instance=instance,
+        resources={"feedback_settings": settings},
+        tags={"dagster/asset_partition_range_start": DAY, "dagster/asset_partition_range_end": DAY},
+        raise_on_error=False,
+    )
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert check.metadata["keys_owned_twice"].value == 1
+    assert check.metadata["days_to_rerun"].value == DAY
+    assert "rejects them as ambiguous" in str(check.metadata["repair"].value)
+    with pytest.raises(dg.Failure, match=r"1 dedupe key\(s\) are owned twice, by two days or twice by one; backfill"):
+        audit_history.execute_in_process(instance=instance, resources={"feedback_settings": settings})
+
+    # The repair: re-running the day writes its state anew, each key once.
+    assert materialize(instance, settings, DAY).success
+    assert state.shared_keys().is_empty()
+    assert audit_history.execute_in_process(instance=instance, resources={"feedback_settings": settings}).success
