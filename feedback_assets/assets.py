@@ -21,13 +21,19 @@ import polars as pl
 from feedback_assets import catalog, k_anonymity, transforms
 from feedback_assets.dedupe_state import DedupeStateStore, days_to_rerun, repair_of
 from feedback_assets.failures import explained_failures
-from feedback_assets.files import WritesBehind, concurrently, location, remove_stale_temp_files
+from feedback_assets.files import (
+    WritesBehind,
+    concurrently,
+    location,
+    rematerialize_command,
+    remove_stale_temp_files,
+)
 from feedback_assets.partitions import backfill_policy, daily_partitions, days_of_run, window_of
 from feedback_assets.pseudonyms import PseudonymCache
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.settings import CONTRACT_VERSION, DedupeScope, ExportSettings
 from feedback_assets.slices import in_slices
-from feedback_assets.storage import PartitionStore, split_by_partition
+from feedback_assets.storage import MissingPartitionError, PartitionStore, split_by_partition
 from feedback_assets.training_csv import csv_format_of, export_day, training_files, write_training_csv
 
 GROUP = "feedback_export"
@@ -126,6 +132,14 @@ def _classified_raw(store: PartitionStore, keys: list[str], min_feedback_fields:
     """The stored raw rows of `keys`, each with its outcome under docs/contract.md section 5."""
     with explained_failures():
         raw = store.read("raw_feedback", keys)
+        missing = [name for name in transforms.OWNERSHIP_FLAGS if name not in raw.columns]
+        if missing:
+            # Stored before contract version 3: without the flags, rows of someone else would pass.
+            raise MissingPartitionError(
+                f"raw_feedback of {keys[0]}...{keys[-1]} was stored before the {', '.join(missing)} rule(s) "
+                f"existed; re-run it: {rematerialize_command('raw_feedback', keys[0])} (a range: backfill "
+                "raw_feedback and everything after it over the days)"
+            )
     return transforms.classify(raw, min_feedback_fields)
 
 

@@ -69,6 +69,8 @@ def _one_row_per_id(frame: pl.DataFrame, key: str, found: str, ambiguous: str) -
     return blanked.unique(key, keep="any")
 
 
+# What `join_source` says about a row's ids, which `classify` needs (contract version 3).
+OWNERSHIP_FLAGS = ("ambiguous", "mismatched")
 # The per-table flags `join_source` folds into `ambiguous`.
 _AMBIGUOUS_IDS = ("user_ambiguous", "analysis_ambiguous", "record_ambiguous")
 

@@ -406,3 +406,18 @@ def test_the_check_and_the_audit_fail_on_a_day_holding_a_key_twice(
     assert materialize(instance, settings, DAY).success
     assert state.shared_keys().is_empty()
     assert audit_history.execute_in_process(instance=instance, resources={"feedback_settings": settings}).success
+
+
+def test_raw_rows_stored_before_the_rules_are_refused_with_the_command_to_rebuild_them(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance
+) -> None:
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_crafted_source(url)
+    settings = settings_for(tmp_path, url)
+    assert materialize(instance, settings, DAY, assets=("raw_feedback",)).success
+    stored = on_disk(tmp_path / "storage" / "raw_feedback" / f"{DAY}.parquet")
+    pl.read_parquet(stored).drop(*t.OWNERSHIP_FLAGS).write_parquet(stored)
+
+    with pytest.raises(dg.Failure, match=r"stored before the ambiguous, mismatched rule\(s\) existed; re-run it: "):
+        materialize(instance, settings, DAY, assets=("anonymized_pairs",))
+    assert materialize(instance, settings, DAY, assets=("raw_feedback", "anonymized_pairs")).success
