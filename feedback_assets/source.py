@@ -214,7 +214,13 @@ def repeated_ids_query(dialect: Dialect, with_history: bool) -> Query:
     feedback_id = dialect.text("d", SOURCE_TABLES["recommendation_feedback"].column("id"))
     read = f"SELECT f.id FROM recommendation_feedback f WHERE {_in_window(dialect, 'f')}"
     if with_history:
-        read += f" UNION SELECT f.id FROM recommendation_feedback f WHERE {_earlier_of_window_pairs(dialect)}"
+        # The history rows' condition as an uncorrelated IN of the window's pairs: SQLite runs the
+        # EXISTS form once per earlier row, a scan of the window's rows each time.
+        pairs = f"SELECT w.user_id, w.recommendation_id FROM recommendation_feedback w WHERE {_in_window(dialect, 'w')}"
+        read += (
+            f" UNION SELECT f.id FROM recommendation_feedback f WHERE f.created_at < {dialect.start}"
+            f" AND (f.user_id, f.recommendation_id) IN ({pairs})"
+        )
     repeated = f"FROM recommendation_feedback d WHERE d.id IN ({read}) GROUP BY d.id HAVING COUNT(*) > 1"
     return Query(f"SELECT {feedback_id} {repeated}", 1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ from feedback_assets_tests.frames import analyses, feedback, own, owned_by, reco
 from feedback_assets_tests.graph import latest_metadata, materialize, selection, settings_for
 from feedback_assets_tests.paths import on_disk
 from feedback_assets_tests.sources import at, rating, write_keyless_source, write_source
+from feedback_assets_tests.test_docs import REPO_ROOT, contract_section
 
 ORDERS = ["first", "second"]
 Row = TypeVar("Row")
@@ -421,3 +423,18 @@ def test_raw_rows_stored_before_the_rules_are_refused_with_the_command_to_rebuil
     with pytest.raises(dg.Failure, match=r"stored before the ambiguous, mismatched rule\(s\) existed; re-run it: "):
         materialize(instance, settings, DAY, assets=("anonymized_pairs",))
     assert materialize(instance, settings, DAY, assets=("raw_feedback", "anonymized_pairs")).success
+
+
+def test_the_contract_and_the_readme_name_every_count_in_the_order_the_rules_apply() -> None:
+    rules = contract_section(5).split("The remaining rows are eligible")[0]
+    counts = [
+        *(f"rejected_{reason}" for reason in t.REJECTED_REASONS),
+        *(f"excluded_{reason}" for reason in t.EXCLUDED_REASONS),
+        "skipped_records",
+    ]
+    named = re.findall(r"`((?:rejected|excluded)_[a-z_]+|skipped_records)`", rules)
+    assert sorted(named) == sorted(counts)
+    # The contract's order is classify's: malformed, orphan, ambiguous, mismatched, consent, ...
+    assert named[:4] == [f"rejected_{reason}" for reason in t.REJECTED_REASONS[:4]]
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert all(f"`{name}`" in readme for name in counts)
