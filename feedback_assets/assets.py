@@ -19,15 +19,21 @@ import dagster as dg
 import polars as pl
 
 from feedback_assets import catalog, k_anonymity, transforms
-from feedback_assets.dedupe_state import DedupeStateStore, days_to_rerun
+from feedback_assets.dedupe_state import DedupeStateStore, days_to_rerun, repair_of
 from feedback_assets.failures import explained_failures
-from feedback_assets.files import WritesBehind, concurrently, location, remove_stale_temp_files
+from feedback_assets.files import (
+    WritesBehind,
+    concurrently,
+    location,
+    rematerialize_command,
+    remove_stale_temp_files,
+)
 from feedback_assets.partitions import backfill_policy, daily_partitions, days_of_run, window_of
 from feedback_assets.pseudonyms import PseudonymCache
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.settings import CONTRACT_VERSION, DedupeScope, ExportSettings
 from feedback_assets.slices import in_slices
-from feedback_assets.storage import PartitionStore, split_by_partition
+from feedback_assets.storage import MissingPartitionError, PartitionStore, split_by_partition
 from feedback_assets.training_csv import csv_format_of, export_day, training_files, write_training_csv
 
 GROUP = "feedback_export"
@@ -126,6 +132,14 @@ def _classified_raw(store: PartitionStore, keys: list[str], min_feedback_fields:
     """The stored raw rows of `keys`, each with its outcome under docs/contract.md section 5."""
     with explained_failures():
         raw = store.read("raw_feedback", keys)
+        missing = [name for name in transforms.OWNERSHIP_FLAGS if name not in raw.columns]
+        if missing:
+            # Stored before contract version 3: without the flags, rows of someone else would pass.
+            raise MissingPartitionError(
+                f"raw_feedback of {keys[0]}...{keys[-1]} was stored before the {', '.join(missing)} rule(s) "
+                f"existed; re-run it: {rematerialize_command('raw_feedback', keys[0])} (a range: backfill "
+                "raw_feedback and everything after it over the days)"
+            )
     return transforms.classify(raw, min_feedback_fields)
 
 
@@ -167,8 +181,8 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
 
 @_asset(catalog.page("rejected_feedback", {"polars", "parquet"}, {}), deps=[raw_feedback])
 def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
-    """The quarantine: the feedback id and reason of every row rejected (malformed, orphan,
-    out_of_range), so the app team can look the rows up; no personal data."""
+    """The quarantine: the feedback id and reason of every row rejected (malformed, orphan, ambiguous,
+    mismatched, out_of_range), so the app team can look the rows up; no personal data."""
     started = time.perf_counter()
     store = feedback_settings.partition_store()
     metadata: dict[str, dict[str, Any]] = {}
@@ -298,10 +312,13 @@ def _superseded_days(context: dg.AssetExecutionContext, keys: list[str], days: l
 @dg.asset_check(
     asset=SEEN_PAIR_HASHES,
     blocking=True,
-    description="Every dedupe key the run's days own is owned by no other day (the whole state is checked weekly by "
-    "the audit_history job). A failure means two days' files would hold the same pair, usually because the "
-    "source changed after a day was exported; training_csv is not written. What to do: backfill the days named "
-    "in days_to_rerun, from the earliest through the latest, in one run.",
+    description="Every dedupe key the run's days own is owned by no other day, and only once by its own (the whole "
+    "state is checked weekly by the audit_history job). A failure means two days' files, or one day's file twice, "
+    "would hold the same pair: usually because the source changed after a day was exported, or (a day holding a "
+    "key twice) because that day was exported before ids held twice in the source were rejected as ambiguous; "
+    "training_csv is not written. What to do: backfill the days named in days_to_rerun, from the earliest through "
+    "the latest, in one run (the repair field says so); the re-run rejects rows whose ids occur twice as "
+    "ambiguous, and the app team should remove the duplicate rows.",
 )
 def no_key_owned_twice(
     context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings
@@ -313,7 +330,7 @@ def no_key_owned_twice(
     # The repair's fields only when there is something to repair: blank rows read as missing data.
     if days:
         metadata["days_to_rerun"] = ", ".join(days)
-        metadata["repair"] = f"backfill {days[0]} through {days[-1]} in one run"
+        metadata["repair"] = repair_of(shared)
     return dg.AssetCheckResult(passed=shared.is_empty(), metadata=metadata)
 
 

@@ -2,7 +2,7 @@
 
 The checks that run with every export look only at what that run wrote, so the nightly run does not
 grow slower with history (docs/decisions.md, "Checks that stay cheap"). Once a week this job looks at
-everything: every dedupe key owned by one day only, and k-anonymity over every exported file.
+everything: every dedupe key owned by one day only, and only once, and k-anonymity over every exported file.
 
 No `from __future__ import annotations` here: Dagster resolves the op's `context` annotation at
 definition time.
@@ -11,7 +11,7 @@ definition time.
 import dagster as dg
 
 from feedback_assets import k_anonymity
-from feedback_assets.dedupe_state import days_to_rerun
+from feedback_assets.dedupe_state import days_holding_a_key_twice, days_to_rerun, repair_of
 from feedback_assets.failures import explained_failures
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.training_csv import training_files
@@ -20,9 +20,9 @@ from feedback_assets.volume_check import day_volumes
 
 @dg.op
 def audit_exported_history(context: dg.OpExecutionContext, feedback_settings: FeedbackSettings) -> None:
-    """Fails if any dedupe key is owned by two days (naming the days to re-run); reports k-anonymity
-    over every exported file, and each day whose feedback volume is far from the days before it
-    (feedback_volume), as warnings in the log."""
+    """Fails if any dedupe key is owned by two days or twice by one (naming the days to re-run);
+    reports k-anonymity over every exported file, and each day whose feedback volume is far from
+    the days before it (feedback_volume), as warnings in the log."""
     settings = feedback_settings.settings
     with explained_failures():
         shared = feedback_settings.dedupe_state().shared_keys()
@@ -55,12 +55,15 @@ def audit_exported_history(context: dg.OpExecutionContext, feedback_settings: Fe
             f"than {settings.k_anonymity_threshold}; see docs/privacy.md"
         )
     if days:
-        raise dg.Failure(
-            description=f"{shared.height} dedupe key(s) are owned by two days; re-run (backfill) from the earliest "
-            f"changed day through {days[-1]}",
-            metadata=metadata,
-            allow_retries=False,
-        )
+        if days_holding_a_key_twice(shared):
+            owned = f"{shared.height} dedupe key(s) are owned twice, by two days or twice by one"
+            description = f"{owned}; {repair_of(shared)}"
+        else:
+            description = (
+                f"{shared.height} dedupe key(s) are owned by two days; re-run (backfill) from the earliest "
+                f"changed day through {days[-1]}"
+            )
+        raise dg.Failure(description=description, metadata=metadata, allow_retries=False)
 
 
 @dg.job(

@@ -70,8 +70,12 @@ COLUMN_DESCRIPTIONS: Mapping[str, str] = MappingProxyType(
         "analysis_found": "The feedback's analysis exists in analyses (else rejected as orphan).",
         "record_found": "The feedback's recommendation record exists (else rejected as orphan).",
         "erasure_requested": "The user is in erasure_requests: personal fields blanked, row excluded.",
+        "ambiguous": "The feedback's user, analysis, record or own id is held by more than one source row "
+        "(rejected as ambiguous; personal fields blanked).",
+        "mismatched": "The feedback's analysis belongs to another user or its record to another analysis "
+        "(rejected as mismatched; personal fields blanked).",
         "outcome": "The first rule of the contract's section 5 the row fails, or eligible.",
-        "reason": "Why the row was rejected: malformed, orphan or out_of_range.",
+        "reason": "Why the row was rejected: malformed, orphan, ambiguous, mismatched or out_of_range.",
         "analysis_hash": "The user's pseudonym: keyed HMAC-SHA256 of the user id, 64 hex characters; in the "
         "CSV per FEEDBACK_PSEUDONYM_SCOPE.",
         "age_range": "The age as a bucket: <18, 18-25, 25-35, 35-50, 50+; empty when missing or out of range.",

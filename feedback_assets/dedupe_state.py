@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import os
 from collections.abc import Collection, Iterable, Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
@@ -63,8 +64,32 @@ def key_prefix(keys: pl.Expr) -> pl.Expr:
 
 
 def days_to_rerun(shared: pl.DataFrame) -> list[str]:
-    """The days of `shared_keys()` rows that must be re-run: every owner but the earliest of a key."""
+    """The days of `shared_keys()` rows that must be re-run: every owner but the earliest of a key,
+    and a day that holds a key twice (it is listed twice)."""
     return sorted({day.isoformat() for days in shared["partitions"].to_list() for day in days[1:]})
+
+
+def days_holding_a_key_twice(shared: pl.DataFrame) -> list[str]:
+    """The days of `shared_keys()` rows whose own file holds a key more than once."""
+    return sorted({a.isoformat() for days in shared["partitions"].to_list() for a, b in pairwise(days) if a == b})
+
+
+def repair_of(shared: pl.DataFrame) -> str:
+    """What fixes the keys of `shared_keys()` (none: an empty text), for the check and the audit alike."""
+    days = days_to_rerun(shared)
+    if not days:
+        return ""
+    repair = f"backfill {days[0]} through {days[-1]} in one run"
+    twice = days_holding_a_key_twice(shared)
+    if twice:
+        # Only rows that share a feedback id, or whose user, analysis or record id the source holds
+        # twice, give one day the same key twice; since contract version 3 they are rejected.
+        repair += (
+            f"; {', '.join(twice)} exported a key twice, from source rows whose ids occur twice: the re-run "
+            "rejects them as ambiguous (rejected_feedback lists their feedback ids); the app team should "
+            "remove the duplicate rows"
+        )
+    return repair
 
 
 def _scan(files: list[StoragePath]) -> pl.LazyFrame:
@@ -322,8 +347,9 @@ class DedupeStateStore:
         return self._collect(scan.select(STATE_SCHEMA.names())) if scan is not None else STATE_SCHEMA.to_frame()
 
     def _shared_with(self, days: list[str]) -> pl.DataFrame:
-        """The keys of `days` that another day (of the run or not) or a second day among them owns
-        too, with each owning day: rows of `dedupe_key`, `partition`."""
+        """The keys of `days` that another day (of the run or not), a second day among them or a
+        second row of the same day owns too, with each owning day and how many times its file holds
+        the key: rows of `dedupe_key`, `partition`, `copies`."""
         owned = _scan([self.path(day) for day in days])
         # A key can only be shared if its prefix is: prefixes first (8 bytes a key, not 64), then
         # the whole keys of the few prefixes seen twice here or held by another day.
@@ -335,13 +361,15 @@ class DedupeStateStore:
             candidates.append(self._collect(held.select("key_prefix"))["key_prefix"])
         suspects = pl.concat(candidates).unique()
         if suspects.is_empty():
-            return STATE_SCHEMA.to_frame()
+            return STATE_SCHEMA.to_frame().with_columns(copies=pl.lit(0, pl.UInt32))
         mine = self._collect(owned.filter(pl.col("key_prefix").is_in(suspects.implode())).select(STATE_SCHEMA.names()))
         # The days outside `days` that may own one of these keys are `elsewhere`, found above.
         others = self._owners_among(elsewhere, mine["dedupe_key"])
         twice_here = mine.filter(pl.col("dedupe_key").is_duplicated()).select("dedupe_key")
         shared = pl.concat([others.select("dedupe_key"), twice_here]).unique()
-        return pl.concat([mine.join(shared, on="dedupe_key", how="semi"), others])
+        found = pl.concat([mine.join(shared, on="dedupe_key", how="semi"), others])
+        # Counted here, since several batches may find the same day's rows: `shared_keys` keeps each once.
+        return found.group_by(STATE_SCHEMA.names()).agg(pl.len().alias("copies"))
 
     def key_count(self) -> int:
         """How many keys the whole state holds, counted without loading them."""
@@ -349,7 +377,8 @@ class DedupeStateStore:
         return int(self._collect(scan.select(pl.len())).item()) if scan is not None else 0
 
     def shared_keys(self, among: Collection[str] | None = None) -> pl.DataFrame:
-        """Keys owned by more than one partition: `dedupe_key`, `partitions` (sorted dates).
+        """Keys owned more than once, by two partitions or twice by one: `dedupe_key`, `partitions`
+        (sorted dates, a day listed once per time its file holds the key).
 
         With `among` (a run's days), only the keys those days own are looked at: what a run can have
         made shared, found through the key prefixes like `owners`.
@@ -366,7 +395,9 @@ class DedupeStateStore:
             found = [self._shared_with(days[i : i + SHARED_BATCH_DAYS]) for i in range(0, len(days), SHARED_BATCH_DAYS)]
             if not found:
                 return empty
-            rows = pl.concat(found).unique().lazy()
+            # A day listed once per time its file holds the key, as the whole-state read lists it.
+            counted = pl.concat(found).unique()
+            rows = counted.select("dedupe_key", pl.col("partition").repeat_by("copies")).explode("partition").lazy()
         shared = (
             rows.group_by("dedupe_key")
             .agg(pl.col("partition").sort().alias("partitions"))

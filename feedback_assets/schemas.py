@@ -185,6 +185,9 @@ READS: Mapping[str, Read] = MappingProxyType(
             "analyses",
             {
                 "id": "analysis_id",
+                # Read only to check that the analysis is the feedback's user's own; the join reduces
+                # it to a flag (`transforms.join_source`), so no one else's id is ever stored.
+                "user_id": "analysis_user_id",
                 "conditions": "conditions",
                 "image_url": "image_url",
                 "created_at": "analysis_created_at",
@@ -192,7 +195,12 @@ READS: Mapping[str, Read] = MappingProxyType(
         ),
         "records": Read(
             "recommendation_records",
-            {"id": "recommendation_id", "rules_applied": "rules_applied", "timeframe": "timeframe"},
+            {
+                "id": "recommendation_id",
+                "analysis_id": "record_analysis_id",
+                "rules_applied": "rules_applied",
+                "timeframe": "timeframe",
+            },
         ),
         "erasures": Read("erasure_requests", {"user_id": "user_id"}),
     }
@@ -207,6 +215,8 @@ USERS_SCHEMA = READS["users"].schema
 ANALYSES_SCHEMA = READS["analyses"].schema
 RECORDS_SCHEMA = READS["records"].schema
 ERASURES_SCHEMA = READS["erasures"].schema
+# The window's feedback ids that the source table holds more than once (it has no key to stop that).
+REPEATED_IDS_SCHEMA = pl.Schema({"feedback_id": pl.Int64()})
 
 # The persisted dedupe state: which day owns each exported dedupe key.
 STATE_SCHEMA = pl.Schema({"dedupe_key": pl.String(), "partition": pl.Date()})

@@ -48,6 +48,7 @@ from feedback_assets.schemas import (
     FEEDBACK_SCHEMA,
     READS,
     RECORDS_SCHEMA,
+    REPEATED_IDS_SCHEMA,
     SOURCE_TABLES,
     USERS_SCHEMA,
     Column,
@@ -136,6 +137,18 @@ class Query:
     width: int
 
 
+def _in_window(dialect: Dialect, alias: str) -> str:
+    return f"{alias}.created_at >= {dialect.start} AND {alias}.created_at < {dialect.end}"
+
+
+def _earlier_of_window_pairs(dialect: Dialect) -> str:
+    """Feedback rows `f` before the window of the (user, recommendation) pairs the window holds."""
+    return (
+        f"f.created_at < {dialect.start} AND EXISTS (SELECT 1 FROM recommendation_feedback w "
+        f"WHERE {_in_window(dialect, 'w')} AND w.user_id = f.user_id AND w.recommendation_id = f.recommendation_id)"
+    )
+
+
 def _queries(
     dialect: Dialect, with_history: bool, include_image_urls: bool, *, whole_dimensions: bool = False
 ) -> dict[str, Query]:
@@ -152,15 +165,12 @@ def _queries(
         ]
 
     def window(alias: str) -> str:
-        return f"{alias}.created_at >= {dialect.start} AND {alias}.created_at < {dialect.end}"
+        return _in_window(dialect, alias)
 
     def ids_in_window(column: str) -> str:
         return f"SELECT w.{column} FROM recommendation_feedback w WHERE {window('w')}"
 
-    history = (
-        f"f.created_at < {dialect.start} AND EXISTS (SELECT 1 FROM recommendation_feedback w "
-        f"WHERE {window('w')} AND w.user_id = f.user_id AND w.recommendation_id = f.recommendation_id)"
-    )
+    history = _earlier_of_window_pairs(dialect)
     analysis_ids = ids_in_window("analysis_id")
     if with_history:
         # A pair's user and record are the window's own, so only analyses need the history's ids too.
@@ -190,6 +200,67 @@ def _queries(
     if with_history:
         queries["history"] = select("feedback", "f", f"FROM recommendation_feedback f WHERE {history}", "'1'")
     return queries
+
+
+# The query of the read's feedback ids that the table holds more than once (`repeated_ids_query`).
+REPEATED_IDS = "repeated_ids"
+
+
+def repeated_ids_query(dialect: Dialect, with_history: bool) -> Query:
+    """The ids of the feedback rows a read takes (the window's, with history also the earlier rows of
+    its pairs) that recommendation_feedback holds more than once. Without a key on id the same id can
+    sit on two days, only one of them read: every row of it is then ambiguous (docs/contract.md,
+    section 5). Only run when no unique index covers id (`_sqlite_id_is_key`, `_postgres_id_is_key`)."""
+    feedback_id = dialect.text("d", SOURCE_TABLES["recommendation_feedback"].column("id"))
+    read = f"SELECT f.id FROM recommendation_feedback f WHERE {_in_window(dialect, 'f')}"
+    if with_history:
+        # The history rows' condition as an uncorrelated IN of the window's pairs: SQLite runs the
+        # EXISTS form once per earlier row, a scan of the window's rows each time.
+        pairs = f"SELECT w.user_id, w.recommendation_id FROM recommendation_feedback w WHERE {_in_window(dialect, 'w')}"
+        read += (
+            f" UNION SELECT f.id FROM recommendation_feedback f WHERE f.created_at < {dialect.start}"
+            f" AND (f.user_id, f.recommendation_id) IN ({pairs})"
+        )
+    repeated = f"FROM recommendation_feedback d WHERE d.id IN ({read}) GROUP BY d.id HAVING COUNT(*) > 1"
+    return Query(f"SELECT {feedback_id} {repeated}", 1)
+
+
+def _repeated_ids(texts: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
+    """The typed result of the repeated-ids query, if it ran; an id that does not parse is left out
+    (its rows are malformed anyway)."""
+    if REPEATED_IDS not in texts:
+        return REPEATED_IDS_SCHEMA.to_frame()
+    return _typed(_frame_from_text(REPEATED_IDS_SCHEMA, texts[REPEATED_IDS]), REPEATED_IDS_SCHEMA).drop_nulls()
+
+
+def _sqlite_id_is_key(db: sqlite3.Connection) -> bool:
+    """Whether recommendation_feedback.id alone is its primary key or has a unique index (not a
+    partial one), so that no id can occur twice."""
+    table = READS["feedback"].table
+    key = [row[1] for row in db.execute(f'PRAGMA table_info("{table}")') if row[5]]
+    if key == ["id"]:
+        return True
+    for _, name, unique, _, partial in db.execute(f'PRAGMA index_list("{table}")'):
+        if unique and not partial:
+            columns = [row[2] for row in db.execute(f'PRAGMA index_info("{name}")')]
+            if columns == ["id"]:
+                return True
+    return False
+
+
+# A valid, non-partial unique index (a primary key has one) on recommendation_feedback.id alone.
+POSTGRES_ID_IS_KEY = (
+    "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+    "AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass('recommendation_feedback') AND i.indisunique "
+    "AND i.indisvalid AND i.indnkeyatts = 1 AND i.indpred IS NULL AND a.attname = 'id')"
+)
+
+
+def _postgres_id_is_key(session: psycopg2.extensions.connection) -> bool:
+    with session.cursor() as cur:
+        cur.execute(POSTGRES_ID_IS_KEY)
+        row = cur.fetchone()
+    return bool(row and row[0])
 
 
 def _window_bounds(start: dt.datetime, end: dt.datetime) -> dict[str, str]:
@@ -342,6 +413,7 @@ class FeedbackSource:
         self.include_image_urls = include_image_urls
         self.retry_seconds = retry_seconds
         self.log = log or (lambda message: None)
+        self._id_is_key: bool | None = None
 
     def _retrying(self, read: Callable[[], Result]) -> Result:
         first_fault: float | None = None
@@ -385,7 +457,10 @@ class FeedbackSource:
     def read_window(self, start: dt.datetime, end: dt.datetime, *, with_history: bool) -> SourceFrames:
         """Feedback created in [start, end) UTC, the dimension rows it refers to, and with
         `with_history` the earlier feedback rows of the same (user, recommendation) pairs."""
-        queries = _queries(DIALECTS[self.location.dialect], with_history, self.include_image_urls)
+        dialect = DIALECTS[self.location.dialect]
+        queries = _queries(dialect, with_history, self.include_image_urls)
+        if not self.id_is_key():
+            queries[REPEATED_IDS] = repeated_ids_query(dialect, with_history)
         texts = self._retrying(lambda: self._run(queries, _window_bounds(start, end)))
         return SourceFrames(
             feedback=typed_feedback(texts, start, end),
@@ -393,7 +468,21 @@ class FeedbackSource:
             analyses=_typed(_frame_from_text(ANALYSES_SCHEMA, texts["analyses"]), ANALYSES_SCHEMA),
             records=_typed(_frame_from_text(RECORDS_SCHEMA, texts["records"]), RECORDS_SCHEMA),
             erasures=_typed(_frame_from_text(ERASURES_SCHEMA, texts["erasures"]), ERASURES_SCHEMA),
+            repeated_ids=_repeated_ids(texts),
         )
+
+    def id_is_key(self) -> bool:
+        """Whether the source's feedback ids are a key (no id can occur twice), looked up once."""
+        if self._id_is_key is None:
+            self._id_is_key = self._retrying(self._look_up_id_key)
+        return self._id_is_key
+
+    def _look_up_id_key(self) -> bool:
+        if self.location.dialect == "postgresql":
+            with postgres_connection(self.location) as conn:
+                return _postgres_id_is_key(conn)
+        with sqlite_connection(self.location) as db:
+            return _sqlite_id_is_key(db)
 
     @contextmanager
     def reading_run(
@@ -478,7 +567,7 @@ class FeedbackSource:
 
 # The queries split in two groups of about equal cost (measured on two months of the benchmark
 # source), one per session.
-SESSION_GROUPS = (("feedback", "records", "history"), ("analyses", "users", "erasures"))
+SESSION_GROUPS = (("feedback", "records", "history", REPEATED_IDS), ("analyses", "users", "erasures"))
 
 
 def _begin_read(
@@ -664,6 +753,8 @@ class _RunSnapshot:
         self.run_start, self.run_end = start, end
         self.run_bounds = _postgres_bounds(start, end)
         self.scratch = scratch
+        # The run's feedback ids that the table holds twice, found when the snapshot opens.
+        self.repeated_ids = REPEATED_IDS_SCHEMA.to_frame()
         self._sessions: _Sessions | None = None
         self._stack = ExitStack()
 
@@ -693,7 +784,7 @@ class _RunSnapshot:
         # Not made unique first: a semi-join keeps each dimension row once however often its id
         # appears, and the uniques doubled the slice's lookups (docs/benchmarks.md, lesson 19).
         dimensions = {name: self._rows_of(name, frame) for name, frame in ids.items()}
-        return SourceFrames(feedback=typed, **dimensions)
+        return SourceFrames(feedback=typed, **dimensions, repeated_ids=self.repeated_ids)
 
     def _open(self) -> _Sessions:
         leader = self._stack.enter_context(postgres_connection(self.source.location))
@@ -715,15 +806,22 @@ class _RunSnapshot:
             statements = {name: bind.mogrify(query.sql, self.run_bounds).decode() for name, query in queries.items()}
         # The server sends each session's rows on one core: two sessions, two cores.
         with ThreadPoolExecutor(max_workers=2) as pool:
-            list(
-                pool.map(
-                    lambda session, names: self._copy_dimensions(session, names, statements),
-                    (arrow, second),
-                    DIMENSION_GROUPS,
-                )
+            copies = pool.map(
+                lambda session, names: self._copy_dimensions(session, names, statements),
+                (arrow, second),
+                DIMENSION_GROUPS,
             )
+            # Meanwhile, on the leader: once for the run's whole window, which holds every slice's ids.
+            self.repeated_ids = self._repeated_ids(leader)
+            list(copies)
         self._sessions = _Sessions(leader, arrow, second)
         return self._sessions
+
+    def _repeated_ids(self, leader: psycopg2.extensions.connection) -> pl.DataFrame:
+        if _postgres_id_is_key(leader):
+            return REPEATED_IDS_SCHEMA.to_frame()
+        query = repeated_ids_query(DIALECTS["postgresql"], self.with_history)
+        return _repeated_ids(_copy_out(leader, {REPEATED_IDS: query}, self.run_bounds))
 
     def _copy_dimensions(
         self, session: adbc_driver_manager.dbapi.Connection, names: Sequence[str], statements: Mapping[str, str]

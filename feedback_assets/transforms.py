@@ -14,7 +14,7 @@ import polars as pl
 import polars_hash as plh
 
 from feedback_assets.pseudonyms import PseudonymCache, scoped_pseudonyms
-from feedback_assets.schemas import IMAGE_URL_COLUMN, TEXT_COLUMNS, TRAINING_COLUMNS
+from feedback_assets.schemas import IMAGE_URL_COLUMN, REPEATED_IDS_SCHEMA, TEXT_COLUMNS, TRAINING_COLUMNS
 from feedback_assets.settings import DedupeScope, PseudonymScope, TimestampPrecision
 
 RATING_RANGES: dict[str, tuple[int, int]] = {
@@ -25,7 +25,7 @@ RATING_RANGES: dict[str, tuple[int, int]] = {
 RATING_FIELDS = (*RATING_RANGES, "would_recommend")
 
 # Outcomes of docs/contract.md section 5, in the order the rules apply; a row takes the first that fits.
-REJECTED_REASONS = ("malformed", "orphan", "out_of_range")
+REJECTED_REASONS = ("malformed", "orphan", "ambiguous", "mismatched", "out_of_range")
 EXCLUDED_REASONS = ("no_consent", "erased")
 SKIPPED_REASON = "too_few_fields"
 ELIGIBLE = "eligible"
@@ -37,29 +37,75 @@ KEY_SEPARATOR = "\x1f"
 
 @dataclass(frozen=True)
 class SourceFrames:
-    """The source rows one run needs, one frame per contract table, typed as in `schemas`."""
+    """The source rows one run needs, one frame per contract table, typed as in `schemas`.
+
+    `repeated_ids` are the feedback ids of the rows read that the source table holds more than once
+    (`schemas.REPEATED_IDS_SCHEMA`); none when its id is a key."""
 
     feedback: pl.DataFrame
     users: pl.DataFrame
     analyses: pl.DataFrame
     records: pl.DataFrame
     erasures: pl.DataFrame
+    repeated_ids: pl.DataFrame = field(default_factory=REPEATED_IDS_SCHEMA.to_frame)
+
+
+def _one_row_per_id(frame: pl.DataFrame, key: str, found: str, ambiguous: str) -> pl.DataFrame:
+    """`frame` with one row per `key`, so that a join never multiplies feedback rows, and `found`.
+
+    An id held by several rows is `ambiguous` and keeps none of their values: which row is meant is
+    unknowable, and taking the first would make the outcome depend on the order the rows come in.
+    """
+    twice = frame[key].is_duplicated()
+    if not twice.any():
+        return frame.with_columns(pl.lit(True).alias(found), pl.lit(False).alias(ambiguous))
+    values = [name for name in frame.columns if name != key]
+    blanked = frame.with_columns(
+        *(pl.when(twice).then(None).otherwise(pl.col(name)).alias(name) for name in values),
+        pl.lit(True).alias(found),
+        twice.alias(ambiguous),
+    )
+    # The rows of an ambiguous id are now equal in every column: any one of them will do.
+    return blanked.unique(key, keep="any")
+
+
+# What `join_source` says about a row's ids, which `classify` needs (contract version 3).
+OWNERSHIP_FLAGS = ("ambiguous", "mismatched")
+# The per-table flags `join_source` folds into `ambiguous`.
+_AMBIGUOUS_IDS = ("user_ambiguous", "analysis_ambiguous", "record_ambiguous")
 
 
 def join_source(frames: SourceFrames) -> pl.DataFrame:
-    """One row per feedback row with its user, analysis and record attached (null where missing)."""
-    users = frames.users.unique("user_id", keep="first").with_columns(user_found=pl.lit(True))
-    analyses = frames.analyses.unique("analysis_id", keep="first").with_columns(analysis_found=pl.lit(True))
-    records = frames.records.unique("recommendation_id", keep="first").with_columns(record_found=pl.lit(True))
+    """One row per feedback row with its user, analysis and record attached (null where missing).
+
+    `ambiguous`: the row's user, analysis, record or own id is held by more than one source row.
+    `mismatched`: its analysis belongs to another user or its record to another analysis; the
+    owners' ids are compared here and dropped, so the joined rows never hold another person's id.
+    """
+    users = _one_row_per_id(frames.users, "user_id", "user_found", "user_ambiguous")
+    analyses = _one_row_per_id(frames.analyses, "analysis_id", "analysis_found", "analysis_ambiguous")
+    records = _one_row_per_id(frames.records, "recommendation_id", "record_found", "record_ambiguous")
     erased = frames.erasures.unique("user_id").with_columns(erasure_requested=pl.lit(True))
+    feedback_id = pl.col("feedback_id")
+    repeated_id = feedback_id.is_duplicated() | feedback_id.is_in(frames.repeated_ids["feedback_id"].implode())
+    mismatched = (pl.col("analysis_found") & pl.col("analysis_user_id").ne_missing(pl.col("user_id"))) | (
+        pl.col("record_found") & pl.col("record_analysis_id").ne_missing(pl.col("analysis_id"))
+    )
     return (
         frames.feedback.join(users, on="user_id", how="left")
         .join(analyses, on="analysis_id", how="left")
         .join(records, on="recommendation_id", how="left")
         .join(erased, on="user_id", how="left")
         .with_columns(
-            pl.col("user_found", "analysis_found", "record_found", "erasure_requested").fill_null(False),
+            pl.col("user_found", "analysis_found", "record_found", "erasure_requested", *_AMBIGUOUS_IDS).fill_null(
+                False
+            ),
         )
+        .with_columns(
+            ambiguous=pl.any_horizontal(*_AMBIGUOUS_IDS) | repeated_id.fill_null(False),
+            mismatched=mismatched,
+        )
+        .drop(*_AMBIGUOUS_IDS, "analysis_user_id", "record_analysis_id")
         .sort("feedback_id")
     )
 
@@ -68,20 +114,28 @@ PERSONAL_COLUMNS = ("user_id", "age", "conditions", "image_url")
 
 
 def redact_excluded(raw: pl.DataFrame) -> pl.DataFrame:
-    """Blank the personal fields of users who refused consent or asked to be erased.
+    """Blank the personal fields of users who refused consent or asked to be erased, and of rows
+    that are ambiguous or mismatched.
 
-    Their rows stay, flagged, so each day still counts them as excluded; but the stored partition
-    must not keep what the erasure job has to remove, or a re-run would bring it back.
+    Their rows stay, flagged, so each day still counts them as excluded or rejected; but the stored
+    partition must not keep what the erasure job has to remove, or a re-run would bring it back,
+    nor another person's conditions or image that a mismatched analysis would bring in.
     """
-    excluded = pl.col("erasure_requested") | ~pl.col("ml_training_consent").fill_null(False)
+    excluded = (
+        pl.col("erasure_requested")
+        | ~pl.col("ml_training_consent").fill_null(False)
+        | pl.col("ambiguous")
+        | pl.col("mismatched")
+    )
     return raw.with_columns(
         pl.when(excluded).then(None).otherwise(pl.col(name)).alias(name) for name in PERSONAL_COLUMNS
     )
 
 
 def raw_rows(frames: SourceFrames, *, with_history: bool) -> pl.DataFrame:
-    """What raw_feedback stores: the joined rows, refusing and erased users' personal fields blanked,
-    and with `with_history` each day's earlier rows of its pairs (`first_per_pair`)."""
+    """What raw_feedback stores: the joined rows, the personal fields of refusing and erased users and
+    of ambiguous and mismatched rows blanked, and with `with_history` each day's earlier rows of its
+    pairs (`first_per_pair`)."""
     raw = redact_excluded(join_source(frames))
     return add_history(raw) if with_history else raw
 
@@ -94,12 +148,21 @@ def classify(raw: pl.DataFrame, min_feedback_fields: int) -> pl.DataFrame:
     present = pl.sum_horizontal(pl.col(name).is_not_null().cast(pl.Int32) for name in RATING_FIELDS)
     orphan = ~(pl.col("user_found") & pl.col("analysis_found") & pl.col("record_found"))
     # An analysis whose timestamp is missing or did not parse cannot give the CSV its analysis_created_at.
-    malformed = pl.col("malformed") | (pl.col("analysis_found") & pl.col("analysis_created_at").is_null())
+    # An ambiguous row's analysis values were dropped in the join (which row is meant is unknown), so
+    # only its own stored values can make it malformed.
+    missing_time = pl.col("analysis_found") & ~pl.col("ambiguous") & pl.col("analysis_created_at").is_null()
+    malformed = pl.col("malformed") | missing_time
     outcome = (
         pl.when(malformed)
         .then(pl.lit("malformed"))
         .when(orphan)
         .then(pl.lit("orphan"))
+        # Before consent: an ambiguous user's consent is unknown, and a mismatched row's analysis or
+        # record is another person's, whatever this user consented to.
+        .when(pl.col("ambiguous"))
+        .then(pl.lit("ambiguous"))
+        .when(pl.col("mismatched"))
+        .then(pl.lit("mismatched"))
         # Consent that is missing or does not parse is no consent.
         .when(~pl.col("ml_training_consent").fill_null(False))
         .then(pl.lit("no_consent"))

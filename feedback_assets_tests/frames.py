@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import polars as pl
 
@@ -53,12 +53,19 @@ def users(*rows: Mapping[str, Any]) -> pl.DataFrame:
 
 
 def analyses(*rows: Mapping[str, Any]) -> pl.DataFrame:
-    defaults = {"conditions": "acne", "image_url": None, "analysis_created_at": utc("2025-10-24 09:30:00")}
+    """Analyses rows; each needs `analysis_id`, and belongs to user 1 unless `analysis_user_id` says otherwise."""
+    defaults = {
+        "analysis_user_id": 1,
+        "conditions": "acne",
+        "image_url": None,
+        "analysis_created_at": utc("2025-10-24 09:30:00"),
+    }
     return pl.DataFrame([{**defaults, **row} for row in rows], schema=ANALYSES_SCHEMA)
 
 
 def records(*rows: Mapping[str, Any]) -> pl.DataFrame:
-    defaults = {"rules_applied": "spf_daily", "timeframe": "4w"}
+    """Record rows; each needs `recommendation_id`; of analysis 10 unless `record_analysis_id` says otherwise."""
+    defaults = {"record_analysis_id": 10, "rules_applied": "spf_daily", "timeframe": "4w"}
     return pl.DataFrame([{**defaults, **row} for row in rows], schema=RECORDS_SCHEMA)
 
 
@@ -81,4 +88,23 @@ def source(
         analyses=analysis_rows if analysis_rows is not None else analyses({"analysis_id": 10}),
         records=record_rows if record_rows is not None else records({"recommendation_id": "rec_1"}),
         erasures=erasures(erased),
+    )
+
+
+def own(user_id: int) -> dict[str, Any]:
+    """The ids of a feedback row of `user_id` that refers to the analysis and record `owned_by` gives them."""
+    return {"user_id": user_id, "analysis_id": 10 * user_id, "recommendation_id": f"rec_{user_id}"}
+
+
+class OwnedRows(TypedDict):
+    analysis_rows: pl.DataFrame
+    record_rows: pl.DataFrame
+
+
+def owned_by(*user_ids: int, **analysis_values: Any) -> OwnedRows:
+    """`source`'s analysis_rows and record_rows giving each user an analysis (10 x the user id) and a
+    record (rec_<user id>) of their own; user 1's are the defaults, analysis 10 and rec_1."""
+    return OwnedRows(
+        analysis_rows=analyses(*({"analysis_id": 10 * u, "analysis_user_id": u, **analysis_values} for u in user_ids)),
+        record_rows=records(*({"recommendation_id": f"rec_{u}", "record_analysis_id": 10 * u} for u in user_ids)),
     )

@@ -264,6 +264,9 @@ def _check_other_properties_are_clean(name: str, rows: pl.DataFrame) -> None:
     """A crafted row is awkward in one way only, so each case tests one rule."""
     if not name.startswith("orphan_"):
         assert rows["has_user"].all() and rows["has_analysis"].all() and rows["has_record"].all(), name
+    if not name.startswith(("orphan_", "mismatched_")):
+        assert (rows["analysis_user_id"] == rows["user_id"]).all(), name
+        assert (rows["record_analysis_id"] == rows["analysis_id"]).all(), name
     if name not in ("no_consent_user", "erased_user", "orphan_user"):
         assert rows["ml_training_consent"].all() and not rows["erased"].any(), name
     if name not in ("helpful_rating_0", "helpful_rating_6", "product_satisfaction_minus_1", "routine_completion_101"):
@@ -310,6 +313,10 @@ def _check_case(name: str, day: dt.date, rows: pl.DataFrame, facts: pl.DataFrame
         assert row["erased"] and row["ml_training_consent"] is True
     elif name == "all_ratings_null":
         assert all(row[c] is None for c in RATINGS)
+    elif name == "mismatched_analysis":
+        assert row["analysis_user_id"] != row["user_id"] and row["record_analysis_id"] == row["analysis_id"]
+    elif name == "mismatched_recommendation":
+        assert row["analysis_user_id"] == row["user_id"] and row["record_analysis_id"] != row["analysis_id"]
     elif name in EXPECTED_AGES:
         assert row["has_user"] and row["age"] == EXPECTED_AGES[name]
     elif name in FORMULA_CASES or name == "formula_cr":

@@ -10,6 +10,7 @@ CSV as the data science team reads it, so a mistake shared by model and product 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -173,6 +174,11 @@ class Case:
     rows: tuple[Mapping[str, Any], ...]
     # Every user id the source mentions, also of users it lacks: none may appear in the CSV.
     user_ids: tuple[int, ...]
+    # Second rows of ids the tables hold twice (they have no key), with other values: users,
+    # analyses, records. The first rows are those of `users`, `analyses`, `records`.
+    second_rows: Mapping[str, tuple[Mapping[str, Any], ...]] = dataclasses.field(
+        default_factory=lambda: {"users": (), "analyses": (), "records": ()}
+    )
 
     @functools.cached_property
     def frames(self) -> t.SourceFrames:
@@ -180,13 +186,21 @@ class Case:
             # The app's free text rides along as the reader would carry it if it ever selected it.
             feedback_text=pl.Series([row["feedback_text"] for row in self.rows], dtype=pl.String)
         )
+        second = self.second_rows
         return t.SourceFrames(
             feedback=feedback,
-            users=_frame(self.users.values(), schemas.USERS_SCHEMA),
-            analyses=_frame(self.analyses.values(), schemas.ANALYSES_SCHEMA),
-            records=_frame(self.records.values(), schemas.RECORDS_SCHEMA),
+            users=_frame([*self.users.values(), *second["users"]], schemas.USERS_SCHEMA),
+            analyses=_frame([*self.analyses.values(), *second["analyses"]], schemas.ANALYSES_SCHEMA),
+            records=_frame([*self.records.values(), *second["records"]], schemas.RECORDS_SCHEMA),
             erasures=pl.DataFrame({"user_id": list(self.erased)}, schema=schemas.ERASURES_SCHEMA),
         )
+
+    def held_twice(self, table: str, key: str) -> set[Any]:
+        return {row[key] for row in self.second_rows[table]}
+
+    def repeated_feedback_ids(self) -> set[int]:
+        counts = Counter(row["feedback_id"] for row in self.rows if row["feedback_id"] is not None)
+        return {feedback_id for feedback_id, n in counts.items() if n > 1}
 
     @property
     def partitions(self) -> list[str]:
@@ -242,28 +256,34 @@ def cases(
     asked_twice: bool = draw(RARELY)
     if erased and asked_twice:
         erased.append(erased[0])
+
+    def pick(pool: Sequence[Any], missing: bool) -> Any:
+        return pool[-1] if missing else draw(st.sampled_from(pool[:-1]))
+
     analysis_ids = [ANALYSIS_ID_BASE + i for i in range(draw(st.integers(2, 4)))]
     analyses = {
         aid: {
             "analysis_id": aid,
+            # Rarely none (a value that did not parse) or a user the source lacks.
+            "analysis_user_id": None if draw(RARELY) else pick(user_ids, draw(RARELY)),
             "conditions": draw(st.none() | labels),
             "image_url": draw(st.none() | st.just(f"{IMAGE_URL_PREFIX}{aid}")),
             "analysis_created_at": draw(analysis_times),
         }
         for aid in analysis_ids[:-1]
     }
-    recommendation_ids = draw(st.lists(awkward_text(), min_size=2, max_size=4, unique=True))
+    recommendation_ids = draw(st.lists(awkward_text(), min_size=len(analysis_ids), max_size=6, unique=True))
+    # Each analysis the table holds has a record of its own; the other records belong to any analysis.
+    record_owners = [*analysis_ids[:-1], *(draw(st.sampled_from(analysis_ids)) for _ in recommendation_ids)]
     records = {
         rid: {
             "recommendation_id": rid,
+            "record_analysis_id": None if draw(RARELY) else owner,
             "rules_applied": draw(st.none() | labels),
             "timeframe": draw(st.none() | awkward_text()),
         }
-        for rid in recommendation_ids[:-1]
+        for rid, owner in zip(recommendation_ids[:-1], record_owners, strict=False)
     }
-
-    def pick(pool: Sequence[Any], missing: bool) -> Any:
-        return pool[-1] if missing else draw(st.sampled_from(pool[:-1]))
 
     def ratings() -> dict[str, Any]:
         return {
@@ -272,6 +292,17 @@ def cases(
             "routine_completion_pct": draw(rating(0, 100)),
             "would_recommend": draw(st.none() | st.booleans()),
         }
+
+    def owned(row: dict[str, Any]) -> None:
+        """Usually give the row its analysis's user and a record of its analysis, as the app does."""
+        analysis = analyses.get(row["analysis_id"])
+        if analysis is not None and row["user_id"] in users and draw(USUALLY):
+            row["user_id"] = (
+                analysis["analysis_user_id"] if analysis["analysis_user_id"] is not None else row["user_id"]
+            )
+        own_records = [rid for rid, record in records.items() if record["record_analysis_id"] == row["analysis_id"]]
+        if own_records and row["recommendation_id"] in records and draw(USUALLY):
+            row["recommendation_id"] = draw(st.sampled_from(own_records))
 
     def draft(pool: Sequence[dt.date], is_history: bool) -> dict[str, Any]:
         # One row in four is an orphan, of any of the three kinds.
@@ -286,6 +317,7 @@ def cases(
             "malformed": draw(RARELY),
             "is_history": is_history,
         }
+        owned(row)
         if row["malformed"]:
             # type_feedback marks every row missing a required value malformed, so only these may lack one.
             for name in REQUIRED_FEEDBACK:
@@ -310,12 +342,14 @@ def cases(
     history: list[dict[str, Any]] = []
     if scope == "first_per_pair":
         # The earlier rows the source reads for first_per_pair; mostly of a pair the window holds.
-        pairs = [(row["user_id"], row["recommendation_id"]) for row in window if not row["malformed"]]
+        pairs = [
+            (row["user_id"], row["recommendation_id"], row["analysis_id"]) for row in window if not row["malformed"]
+        ]
         for _ in range(draw(st.integers(0, 4))):
             row = draft(history_days, True)
             of_a_window_pair: bool = draw(USUALLY)
             if pairs and of_a_window_pair:
-                row["user_id"], row["recommendation_id"] = draw(st.sampled_from(pairs))
+                row["user_id"], row["recommendation_id"], row["analysis_id"] = draw(st.sampled_from(pairs))
             history.append(row)
 
     rows = window + history
@@ -332,6 +366,23 @@ def cases(
             if row["created_at"] is not None
             else draw(st.sampled_from(history_days if row["is_history"] else days))
         )
+    # The tables have no key: now and then a row shares its feedback id with another (on any day),
+    # and a user, analysis or record id is held by a second row with other values.
+    for row in rows:
+        shares_an_id: bool = draw(RARELY) and draw(RARELY)
+        if shares_an_id and row["feedback_id"] is not None:
+            row["feedback_id"] = draw(st.sampled_from(rows))["feedback_id"] or row["feedback_id"]
+    second_rows: dict[str, tuple[Mapping[str, Any], ...]] = {}
+    for table, pool in (("users", users), ("analyses", analyses), ("records", records)):
+        twice = [dict(entry) for entry in pool.values() if draw(RARELY) and draw(RARELY)]
+        for entry in twice:
+            if table == "users":
+                entry["ml_training_consent"] = not entry["ml_training_consent"]
+            elif table == "analyses":
+                entry["conditions"] = "OTHER-ANALYSIS"
+            else:
+                entry["rules_applied"] = "OTHER-RECORD"
+        second_rows[table] = tuple(twice)
     return Case(
         days=days,
         scope=scope,
@@ -345,6 +396,7 @@ def cases(
         erased=tuple(erased),
         rows=tuple(rows),
         user_ids=tuple(user_ids),
+        second_rows=second_rows,
     )
 
 
@@ -370,12 +422,20 @@ def one_row_case(
         analyses={
             ANALYSIS_ID_BASE: {
                 "analysis_id": ANALYSIS_ID_BASE,
+                "analysis_user_id": user_id,
                 "conditions": conditions,
                 "image_url": None,
                 "analysis_created_at": analysis_created_at,
             }
         },
-        records={"rec_1": {"recommendation_id": "rec_1", "rules_applied": None, "timeframe": None}},
+        records={
+            "rec_1": {
+                "recommendation_id": "rec_1",
+                "record_analysis_id": ANALYSIS_ID_BASE,
+                "rules_applied": None,
+                "timeframe": None,
+            }
+        },
         erased=(),
         rows=(
             {
@@ -500,6 +560,16 @@ def model_outcome(case: Case, row: Mapping[str, Any]) -> str:
         return "malformed"
     if user is None or row["analysis_id"] not in case.analyses or row["recommendation_id"] not in case.records:
         return "orphan"
+    if (
+        row["user_id"] in case.held_twice("users", "user_id")
+        or row["analysis_id"] in case.held_twice("analyses", "analysis_id")
+        or row["recommendation_id"] in case.held_twice("records", "recommendation_id")
+        or row["feedback_id"] in case.repeated_feedback_ids()
+    ):
+        return "ambiguous"
+    analysis, record = case.analyses[row["analysis_id"]], case.records[row["recommendation_id"]]
+    if analysis["analysis_user_id"] != row["user_id"] or record["record_analysis_id"] != row["analysis_id"]:
+        return "mismatched"
     if user["ml_training_consent"] is not True:
         return "no_consent"
     if row["user_id"] in case.erased:
@@ -681,9 +751,16 @@ def assert_row_obeys_the_contract(
 
 
 def assert_no_personal_data(case: Case, run: Run) -> None:
-    # The stored raw partition keeps nothing personal of a user who refused or asked to be erased.
-    excluded = run.raw.filter(pl.col("erasure_requested") | ~pl.col("ml_training_consent"))
+    # The stored raw partition keeps nothing personal of a user who refused or asked to be erased, nor
+    # of an ambiguous or mismatched row (another person's analysis), nor any owner's id but the row's own.
+    excluded = run.raw.filter(
+        pl.col("erasure_requested")
+        | ~pl.col("ml_training_consent").fill_null(False)
+        | pl.col("ambiguous")
+        | pl.col("mismatched")
+    )
     assert excluded.select(t.PERSONAL_COLUMNS).null_count().row(0) == (excluded.height,) * len(t.PERSONAL_COLUMNS)
+    assert not {"analysis_user_id", "record_analysis_id"} & set(run.raw.columns)
 
     source = case.by_id()
     kept = run.kept()
@@ -955,11 +1032,17 @@ def test_every_row_a_window_reads_is_counted_in_its_days(
             schema=schemas.USERS_SCHEMA,
         ),
         analyses=pl.DataFrame(
-            {"analysis_id": [10], "conditions": ["acne"], "image_url": [None], "analysis_created_at": [None]},
+            {
+                "analysis_id": [10],
+                "analysis_user_id": [1],
+                "conditions": ["acne"],
+                "image_url": [None],
+                "analysis_created_at": [None],
+            },
             schema=schemas.ANALYSES_SCHEMA,
         ),
         records=pl.DataFrame(
-            {"recommendation_id": ["rec_1"], "rules_applied": [None], "timeframe": [None]},
+            {"recommendation_id": ["rec_1"], "record_analysis_id": [10], "rules_applied": [None], "timeframe": [None]},
             schema=schemas.RECORDS_SCHEMA,
         ),
         erasures=pl.DataFrame(schema=schemas.ERASURES_SCHEMA),

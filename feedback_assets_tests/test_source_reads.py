@@ -62,7 +62,7 @@ def test_a_runs_typed_reads_equal_the_text_reads(tmp_path: Path, postgres_url: s
     for slice_ours, slice_theirs in zip(ours, theirs, strict=True):
         assert_same_rows(slice_ours, slice_theirs)
     # Not a comparison of two empty reads: the 25th's 12 rows and the 26th's 2, and with history the
-    # earlier row of their pair (6, rec_b): the 24th's 1013, which the first slice reads as its own.
+    # earlier row of their pair (6, rec_f): the 24th's 1013, which the first slice reads as its own.
     window = ours[1].feedback.filter(~pl.col("is_history"))
     assert window.height == 14
     history = set(ours[1].feedback.filter(pl.col("is_history"))["feedback_id"])
@@ -101,7 +101,7 @@ def test_other_column_types_and_impossible_times_read_as_the_text_reads_read_the
         for slice_ours, slice_theirs in zip(ours, theirs, strict=True):
             assert_same_rows(slice_ours, slice_theirs)
     malformed = set(ours[1].feedback.filter(pl.col("malformed"))["feedback_id"])
-    # 1004's would_recommend of 2; with history, the pairs (6, rec_b) and (1, rec_a) bring back 1013
+    # 1004's would_recommend of 2; with history, the pairs (6, rec_f) and (1, rec_a) bring back 1013
     # and 1020, whose times (minus infinity, a year BC) no reader may take for a day.
     assert malformed == {1004, 1013, 1020}
     assert ours[1].feedback.filter(pl.col("feedback_id") == 1003)["created_at"].item() == dt.datetime(

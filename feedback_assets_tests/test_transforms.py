@@ -19,7 +19,7 @@ from feedback_assets.pseudonyms import (
     scoped_pseudonyms,
 )
 from feedback_assets.settings import PseudonymScope, TimestampPrecision
-from feedback_assets_tests.frames import KEY, analyses, feedback, records, source, users, utc
+from feedback_assets_tests.frames import KEY, analyses, feedback, own, owned_by, records, source, users, utc
 
 # Computed outside Python: echo -n 42 | openssl dgst -sha256 -mac HMAC -macopt hexkey:0123456789abcdef...(x4)
 HMAC_OF_42 = "b9ee33abc5595a2f6b06faf3185be1c85a28b7248e5b7576726a59a4a2e4260f"
@@ -122,11 +122,12 @@ def test_orphans_are_rejected_whatever_is_missing() -> None:
 def test_consent_and_erasure_exclude_before_ratings_are_checked() -> None:
     frames = source(
         feedback(
-            {"feedback_id": 1, "user_id": 2, "helpful_rating": 9},
-            {"feedback_id": 2, "user_id": 3},
-            {"feedback_id": 3, "user_id": 1},
+            {"feedback_id": 1, **own(2), "helpful_rating": 9},
+            {"feedback_id": 2, **own(3)},
+            {"feedback_id": 3, **own(1)},
         ),
         user_rows=users({"user_id": 1}, {"user_id": 2, "ml_training_consent": False}, {"user_id": 3}),
+        **owned_by(1, 2, 3),
         erased=[3],
     )
     assert_frame_equal(outcomes(frames), expected_outcomes([(1, "no_consent"), (2, "erased"), (3, "eligible")]))
@@ -393,7 +394,7 @@ def test_every_row_is_counted_once() -> None:
             {"feedback_id": 2, "created_at": same},
             {"feedback_id": 3, "user_id": 9},
             {"feedback_id": 4, "helpful_rating": 0},
-            {"feedback_id": 5, "user_id": 2},
+            {"feedback_id": 5, **own(2)},
             {
                 "feedback_id": 6,
                 "helpful_rating": None,
@@ -403,6 +404,7 @@ def test_every_row_is_counted_once() -> None:
             },
         ),
         user_rows=users({"user_id": 1}, {"user_id": 2, "ml_training_consent": False}),
+        **owned_by(1, 2),
     )
     classified = t.classify(t.join_source(frames), 1)
     deduplicated = t.deduplicate(t.with_dedupe_key(t.anonymize(classified, KEY, False), "exact"))
@@ -419,6 +421,8 @@ def test_every_row_is_counted_once() -> None:
         "rejected_records": 2,
         "rejected_malformed": 0,
         "rejected_orphan": 1,
+        "rejected_ambiguous": 0,
+        "rejected_mismatched": 0,
         "rejected_out_of_range": 1,
         "excluded_records": 1,
         "excluded_no_consent": 1,
@@ -429,9 +433,9 @@ def test_every_row_is_counted_once() -> None:
 
 def test_refusing_and_erased_users_are_blanked_before_storage_but_still_counted() -> None:
     frames = source(
-        feedback({"feedback_id": 1, "user_id": 1}, {"feedback_id": 2, "user_id": 2}, {"feedback_id": 3, "user_id": 3}),
+        feedback({"feedback_id": 1, **own(1)}, {"feedback_id": 2, **own(2)}, {"feedback_id": 3, **own(3)}),
         user_rows=users({"user_id": 1}, {"user_id": 2, "ml_training_consent": False, "age": 61}, {"user_id": 3}),
-        analysis_rows=analyses({"analysis_id": 10, "conditions": "acne", "image_url": "https://img.invalid/x.jpg"}),
+        **owned_by(1, 2, 3, conditions="acne", image_url="https://img.invalid/x.jpg"),
         erased=[3],
     )
     raw = t.redact_excluded(t.join_source(frames))

@@ -98,6 +98,12 @@ _CASES: dict[str, EdgeCase] = {
     "no_consent_user": EdgeCase((12,), "the user has ml_training_consent false: excluded"),
     "erased_user": EdgeCase((13,), "the user is listed in erasure_requests (after the feedback): excluded"),
     "all_ratings_null": EdgeCase((14,), "all four rating fields null: too few fields"),
+    "mismatched_analysis": EdgeCase(
+        (15,), "the analysis (and its record) belongs to another consenting user, with its own conditions: mismatched"
+    ),
+    "mismatched_recommendation": EdgeCase(
+        (16,), "the recommendation record belongs to another analysis (all_ratings_null's): mismatched"
+    ),
     **{
         name: EdgeCase((20 + i,), f"the user's age is {age}: age_range edge")
         for i, (name, age) in enumerate(EDGE_AGES.items())
@@ -264,6 +270,20 @@ def _add_edge_day(rows: _EdgeRows, day: dt.date, previous_in_range: bool) -> Non
     erased_at = feedback(erased, user_id=edge_id(day, erased))
     rows.erasure_requests.append((edge_id(day, erased), erased_at + 2 * HOUR_US))
     feedback(case("all_ratings_null"), ratings=(None, None, None, None))
+
+    # Another person's analysis: its owner is a user of their own, who consented, so only the
+    # ownership rule keeps their conditions and image out of the regular user's row.
+    mismatched = case("mismatched_analysis")
+    owner, mismatched_at = edge_id(day, mismatched), _edge_time(day_us, mismatched)
+    user(owner)
+    rows.analyses.append(
+        (owner, owner, "rosacea, someone else's", _edge_image_url(owner), mismatched_at - 45 * MINUTE_US)
+    )
+    rows.recommendation_records.append(
+        (edge_record_id(day, mismatched), owner, "barrier_repair", "4w", mismatched_at - 40 * MINUTE_US)
+    )
+    rating(owner, regular, owner, edge_record_id(day, mismatched), (4, 4, 80, True), "crafted edge case", mismatched_at)
+    feedback(case("mismatched_recommendation"), rec_id=edge_record_id(day, case("all_ratings_null")), with_record=False)
 
     for name, age in EDGE_AGES.items():
         user(edge_id(day, case(name)), age=age)

@@ -278,8 +278,8 @@ def _bulk_frames(
 def generate(*, end_date: dt.date, days: int, rows_per_day: int, seed: int = 0, users: int | None = None) -> DemoData:
     """The demo tables for the `days` days ending at `end_date`: bulk rows plus every edge case each day.
 
-    `rows_per_day` counts bulk feedback; each day adds the crafted rows of EDGE_CASES on top (39 feedback
-    rows, 38 on the first day). `users` is the number of bulk users, by default one per 25 bulk feedback
+    `rows_per_day` counts bulk feedback; each day adds the crafted rows of EDGE_CASES on top (41 feedback
+    rows, 40 on the first day). `users` is the number of bulk users, by default one per 25 bulk feedback
     rows and at least 50. The same arguments give the same frames.
     """
     if days < 1:
