@@ -51,9 +51,12 @@ ASSET_OF_KIND: dict[str, dg.AssetKey] = {
 
 
 NOTHING_TO_DO_NOTE = "nothing to do: no stored day holds a user who asked to be erased or whose consent is withdrawn"
-# What the run list shows on the scheduled runs, beside Dagster's own schedule tag.
 IMAGE_KINDS = withdrawal.IMAGE_ROW_KINDS
-SCHEDULED_TAGS = {"feedback_assets/erasure": "scheduled"}
+# What the run list shows on the scheduled runs, beside Dagster's own schedule tag. A run so tagged
+# that finds nothing to do appends no audit entry and writes no file; a run started by hand always
+# appends its erasure-request entry, so the audit log shows every erasure someone asked for.
+SCHEDULED_TAG = "feedback_assets/erasure"
+SCHEDULED_TAGS = {SCHEDULED_TAG: "scheduled"}
 
 
 class EraseConfig(dg.Config):
@@ -61,12 +64,6 @@ class EraseConfig(dg.Config):
         default=False,
         description="true: erase, rewriting the files and appending an audit entry. Unset or false: a dry "
         "run, which reports what an erasure would remove and changes nothing.",
-    )
-    audit_when_nothing_to_do: bool = Field(
-        default=True,
-        description="true: a confirmed run always appends an erasure-request entry to the audit log, even "
-        "when nothing is left to remove. false (the nightly_erasure schedule): a run with nothing to do "
-        "appends nothing and writes no file.",
     )
 
 
@@ -205,7 +202,7 @@ def erase_requested_subjects(
 
         erased = (
             erase(requests, _days(work.requested) | set(unrecorded), erasure.ERASURE_REQUEST)
-            if not (nothing_to_do and not config.audit_when_nothing_to_do)
+            if not (nothing_to_do and context.run.tags.get(SCHEDULED_TAG) == SCHEDULED_TAGS[SCHEDULED_TAG])
             else None
         )
         withdrawn = (
@@ -327,10 +324,8 @@ def erase_subjects() -> None:
     erase_requested_subjects()
 
 
-# The run config of the scheduled runs: confirmed, and silent in the audit log when nothing is to do.
-SCHEDULED_RUN_CONFIG = {
-    "ops": {"erase_requested_subjects": {"config": {"confirm": True, "audit_when_nothing_to_do": False}}}
-}
+# The scheduled runs erase: they are confirmed.
+SCHEDULED_RUN_CONFIG = {"ops": {"erase_requested_subjects": {"config": {"confirm": True}}}}
 
 # 04:00 UTC, two hours after the nightly export starts (02:00): the night's export has long
 # finished (a day takes seconds to minutes), so this run also covers the day it just wrote, and a
