@@ -53,8 +53,9 @@ ASSET_OF_KIND: dict[str, dg.AssetKey] = {
 NOTHING_TO_DO_NOTE = "nothing to do: no stored day holds a user who asked to be erased or whose consent is withdrawn"
 IMAGE_KINDS = withdrawal.IMAGE_ROW_KINDS
 # What the run list shows on the scheduled runs, beside Dagster's own schedule tag. A run so tagged
-# that finds nothing to do appends no audit entry and writes no file; a run started by hand always
-# appends its erasure-request entry, so the audit log shows every erasure someone asked for.
+# audits only the causes it found work for, so a night with nothing to do writes no file; a run
+# started by hand always appends its erasure-request entry, so the audit log shows every erasure
+# someone asked for.
 SCHEDULED_TAG = "feedback_assets/erasure"
 SCHEDULED_TAGS = {SCHEDULED_TAG: "scheduled"}
 
@@ -178,6 +179,7 @@ def erase_requested_subjects(
                 "consent withdrawals cannot be; materialize those days again to record them"
             )
         nothing_to_do = work.nothing_to_do and not unrecorded
+        scheduled = context.run.tags.get(SCHEDULED_TAG) == SCHEDULED_TAGS[SCHEDULED_TAG]
 
         def erase(users: pl.Series, days: set[str], cause: str) -> erasure.ErasureSummary:
             pseudonyms = pseudonymize_user_ids(users, settings.hmac_key)
@@ -202,7 +204,7 @@ def erase_requested_subjects(
 
         erased = (
             erase(requests, _days(work.requested) | set(unrecorded), erasure.ERASURE_REQUEST)
-            if not (nothing_to_do and context.run.tags.get(SCHEDULED_TAG) == SCHEDULED_TAGS[SCHEDULED_TAG])
+            if not scheduled or not work.requested.is_empty() or unrecorded
             else None
         )
         withdrawn = (
