@@ -156,7 +156,9 @@ def erase_requested_subjects(
     source = feedback_settings.source(context.log.warning)
     with explained_failures():
         source.check_schema()
-        requests = source.read_erasure_requests()
+        read = source.read_erasure_requests()
+    # Requests whose user id cannot be read fail the run, once everything else is done.
+    unreadable, requests = read.null_count(), read.drop_nulls()
     record = SubjectRecord(settings.storage_dir)
 
     # A dry run only reads, so it shares the lock as export steps do: it waits for an erasure in
@@ -233,6 +235,14 @@ def erase_requested_subjects(
             for day in sorted(_days(work.requested) | _days(work.withdrawn) | _days(work.images) | set(derived)):
                 record.replace(day, after.filter(pl.col("partition") == day))
     _report(context, settings, dry_run, held, work, nothing_to_do, erased, withdrawn, blanked, len(requests))
+    if unreadable:
+        raise dg.Failure(
+            description=f"{unreadable} erasure request(s) have a user id that does not read as a number, so those "
+            "subjects could not be erased; every other request and withdrawal was carried out. Have the app store "
+            "the request's user id as an integer, then run erase_subjects again.",
+            metadata={"unreadable_erasure_requests": unreadable},
+            allow_retries=False,
+        )
 
 
 def _csv_pseudonyms(settings: ExportSettings, pseudonyms: pl.DataFrame) -> erasure.CsvPseudonyms:

@@ -422,11 +422,12 @@ class FeedbackSource:
                 run.close()
 
     def read_erasure_requests(self) -> pl.Series:
-        """Every user id in erasure_requests (the erasure job removes them from what was exported)."""
+        """Every user id in erasure_requests (the erasure job removes them from what was exported);
+        null for each distinct stored value that does not read as an id."""
         user_id = DIALECTS[self.location.dialect].text("e", SOURCE_TABLES["erasure_requests"].column("user_id"))
         query = Query(f"SELECT DISTINCT {user_id} FROM erasure_requests e", 1)
         text = self._retrying(lambda: self._run({"erasures": query}, {}))["erasures"]
-        return _typed(_frame_from_text(ERASURES_SCHEMA, text), ERASURES_SCHEMA)["user_id"].drop_nulls()
+        return _typed(_frame_from_text(ERASURES_SCHEMA, text), ERASURES_SCHEMA)["user_id"]
 
     def read_user_consent(self, user_ids: pl.Series) -> pl.DataFrame:
         """The `users` rows of `user_ids` (withdrawal looks up the users the stored days hold):

@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import psycopg2
+import pytest
 from polars.testing import assert_frame_equal
 
 from feedback_assets import erasure, withdrawal
@@ -352,3 +353,24 @@ def test_blanking_a_csv_changes_only_the_users_image_cells() -> None:
     assert data == csv_bytes(rows.with_columns(image_url=pl.Series([None, "y", None], dtype=pl.String)))
     without = rows.drop("image_url")
     assert withdrawal.blank_in_csv(csv_bytes(without), pl.Series(["a" * 64])) == (csv_bytes(without), 0)
+
+
+def test_an_unreadable_erasure_request_fails_the_run_after_every_other_is_carried_out(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance
+) -> None:
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    settings = exported(tmp_path, url, instance)
+    request_erasure(url, REQUESTS)
+    # SQLite keeps text that does not read as a number in an INTEGER column as it is.
+    change(url, "INSERT INTO erasure_requests (user_id, requested_at) VALUES (%s, %s)", "x7400", "2025-10-28 00:00:00")
+    change(url, "UPDATE users SET ml_training_consent = %s WHERE id = %s", False, WITHDRAWS)
+
+    with pytest.raises(dg.Failure) as failed:
+        scheduled_erasure(instance, settings)
+
+    message = str(failed.value.description)
+    assert message.startswith("1 erasure request(s) have a user id that does not read as a number")
+    assert "x7400" not in message
+    assert holding(tmp_path, [h(REQUESTS), h(WITHDRAWS)], REQUESTS) == []
+    assert holding(tmp_path, [], WITHDRAWS) == []
+    assert [e["cause"] for e in audit_entries(tmp_path)] == [erasure.ERASURE_REQUEST, erasure.CONSENT_WITHDRAWN]
