@@ -116,10 +116,10 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
             parts = split_by_partition(transforms.raw_rows(frames, with_history=with_history), days)
 
             def write() -> None:
-                # The record of subjects first: killed in between, it names users the day's files do
-                # not hold, never the reverse (docs/privacy.md, "The record of subjects").
-                subjects.add(parts)
+                # The record of subjects after the rows: killed in between, the old record still names
+                # everyone the day's later files hold (docs/privacy.md, "The record of subjects").
                 store.write("raw_feedback", parts)
+                subjects.write(parts)
 
             behind.submit(write)
             for key, part in parts.items():

@@ -6,10 +6,9 @@ user ids of the day's raw_feedback rows (history rows included) and, per user, w
 rows holds an image URL the export may carry (the user had image_sharing_consent when it was read).
 It is personal data, private like raw_feedback, and never leaves the storage dir.
 
-The record may name more users than the day's files hold, never fewer: raw_feedback adds the users
-it writes to what the record already says (the day's downstream files may still hold the users of
-the previous read until their steps run again), and only erasure and withdrawal take users out,
-after their rows are gone. No Dagster here.
+A day's record is a function of the day's raw_feedback file, so a re-run writes the same bytes: the
+step that writes raw_feedback writes it right after, and erasure and withdrawal rewrite it as the
+files hold it once they are done. No Dagster here.
 """
 
 from __future__ import annotations
@@ -54,17 +53,6 @@ def subjects_of(raw: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def merged(*records: pl.DataFrame) -> pl.DataFrame:
-    """One row per user of one day's `records`: held if any holds them, an image URL if any says so."""
-    return (
-        pl.concat([r.select(RECORD_SCHEMA.names()) for r in records])
-        .group_by("user_id")
-        .agg(pl.col("image_url").any())
-        .sort("user_id")
-        .cast(RECORD_SCHEMA)
-    )
-
-
 class SubjectRecord:
     """The record's files in the storage dir; writers hold the storage lock like the partitions' writers."""
 
@@ -83,16 +71,11 @@ class SubjectRecord:
         with reading(path, f"delete it and run erase_subjects again, which makes it anew from raw_feedback {day}"):
             return pl.read_parquet(readable(path)).cast(RECORD_SCHEMA)
 
-    def add(self, raw_parts: Mapping[str, pl.DataFrame]) -> None:
-        """Add the users of days' raw_feedback rows (as written) to what the record says of those days."""
+    def write(self, raw_parts: Mapping[str, pl.DataFrame]) -> None:
+        """The record of each day of `raw_parts`, the days' raw_feedback rows as written."""
         found = _by_day(subjects_of(pl.concat(list(raw_parts.values())))) if raw_parts else {}
-
-        def add_day(day: str) -> None:
-            old = [self._read_day(day)] if self.path(day).is_file() else []
-            self._write(day, merged(*old, found.get(day, pl.DataFrame(schema=RECORD_SCHEMA))))
-
         ensure_dir(self.directory, PRIVATE_DIR_MODE)
-        concurrently(add_day, list(raw_parts))
+        concurrently(lambda day: self._write(day, found.get(day, pl.DataFrame(schema=RECORD_SCHEMA))), list(raw_parts))
 
     def replace(self, day: str, record: pl.DataFrame) -> None:
         """Write what the record says of `day` (erasure and withdrawal, once the files hold it)."""
