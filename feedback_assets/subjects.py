@@ -28,6 +28,7 @@ from feedback_assets.files import (
     readable,
     reading,
     rematerialize_command,
+    remove_stale_temp_files,
     write_parquet_atomically,
 )
 from feedback_assets.storage import PartitionStore
@@ -75,6 +76,8 @@ class SubjectRecord:
         """The record of each day of `raw_parts`, the days' raw_feedback rows as written."""
         found = _by_day(subjects_of(pl.concat(list(raw_parts.values())))) if raw_parts else {}
         ensure_dir(self.directory, PRIVATE_DIR_MODE)
+        # A killed step's temporary files, as PartitionStore.write removes them from the partitions'.
+        remove_stale_temp_files(self.directory)
         concurrently(lambda day: self._write(day, found.get(day, pl.DataFrame(schema=RECORD_SCHEMA))), list(raw_parts))
 
     def replace(self, day: str, record: pl.DataFrame) -> None:
