@@ -290,23 +290,23 @@ def _report(
         "rows_removed_by_day": dg.MetadataValue.json(by_day),
         **{f"image_urls_blanked_{kind}": sum(blanked_by_day.get(kind, {}).values()) for kind in IMAGE_KINDS},
     }
-    counts = (
+    rows = (
         f"{removed['training_csv']} CSV row(s) and {sum(removed.values()) - removed['training_csv']} stored "
-        f"row(s) or key(s), and blank {sum(sum(d.values()) for d in blanked_by_day.values())} image URL(s), "
-        f"in {len(days)} day(s)"
+        "row(s) or key(s)"
     )
+    images = f"{sum(sum(n.values()) for n in blanked_by_day.values())} image URL(s) in {len(days)} day(s)"
     who = (
-        f"{requested} subject(s) in erasure_requests, {withdrawn_users} user(s) whose consent is withdrawn and "
-        f"{image_users} whose image consent is withdrawn hold rows in the stored days"
+        f"{requested} subject(s) in erasure_requests; the stored days hold {withdrawn_users} user(s) whose consent "
+        f"is withdrawn and {image_users} whose image consent is withdrawn"
     )
     if nothing_to_do:
         context.log.info(
             f"{NOTHING_TO_DO_NOTE} (the record of subjects names {metadata['users_in_record']} user(s) over "
-            f"{metadata['days_in_record']} day(s)); no exported or stored file was read or rewritten"
+            f"{metadata['days_in_record']} day(s)); no partition, state file or CSV was opened"
         )
         metadata["note"] = NOTHING_TO_DO_NOTE
     if dry_run:
-        context.log.info(f"{DRY_RUN_NOTE}. {who}; an erasure would remove {counts}")
+        context.log.info(f"{DRY_RUN_NOTE}. {who}; an erasure would remove {rows} and blank {images}")
         context.add_output_metadata({**metadata, "note": DRY_RUN_NOTE})
         return
     for summary, cause in ((erased, erasure.ERASURE_REQUEST), (withdrawn, erasure.CONSENT_WITHDRAWN)):
@@ -318,7 +318,9 @@ def _report(
             context.log_event(observation)
     audit_log = settings.storage_dir / erasure.AUDIT_FILE
     if entries:
-        context.log.info(f"{who}; removed {counts}; audit entr(y/ies) {', '.join(entries)} in {audit_log}")
+        context.log.info(
+            f"{who}; removed {rows} and blanked {images}; audit entries {', '.join(entries)} in {audit_log}"
+        )
         metadata["audit_entry"] = ", ".join(entries)
         metadata["audit_log"] = dg.MetadataValue.path(location(audit_log))
     context.add_output_metadata(metadata)

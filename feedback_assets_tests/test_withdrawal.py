@@ -266,6 +266,7 @@ def test_the_record_of_subjects_is_derived_for_days_exported_before_it_existed_a
     change(url, "UPDATE users SET ml_training_consent = %s WHERE id = %s", False, WITHDRAWS)
     change(url, "UPDATE users SET image_sharing_consent = %s WHERE id = %s", False, IMAGE_OFF)
     before = file_hashes(tmp_path)
+    source_bytes = (tmp_path / "source.sqlite").read_bytes()
 
     dry = erase_subjects.execute_in_process(instance=instance, resources={"feedback_settings": settings})
 
@@ -280,6 +281,7 @@ def test_the_record_of_subjects_is_derived_for_days_exported_before_it_existed_a
     done = scheduled_erasure(instance, settings)
 
     assert done.success
+    assert (tmp_path / "source.sqlite").read_bytes() == source_bytes, "the source is only read"
     assert holding(tmp_path, [h(WITHDRAWS), URL.format(WITHDRAWS), URL.format(IMAGE_OFF)], WITHDRAWS) == []
     done_metadata = output_metadata(done)
     for key in ("rows_removed_by_day", "image_urls_blanked_training_csv", "rows_removed_raw_feedback"):
