@@ -34,6 +34,7 @@ from feedback_assets.resources import FeedbackSettings
 from feedback_assets.settings import CONTRACT_VERSION, DedupeScope, ExportSettings
 from feedback_assets.slices import in_slices
 from feedback_assets.storage import MissingPartitionError, PartitionStore, split_by_partition
+from feedback_assets.subjects import SubjectRecord
 from feedback_assets.training_csv import csv_format_of, export_day, training_files, write_training_csv
 
 GROUP = "feedback_export"
@@ -100,6 +101,7 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     started = time.perf_counter()
     settings = feedback_settings.settings
     source, store = feedback_settings.source(context.log.warning), feedback_settings.partition_store()
+    subjects = SubjectRecord(settings.storage_dir)
     with_history = settings.dedupe_scope == "first_per_pair"
     context.log.info(f"reading {len(context.partition_keys)} day(s) from the {settings.source.describe()}")
     with explained_failures():
@@ -118,7 +120,14 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
             with explained_failures():
                 frames = read_window(*window_of(days))
             parts = split_by_partition(transforms.raw_rows(frames, with_history=with_history), days)
-            behind.submit(lambda: store.write("raw_feedback", parts))
+
+            def write() -> None:
+                # The record of subjects after the rows: killed in between, the old record still names
+                # everyone the day's later files hold (docs/privacy.md, "The record of subjects").
+                store.write("raw_feedback", parts)
+                subjects.write(parts)
+
+            behind.submit(write)
             for key, part in parts.items():
                 history = part.filter(pl.col("is_history")).height
                 metadata[key] = {"dagster/row_count": part.height - history, "history_rows": history}

@@ -9,7 +9,7 @@ import dagster as dg
 from feedback_assets.alert_sensor import feedback_run_failed
 from feedback_assets.assets import FEEDBACK_ASSETS, FEEDBACK_CHECKS
 from feedback_assets.audit_job import audit_history, weekly_history_audit
-from feedback_assets.erasure_job import erase_subjects
+from feedback_assets.erasure_job import erase_subjects, nightly_erasure
 from feedback_assets.freshness import training_csv_freshness, training_csv_freshness_sensor
 from feedback_assets.resources import settings_in_effect
 from feedback_assets.schedules import feedback_export_job, nightly_feedback_export
@@ -25,7 +25,7 @@ defs = dg.Definitions(
     assets=assets,
     asset_checks=[*FEEDBACK_CHECKS, feedback_volume, *training_csv_freshness],
     jobs=[feedback_export_job, erase_subjects, audit_history],
-    schedules=[nightly_feedback_export, weekly_history_audit],
+    schedules=[nightly_feedback_export, nightly_erasure, weekly_history_audit],
     sensors=[feedback_run_failed, training_csv_freshness_sensor],
     # The settings as the code location loads them, shown on the resource's page; the key (and a
     # source URL, which may hold a password) by the name of its variable, never its value.

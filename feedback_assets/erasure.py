@@ -18,7 +18,7 @@ import io
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -45,6 +45,10 @@ from feedback_assets.training_csv import csv_bytes, manifest_bytes, manifest_pat
 AUDIT_FILE = "audit/erasures.jsonl"
 ROW_KINDS = ("training_csv", "raw_feedback", "anonymized_pairs", "deduplicated_pairs", "seen_pair_hashes")
 PARTITION_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.parquet")
+# Why rows leave the files (docs/privacy.md): the audit log records each cause in entries of its own.
+ERASURE_REQUEST = "erasure_request"
+CONSENT_WITHDRAWN = "consent_withdrawn"
+IMAGE_CONSENT_WITHDRAWN = "image_consent_withdrawn"
 
 
 @dataclass(frozen=True)
@@ -154,12 +158,16 @@ def counts_after_erasure(before: Mapping[str, int], removed: int, suppressed: in
     }
 
 
-def audit_entry(at: dt.datetime, run_id: str, hmac_key_id: str, summary: ErasureSummary) -> dict[str, object]:
-    """The audit record of one erasure run: its own id, when, which days, how many rows; never a
+def audit_entry(
+    at: dt.datetime, run_id: str, hmac_key_id: str, summary: ErasureSummary, cause: str | None = None
+) -> dict[str, object]:
+    """The audit record of one erasure run: its own id, when, which days, how many rows, and with
+    `cause` why (entries written before causes were recorded have none: erasure requests); never a
     subject's id."""
     if summary.audit_entry_id is None:
         raise ValueError("a dry run's summary has no audit entry id: a dry run is not audited")
     return {
+        **({"cause": cause} if cause is not None else {}),
         "entry_id": summary.audit_entry_id,
         "at": at.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "run_id": run_id,
@@ -171,11 +179,11 @@ def audit_entry(at: dt.datetime, run_id: str, hmac_key_id: str, summary: Erasure
     }
 
 
-def _partition_files(directory: StoragePath) -> Iterator[tuple[str, StoragePath]]:
+def _partition_files(directory: StoragePath, days: Collection[str] | None) -> Iterator[tuple[str, StoragePath]]:
     # Matching the whole name skips temporary files and the statistics beside the partitions.
     for path in children(directory):
         match = PARTITION_FILE.fullmatch(path.name)
-        if match:
+        if match and (days is None or match.group(1) in days):
             yield match.group(1), path
 
 
@@ -203,10 +211,14 @@ class _Rewrites:
     the statistics it would write, because the manifests' counts are read back from them.
     """
 
-    def __init__(self, storage_dir: StoragePath, state: DedupeStateStore, dry_run: bool) -> None:
+    def __init__(
+        self, storage_dir: StoragePath, state: DedupeStateStore, dry_run: bool, days: Collection[str] | None
+    ) -> None:
         self.store = PartitionStore(storage_dir)
         self.state = state
         self.dry_run = dry_run
+        # The days whose files may hold the subjects (the record of subjects says which); None: every day.
+        self.only = days
         self.removed: dict[str, dict[str, int]] = {kind: {} for kind in ROW_KINDS}
         self._stats: dict[tuple[str, str], dict[str, int]] = {}
 
@@ -283,7 +295,7 @@ def _erase_state_keys(rewrites: _Rewrites, keys: pl.Series) -> None:
 def _erase_deduplicated(rewrites: _Rewrites, pseudonyms: pl.Series) -> None:
     """Clean deduplicated_pairs and the dedupe state."""
     splits: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}
-    for day, path in _partition_files(rewrites.store.root / "deduplicated_pairs"):
+    for day, path in _partition_files(rewrites.store.root / "deduplicated_pairs", rewrites.only):
         split = _split(path, "analysis_hash", pseudonyms)
         if split is not None:
             splits[day] = split
@@ -301,7 +313,7 @@ def _erase_deduplicated(rewrites: _Rewrites, pseudonyms: pl.Series) -> None:
 
 def _erase_anonymized(rewrites: _Rewrites, pseudonyms: pl.Series) -> None:
     """Clean anonymized_pairs, counting its erased window rows as excluded."""
-    for day, path in _partition_files(rewrites.store.root / "anonymized_pairs"):
+    for day, path in _partition_files(rewrites.store.root / "anonymized_pairs", rewrites.only):
         split = _split(path, "analysis_hash", pseudonyms)
         if split is None:
             continue
@@ -316,7 +328,7 @@ def _erase_anonymized(rewrites: _Rewrites, pseudonyms: pl.Series) -> None:
 
 def _erase_raw(rewrites: _Rewrites, user_ids: pl.Series) -> None:
     """Clean raw_feedback, history rows included."""
-    for day, path in _partition_files(rewrites.store.root / "raw_feedback"):
+    for day, path in _partition_files(rewrites.store.root / "raw_feedback", rewrites.only):
         split = _split(path, "user_id", user_ids)
         if split is not None:
             rewrites.partition("raw_feedback", day, split[0])
@@ -357,6 +369,8 @@ def _erase_csvs(
     statistics changed although their CSV may not have (an erased duplicate)."""
     restated = rewrites.days("deduplicated_pairs", "seen_pair_hashes", "anonymized_pairs")
     for day, path in training_files(export_dir).items():
+        if rewrites.only is not None and day not in rewrites.only and day not in restated:
+            continue
         data = path.read_bytes()
         with reading(path, _repair("training_csv", day)):
             erasure = erase_from_csv(data, pseudonyms(day), suppression)
@@ -404,14 +418,18 @@ def erase(
     hmac_key_id: str,
     now: dt.datetime | None = None,
     dry_run: bool = False,
+    days: Collection[str] | None = None,
+    cause: str = ERASURE_REQUEST,
 ) -> ErasureSummary:
     """Remove the users' rows from every stored partition, the dedupe state and every CSV, then audit it.
 
     `pseudonyms` are the users' stable pseudonyms, which the intermediates and the state hold;
     `csv_pseudonyms(day)` gives them as that day's file spells them. With `dry_run`, the summary
-    says what the erasure would remove, and no file, state or audit entry is written.
+    says what the erasure would remove, and no file, state or audit entry is written. With `days`,
+    only the files of those days are looked at (and the state files and manifests the removal
+    touches); `cause` is what the audit entry says made the rows go.
     """
-    rewrites = _Rewrites(storage_dir, state, dry_run)
+    rewrites = _Rewrites(storage_dir, state, dry_run, days)
     if not user_ids.is_empty():
         # Intermediates first: the manifests' counts are read from the updated statistics.
         _erase_deduplicated(rewrites, pseudonyms)
@@ -429,5 +447,7 @@ def erase(
         audit_entry_id=None if dry_run else uuid.uuid4().hex,
     )
     if not dry_run:
-        append_audit_entry(storage_dir, audit_entry(now or dt.datetime.now(dt.UTC), run_id, hmac_key_id, summary))
+        append_audit_entry(
+            storage_dir, audit_entry(now or dt.datetime.now(dt.UTC), run_id, hmac_key_id, summary, cause)
+        )
     return summary

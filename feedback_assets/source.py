@@ -385,6 +385,15 @@ def _frame_from_text(schema: pl.Schema, text: pl.DataFrame) -> pl.DataFrame:
     return text.rename(dict(zip(text.columns, schema.names(), strict=True)))
 
 
+# What withdrawal reads of a user (`FeedbackSource.read_user_consent`), and how many ids one query
+# names: SQLite binds at most 32,766 parameters.
+CONSENT_COLUMNS = ("id", "ml_training_consent", "image_sharing_consent")
+CONSENT_READ_SCHEMA = pl.Schema(
+    {"id": pl.Int64(), "ml_training_consent": pl.Boolean(), "image_sharing_consent": pl.Boolean()}
+)
+CONSENT_IDS_PER_QUERY = 10_000
+
+
 # The waits between tries after a transient fault: doubling from 1 s, at most 15 s, until the budget
 # (FEEDBACK_SOURCE_RETRY_SECONDS) is spent.
 FIRST_PAUSE_SECONDS = 1.0
@@ -502,11 +511,47 @@ class FeedbackSource:
                 run.close()
 
     def read_erasure_requests(self) -> pl.Series:
-        """Every user id in erasure_requests (the erasure job removes them from what was exported)."""
+        """Every user id in erasure_requests (the erasure job removes them from what was exported);
+        null for each distinct stored value that does not read as an id."""
         user_id = DIALECTS[self.location.dialect].text("e", SOURCE_TABLES["erasure_requests"].column("user_id"))
         query = Query(f"SELECT DISTINCT {user_id} FROM erasure_requests e", 1)
         text = self._retrying(lambda: self._run({"erasures": query}, {}))["erasures"]
-        return _typed(_frame_from_text(ERASURES_SCHEMA, text), ERASURES_SCHEMA)["user_id"].drop_nulls()
+        return _typed(_frame_from_text(ERASURES_SCHEMA, text), ERASURES_SCHEMA)["user_id"]
+
+    def read_user_consent(self, user_ids: pl.Series) -> pl.DataFrame:
+        """The `users` rows of `user_ids` (withdrawal looks up the users the stored days hold):
+        `user_id`, `ml_training_consent`, `image_sharing_consent`, one row per row found, so an id
+        that occurs twice comes out twice. A consent that does not parse is null."""
+        dialect = DIALECTS[self.location.dialect]
+        users = SOURCE_TABLES["users"]
+        columns = ", ".join(dialect.text("u", users.column(name)) for name in CONSENT_COLUMNS)
+        ids = [int(i) for i in user_ids.drop_nulls().unique().sort().to_list()]
+        chunks = [ids[i : i + CONSENT_IDS_PER_QUERY] for i in range(0, len(ids), CONSENT_IDS_PER_QUERY)]
+
+        def read() -> list[tuple[str | None, ...]]:
+            if self.location.dialect == "postgresql":
+                with postgres_connection(self.location) as conn:
+                    _begin_read(conn)
+                    with conn.cursor() as cur:
+                        rows = []
+                        for chunk in chunks:
+                            cur.execute(f"SELECT {columns} FROM users u WHERE u.id = ANY(%(ids)s)", {"ids": chunk})
+                            rows += cur.fetchall()
+                    conn.rollback()
+                return rows
+            with sqlite_connection(self.location) as db:
+                db.text_factory = lambda raw: raw.decode("utf-8", "replace")
+                return [
+                    row
+                    for chunk in chunks
+                    for row in db.execute(
+                        f"SELECT {columns} FROM users u WHERE u.id IN ({', '.join('?' * len(chunk))})", chunk
+                    )
+                ]
+
+        rows = self._retrying(read) if ids else []
+        text = pl.DataFrame(rows, schema=dict.fromkeys(CONSENT_COLUMNS, pl.String), orient="row")
+        return _typed(text, CONSENT_READ_SCHEMA).rename({"id": "user_id"})
 
     def _columns(self) -> dict[str, set[str]]:
         if self.location.dialect == "postgresql":

@@ -7,6 +7,7 @@ import datetime as dt
 import dagster as dg
 
 from feedback_assets.definitions import defs
+from feedback_assets.erasure_job import SCHEDULED_TAGS, erase_subjects
 from feedback_assets.partitions import daily_partitions
 
 ASSET_KEYS = {
@@ -25,7 +26,11 @@ def test_definitions_load_with_every_asset_job_and_schedule() -> None:
         name = job.name
         assert defs.resolve_job_def(name).name == name
     schedules = {schedule.name: defs.resolve_schedule_def(schedule.name).job_name for schedule in defs.schedules or []}
-    assert schedules == {"nightly_feedback_export": "feedback_export", "weekly_history_audit": "audit_history"}
+    assert schedules == {
+        "nightly_feedback_export": "feedback_export",
+        "nightly_erasure": "erase_subjects",
+        "weekly_history_audit": "audit_history",
+    }
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
@@ -43,6 +48,22 @@ def test_nightly_schedule_requests_the_day_that_just_ended() -> None:
         )
         requests = list(schedule.evaluate_tick(context).run_requests or [])
     assert [request.partition_key for request in requests] == ["2025-10-25"]
+
+
+def test_the_nightly_erasure_is_on_by_default_and_asks_for_a_confirmed_tagged_run_after_the_export() -> None:
+    schedule = defs.resolve_schedule_def("nightly_erasure")
+    export = defs.resolve_schedule_def("nightly_feedback_export")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.execution_timezone == "UTC" and schedule.cron_schedule == "0 4 * * *"
+    assert export.cron_schedule == "0 2 * * *", "the erasure is timed to follow this export"
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=dt.datetime(2025, 10, 26, 4, 0, tzinfo=dt.UTC)
+        )
+        [request] = list(schedule.evaluate_tick(context).run_requests or [])
+    assert request.tags.items() >= SCHEDULED_TAGS.items()
+    ops = dg.validate_run_config(erase_subjects, request.run_config)["ops"]
+    assert ops["erase_requested_subjects"]["config"] == {"confirm": True}
 
 
 def test_the_graph_is_wired_in_contract_order() -> None:

@@ -1,0 +1,128 @@
+"""The record of subjects: whose rows each stored day holds, so withdrawals are found without
+reading the big files (docs/privacy.md, "The record of subjects").
+
+One small Parquet file per day under the storage dir, `subjects/YYYY-MM-DD.parquet`: the distinct
+user ids of the day's raw_feedback rows (history rows included) and, per user, whether one of those
+rows holds an image URL the export may carry (the user had image_sharing_consent when it was read).
+It is personal data, private like raw_feedback, and never leaves the storage dir.
+
+A day's record is a function of the day's raw_feedback file, so a re-run writes the same bytes: the
+step that writes raw_feedback writes it right after, and erasure and withdrawal rewrite it as the
+files hold it once they are done. No Dagster here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+import polars as pl
+
+from feedback_assets.files import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    StoragePath,
+    children,
+    concurrently,
+    ensure_dir,
+    readable,
+    reading,
+    rematerialize_command,
+    remove_stale_temp_files,
+    write_parquet_atomically,
+)
+from feedback_assets.storage import PartitionStore
+
+SUBJECTS_DIR = "subjects"
+DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.parquet")
+# One file per day: the day is its name, so the rows need not repeat it.
+RECORD_SCHEMA = pl.Schema({"user_id": pl.Int64(), "image_url": pl.Boolean()})
+# The raw_feedback columns a record is made from: a column read of the day's file, not the whole file.
+RAW_COLUMNS = ("partition", "user_id", "image_url", "image_sharing_consent")
+
+
+def subjects_of(raw: pl.DataFrame) -> pl.DataFrame:
+    """`partition`, `user_id`, `image_url` of raw_feedback rows: one row per day and user whose id the
+    rows keep (refusing and erased users' ids are blanked), true where one of their rows holds an
+    image URL with image consent."""
+    exportable_image = pl.col("image_url").is_not_null() & pl.col("image_sharing_consent").fill_null(False)
+    return (
+        raw.filter(pl.col("user_id").is_not_null())
+        .group_by("partition", "user_id")
+        .agg(exportable_image.any().alias("image_url"))
+        .sort("partition", "user_id")
+    )
+
+
+class SubjectRecord:
+    """The record's files in the storage dir; writers hold the storage lock like the partitions' writers."""
+
+    def __init__(self, storage_dir: StoragePath) -> None:
+        self.directory = storage_dir / SUBJECTS_DIR
+        self.partitions = PartitionStore(storage_dir)
+
+    def path(self, day: str) -> StoragePath:
+        return self.directory / f"{day}.parquet"
+
+    def days(self) -> list[str]:
+        return days_in(self.directory)
+
+    def _read_day(self, day: str) -> pl.DataFrame:
+        path = self.path(day)
+        with reading(path, f"delete it and run erase_subjects again, which makes it anew from raw_feedback {day}"):
+            return pl.read_parquet(readable(path)).cast(RECORD_SCHEMA)
+
+    def write(self, raw_parts: Mapping[str, pl.DataFrame]) -> None:
+        """The record of each day of `raw_parts`, the days' raw_feedback rows as written."""
+        found = _by_day(subjects_of(pl.concat(list(raw_parts.values())))) if raw_parts else {}
+        ensure_dir(self.directory, PRIVATE_DIR_MODE)
+        # A killed step's temporary files, as PartitionStore.write removes them from the partitions'.
+        remove_stale_temp_files(self.directory)
+        concurrently(lambda day: self._write(day, found.get(day, pl.DataFrame(schema=RECORD_SCHEMA))), list(raw_parts))
+
+    def replace(self, day: str, record: pl.DataFrame) -> None:
+        """Write what the record says of `day` (erasure and withdrawal, once the files hold it)."""
+        ensure_dir(self.directory, PRIVATE_DIR_MODE)
+        self._write(day, record.select(RECORD_SCHEMA.names()).cast(RECORD_SCHEMA).sort("user_id"))
+
+    def _write(self, day: str, record: pl.DataFrame) -> None:
+        write_parquet_atomically(self.path(day), record, PRIVATE_FILE_MODE)
+
+    def unrecorded_raw_days(self) -> list[str]:
+        """Days whose raw_feedback was written before the record existed."""
+        recorded = set(self.days())
+        return [day for day in days_in(self.partitions.root / "raw_feedback") if day not in recorded]
+
+    def derived(self, days: Iterable[str]) -> dict[str, pl.DataFrame]:
+        """The record of `days` made from their raw_feedback files, reading only the columns it needs."""
+
+        def derive(day: str) -> pl.DataFrame:
+            path = self.partitions.path("raw_feedback", day)
+            with reading(path, f"rebuild it with {rematerialize_command('raw_feedback', day)}"):
+                raw = pl.read_parquet(readable(path), columns=list(RAW_COLUMNS))
+            return _by_day(subjects_of(raw)).get(day, pl.DataFrame(schema=RECORD_SCHEMA))
+
+        wanted = list(days)
+        return dict(zip(wanted, concurrently(derive, wanted), strict=True))
+
+    def read(self, extra: Mapping[str, pl.DataFrame] | None = None) -> pl.DataFrame:
+        """Every day's record as `partition` (the day as text), `user_id`, `image_url`; `extra` are
+        records not written (yet) that count as written."""
+        days = [day for day in self.days() if extra is None or day not in extra]
+        frames = [self._read_day(day).with_columns(partition=pl.lit(day)) for day in days]
+        frames += [record.with_columns(partition=pl.lit(day)) for day, record in (extra or {}).items()]
+        if not frames:
+            return pl.DataFrame(schema={**RECORD_SCHEMA, "partition": pl.String()})
+        return pl.concat(frames).cast(RECORD_SCHEMA)
+
+
+def _by_day(found: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    return {
+        day.isoformat(): part.select(RECORD_SCHEMA.names())
+        for (day,), part in found.partition_by("partition", as_dict=True).items()
+    }
+
+
+def days_in(directory: StoragePath) -> list[str]:
+    # Matching the whole name skips temporary files and the statistics beside the partitions.
+    return [m.group(1) for m in (DAY_FILE.fullmatch(p.name) for p in children(directory)) if m]
