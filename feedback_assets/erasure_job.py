@@ -58,6 +58,8 @@ IMAGE_KINDS = withdrawal.IMAGE_ROW_KINDS
 # someone asked for.
 SCHEDULED_TAG = "feedback_assets/erasure"
 SCHEDULED_TAGS = {SCHEDULED_TAG: "scheduled"}
+# Put on a dry run's own run as it starts, so the run list tells it from an erasure at a glance.
+DRY_RUN_TAG = "feedback_assets/dry_run"
 
 
 class EraseConfig(dg.Config):
@@ -153,6 +155,8 @@ def erase_requested_subjects(
     storage dir. Without config `confirm: true`, only report what that would do."""
     settings = feedback_settings.settings
     dry_run = not config.confirm
+    if dry_run:
+        context.instance.add_run_tags(context.run_id, {DRY_RUN_TAG: "true"})
     source = feedback_settings.source(context.log.warning)
     with explained_failures():
         source.check_schema()
@@ -277,10 +281,14 @@ def _report(
     entries = [done.audit_entry_id for done in (erased, withdrawn, blanked) if done is not None and done.audit_entry_id]
     withdrawn_users = work.withdrawn["user_id"].n_unique()
     image_users = work.images["user_id"].n_unique()
+    # Requested subjects the record finds in no stored day: their rows were never exported, or are
+    # already gone; "would remove 0 rows" alone read like a failure to find them.
+    not_held = requested - work.requested["user_id"].n_unique()
     metadata: dict[str, dg.RawMetadataValue] = {
         "dry_run": dry_run,
         "nothing_to_do": nothing_to_do,
         "subjects": requested,
+        "subjects_in_no_written_day": not_held,
         "subjects_consent_withdrawn": withdrawn_users,
         "subjects_image_consent_withdrawn": image_users,
         "users_in_record": held["user_id"].n_unique(),
@@ -296,8 +304,9 @@ def _report(
     )
     images = f"{sum(sum(n.values()) for n in blanked_by_day.values())} image URL(s) in {len(days)} day(s)"
     who = (
-        f"{requested} subject(s) in erasure_requests; the stored days hold {withdrawn_users} user(s) whose consent "
-        f"is withdrawn and {image_users} whose image consent is withdrawn"
+        f"{requested} subject(s) in erasure_requests ({not_held} of them in no written day: never exported, or "
+        f"already erased); the stored days hold {withdrawn_users} user(s) whose consent is withdrawn and "
+        f"{image_users} whose image consent is withdrawn"
     )
     if nothing_to_do:
         context.log.info(

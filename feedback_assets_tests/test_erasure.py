@@ -26,7 +26,7 @@ from polars.testing import assert_frame_equal
 from feedback_assets import erasure
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.definitions import defs
-from feedback_assets.erasure_job import ASSET_OF_KIND, DRY_RUN_NOTE, erase_subjects
+from feedback_assets.erasure_job import ASSET_OF_KIND, DRY_RUN_NOTE, DRY_RUN_TAG, erase_subjects
 from feedback_assets.files import LOCK_NAME, SCRATCH_DIR
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import FeedbackSettings
@@ -382,6 +382,9 @@ def test_a_dry_run_changes_nothing_and_reports_what_the_erasure_then_removes(
     assert observations(instance, dry.run_id) == {}
     planned = output_metadata(dry)
     assert planned["dry_run"] is True and planned["note"] == DRY_RUN_NOTE
+    # The run list tells a dry run from an erasure by its tag.
+    assert instance.get_run_by_id(dry.run_id).tags.get(DRY_RUN_TAG) == "true"  # type: ignore[union-attr]
+    assert planned["subjects_in_no_written_day"] == 0
     assert {kind: planned[f"rows_removed_{kind}"] for kind in erasure.ROW_KINDS} == REMOVED_FIRST_PER_PAIR
     assert planned["days_changed"] == len(DAYS)
     assert "audit_entry" not in planned
@@ -393,6 +396,7 @@ def test_a_dry_run_changes_nothing_and_reports_what_the_erasure_then_removes(
     done = erase(instance, settings)
 
     assert done.success
+    assert DRY_RUN_TAG not in instance.get_run_by_id(done.run_id).tags  # type: ignore[union-attr]
     [entry] = audit_entries(tmp_path)
     assert entry["rows_removed"] == REMOVED_FIRST_PER_PAIR
     assert entry["partitions"] == list(DAYS)
@@ -666,3 +670,27 @@ def test_the_docs_give_the_run_config_that_erases() -> None:
     assert dg.validate_run_config(erase_subjects, {})["ops"]["erase_requested_subjects"]["config"] == {"confirm": False}
     for doc in ("README.md", "docs/privacy.md"):
         assert CONFIRM_YAML in (REPO_ROOT / doc).read_text(encoding="utf-8"), doc
+
+
+def test_a_dry_run_for_a_subject_never_exported_says_so(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance
+) -> None:
+    """ "Would remove 0 rows" alone read like a failure to find the subject's rows."""
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_erasure_source(url)
+    settings = settings_for(tmp_path, url)
+    assert materialize(instance, settings, FIRST, LAST).success
+    never_exported = 987_654
+    request_erasure(url, never_exported)
+
+    dry = erase(instance, settings, confirm=False)
+
+    planned = output_metadata(dry)
+    assert planned["subjects"] == 1 and planned["subjects_in_no_written_day"] == 1
+    assert sum(int(str(planned[f"rows_removed_{kind}"])) for kind in erasure.ROW_KINDS) == 0
+    messages = log_messages(instance, dry.run_id)
+    assert any(
+        "1 subject(s) in erasure_requests (1 of them in no written day: never exported, or already erased)" in m
+        for m in messages
+    ), messages
+    assert not [m for m in messages if str(never_exported) in m]
