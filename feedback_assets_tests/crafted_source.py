@@ -3,8 +3,6 @@ section 1, in a few rows), and the CSV and the counts the graph must make of it.
 
 from __future__ import annotations
 
-from feedback_assets.pseudonyms import pseudonym
-from feedback_assets_tests.graph import KEY_HEX
 from feedback_assets_tests.sources import at, rating, write_source
 
 HEADER = (
@@ -13,8 +11,27 @@ HEADER = (
 )
 
 
+# The contract's pseudonyms of users 1..12 under graph.KEY_HEX, computed outside the project, so that
+# a change to how the product computes them fails every end-to-end test that expects these cells:
+#   printf '%s' "$id" | openssl dgst -sha256 -mac HMAC -macopt hexkey:$KEY_HEX
+PSEUDONYMS = {
+    1: "8c18133145809b3311e9a74c937e5ddf1d6ad5a6042b52f4f21775f6deacad98",
+    2: "30cf9046871aa2ab1e39f1de9c1f4935fbca05d17b7981de3d109d963e07b035",
+    3: "a3b87df7661839e80f81574d882775eff1341b9d740e40ac292436da3c555ece",
+    4: "63713729e0d5c7de7a862fef1a545fd5fe36bb25bb1bff7e75af4f9014b0e13b",
+    5: "c11d90e0b875e53d46bf2f7251a2bd6670f683524c3e1eb1e2673c912576ffe5",
+    6: "3434caf4e773b841293f53e9e683c6404e447dd79753d71b4fe1c74fa8a6eb99",
+    7: "1ff0033c287f44e0baae006e40742fac006ed0b54cf22dbab6ff3d997246055c",
+    8: "d7f3224aa56374493f35e710d5b1ce072b64dacb8869f2817ce7cff51f5000b7",
+    9: "06c11a1ebb5758d73051529a90e5aa5789bb5c2d84beb7182eb11ff6384089da",
+    10: "ca8c4391325d89140c0cca965ed7dfecb311cb221670587c6f1f694613e29c75",
+    11: "187c393512b0989421d0522fa7f5c7eb21e5abafa538b834fe2481fca5ac0226",
+    12: "60021fecb4dee01040921321bfe30b4a411181530efa2da74137d41fc8fe6a88",
+}
+
+
 def h(user_id: int) -> str:
-    return pseudonym(user_id, bytes.fromhex(KEY_HEX))
+    return PSEUDONYMS[user_id]
 
 
 def write_crafted_source(url: str) -> None:

@@ -28,7 +28,6 @@ from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.definitions import defs
 from feedback_assets.erasure_job import ASSET_OF_KIND, DRY_RUN_NOTE, DRY_RUN_TAG, erase_subjects
 from feedback_assets.files import LOCK_NAME, SCRATCH_DIR
-from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.storage import PartitionStore
 from feedback_assets.training_csv import csv_bytes, write_training_csv
@@ -39,7 +38,22 @@ from feedback_assets_tests.sources import at, rating, write_source
 
 # A raw id no count, date or digest is likely to contain, so finding it anywhere means a leak.
 ERASED = 7304911
-ERASED_HASH = pseudonym(ERASED, bytes.fromhex(KEY_HEX))
+# Computed outside the project: printf '%s' 7304911 | openssl dgst -sha256 -mac HMAC -macopt hexkey:$KEY_HEX
+ERASED_HASH = "f3776a3a0b89254684eff0418949d746130f9a8266c152846da7752bb562241a"
+# The erased subject's eligible rows as (recommendation, feedback time): their dedupe keys are worked
+# out here from the contract (SHA-256 of pseudonym, recommendation and, for `exact`, the time, joined
+# by the unit separator), so the sweep finds them in the dedupe state whatever the product computes.
+ERASED_PAIRS = [
+    ("rec_a", "2025-10-24T08:00:00.000000Z"),
+    ("rec_b71", "2025-10-25T08:00:00.000000Z"),
+    ("rec_a", "2025-10-26T08:00:00.000000Z"),
+    ("rec_a", "2025-10-27T08:00:00.000000Z"),
+]
+ERASED_KEYS = {
+    hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    for recommendation, time in ERASED_PAIRS
+    for parts in ((ERASED_HASH, recommendation, time), (ERASED_HASH, recommendation))
+}
 PARTNER = 8100001
 FIRST, LAST, NEXT = "2025-10-24", "2025-10-26", "2025-10-27"
 DAYS = ("2025-10-24", "2025-10-25", "2025-10-26")
@@ -128,19 +142,26 @@ def files_under(*directories: Path) -> Iterator[Path]:
 
 
 def traces(*directories: Path) -> list[str]:
-    """Every file that still holds the erased subject's pseudonym or raw id.
+    """Every file that still holds the erased subject's pseudonym, raw id or one of their dedupe keys.
 
     Parquet is compressed, so its byte patterns prove nothing: it is read, and every text column is
-    searched for the pseudonym and every `user_id` column for the raw id.
+    searched for the pseudonym and the keys, and every `user_id` column for the raw id.
     """
     found = []
+    keys = pl.Series(sorted(ERASED_KEYS))
     for path in files_under(*directories):
         if path.suffix == ".parquet":
             frame = pl.read_parquet(path)
             hits = [
                 name
                 for name, dtype in frame.schema.items()
-                if (dtype == pl.String and frame[name].str.contains(ERASED_HASH, literal=True).any())
+                if (
+                    dtype == pl.String
+                    and (
+                        frame[name].str.contains(ERASED_HASH, literal=True).any()
+                        or frame[name].is_in(keys.implode()).any()
+                    )
+                )
                 or (name == "user_id" and dtype.is_integer() and (frame[name] == ERASED).any())
             ]
             if hits:
@@ -275,6 +296,8 @@ def check_erasure_end_to_end(
     assert materialize(instance, settings, FIRST, LAST).success
     before = traces(export, storage)
     assert any(p.endswith(".csv") for p in before) and any("raw_feedback" in p for p in before), before
+    # The keys worked out independently are the ones the state holds, so the sweep can see them go.
+    assert any("seen_pair_hashes" in p for p in before), before
 
     request_erasure(url, ERASED)
     result = erase(instance, settings)
