@@ -17,6 +17,7 @@ import dagster as dg
 from feedback_assets import definitions
 from feedback_assets.assets import FEEDBACK_ASSETS, FEEDBACK_CHECKS
 from feedback_assets.freshness import training_csv_freshness
+from feedback_assets.volume_check import feedback_volume
 
 
 def _noop_asset(real: dg.AssetsDefinition) -> dg.AssetsDefinition:
@@ -48,6 +49,6 @@ def _noop_check(real: dg.AssetChecksDefinition) -> dg.AssetChecksDefinition:
 defs = dg.Definitions(
     assets=[_noop_asset(real) for real in FEEDBACK_ASSETS],
     # The freshness check only reads Dagster's own records, so the floor runs the real one.
-    asset_checks=[*(_noop_check(real) for real in FEEDBACK_CHECKS), *training_csv_freshness],
+    asset_checks=[*(_noop_check(real) for real in (*FEEDBACK_CHECKS, feedback_volume)), *training_csv_freshness],
     executor=definitions.defs.executor,
 )
