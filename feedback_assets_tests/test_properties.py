@@ -29,7 +29,6 @@ from polars.testing import assert_frame_equal
 
 from feedback_assets import schemas
 from feedback_assets import transforms as t
-from feedback_assets.pseudonyms import PERIOD_KEY_INFO, pseudonym
 from feedback_assets.settings import (
     DEDUPE_SCOPES,
     PSEUDONYM_SCOPES,
@@ -62,7 +61,18 @@ FREE_TEXT_MARKER = "FREETEXT-SECRET-"
 IMAGE_URL_PREFIX = "https://img.invalid/SECRET-"
 INT64 = (-(2**63), 2**63 - 1)
 REQUIRED_FEEDBACK = ("feedback_id", "user_id", "analysis_id", "recommendation_id", "created_at")
-RATING_COLUMNS = tuple(t.RATING_RANGES)
+# The contract's rules as the model's own constants (docs/contract.md, sections 4 and 5), never the
+# product's: a changed constant there must make the model and the product disagree.
+MODEL_RATING_RANGES = {"helpful_rating": (1, 5), "product_satisfaction": (1, 5), "routine_completion_pct": (0, 100)}
+MODEL_RATING_FIELDS = (*MODEL_RATING_RANGES, "would_recommend")
+MODEL_REJECTED = ("malformed", "orphan", "ambiguous", "mismatched", "out_of_range")
+MODEL_EXCLUDED = ("no_consent", "erased")
+MODEL_SKIPPED = "too_few_fields"
+MODEL_ELIGIBLE = "eligible"
+MODEL_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# The label the contract's period pseudonyms derive their key from (docs/privacy.md, pseudonym scopes).
+MODEL_PERIOD_KEY_INFO = "feedback_assets pseudonym period v1 "
+RATING_COLUMNS = tuple(MODEL_RATING_RANGES)
 # Unicode White_Space, what Polars' strip_chars() trims; Python's str.strip() also trims \x1c-\x1f,
 # which the contract's "trimmed" does not settle either way.
 UNICODE_WHITESPACE = (
@@ -141,7 +151,8 @@ AGES = st.one_of(
     st.sampled_from([-1, 0, 17, 18, 24, 25, 34, 35, 49, 50, 120, 121]),
     st.sampled_from([300, *INT64]),
 )
-CONSENTS = USUALLY
+# NULL consent among them: the source's column is NOT NULL by contract, but nothing enforces it in SQLite.
+CONSENTS: st.SearchStrategy[bool | None] = st.sampled_from([True] * 7 + [False, None])
 ANALYSIS_TIMES = st.datetimes(
     min_value=dt.datetime(1000, 1, 1),
     max_value=dt.datetime(9999, 12, 31, 23, 59, 59, 999_999),
@@ -247,7 +258,7 @@ def cases(
             "user_id": uid,
             "age": draw(AGES),
             "ml_training_consent": draw(consents),
-            "image_sharing_consent": draw(st.booleans()),
+            "image_sharing_consent": draw(st.sampled_from([True, False, None])),
         }
         for uid in user_ids[:-1]
     }
@@ -531,7 +542,7 @@ def normalized(conditions: str | None) -> str:
 
 
 def formula_escaped(text: str) -> str:
-    return "'" + text if text.startswith(t.FORMULA_PREFIXES) else text
+    return "'" + text if text.startswith(MODEL_FORMULA_PREFIXES) else text
 
 
 def escaped(text: str | None) -> str:
@@ -542,7 +553,7 @@ def escaped(text: str | None) -> str:
 def readings(text: str) -> list[str]:
     """What a text cell may have held before escaping: a quote before a formula starter is the
     escape, unless the source text itself began with that quote."""
-    return [text, text[1:]] if text.startswith("'") and text[1:].startswith(t.FORMULA_PREFIXES) else [text]
+    return [text, text[1:]] if text.startswith("'") and text[1:].startswith(MODEL_FORMULA_PREFIXES) else [text]
 
 
 def normalized_labels(text: str) -> bool:
@@ -574,11 +585,11 @@ def model_outcome(case: Case, row: Mapping[str, Any]) -> str:
         return "no_consent"
     if row["user_id"] in case.erased:
         return "erased"
-    if any(row[name] is not None and not low <= row[name] <= high for name, (low, high) in t.RATING_RANGES.items()):
+    if any(row[name] is not None and not low <= row[name] <= high for name, (low, high) in MODEL_RATING_RANGES.items()):
         return "out_of_range"
-    if sum(row[name] is not None for name in t.RATING_FIELDS) < case.min_fields:
-        return t.SKIPPED_REASON
-    return t.ELIGIBLE
+    if sum(row[name] is not None for name in MODEL_RATING_FIELDS) < case.min_fields:
+        return MODEL_SKIPPED
+    return MODEL_ELIGIBLE
 
 
 def dedupe_identity(case: Case, row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -599,7 +610,7 @@ def model_exported(case: Case) -> dict[str, list[Mapping[str, Any]]]:
     """
     groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for row in case.rows:
-        if model_outcome(case, row) == t.ELIGIBLE:
+        if model_outcome(case, row) == MODEL_ELIGIBLE:
             groups.setdefault(dedupe_identity(case, row), []).append(row)
     per_day: dict[str, list[Mapping[str, Any]]] = {day: [] for day in case.partitions}
     for group in groups.values():
@@ -609,14 +620,18 @@ def model_exported(case: Case) -> dict[str, list[Mapping[str, Any]]]:
     return per_day
 
 
+def stable_pseudonym(user_id: int) -> str:
+    return hmac.new(KEY, str(user_id).encode(), hashlib.sha256).hexdigest()
+
+
 def exported_pseudonym(case: Case, user_id: int, day: dt.date) -> str:
-    """The CSV's pseudonym, derived here with nothing of the product's but the info label: HKDF-Expand
-    of one SHA-256 block is HMAC(key, info || 0x01)."""
-    stable = pseudonym(user_id, KEY)
+    """The CSV's pseudonym, derived here with nothing of the product's: the stable one is
+    HMAC-SHA256(key, decimal id), and HKDF-Expand of one SHA-256 block is HMAC(key, info || 0x01)."""
+    stable = stable_pseudonym(user_id)
     if case.pseudonym_scope == "stable":
         return stable
     label = {"year": f"{day:%Y}", "month": f"{day:%Y-%m}", "day": day.isoformat()}[case.pseudonym_scope]
-    period_key = hmac.new(KEY, (PERIOD_KEY_INFO + label).encode() + b"\x01", hashlib.sha256).digest()
+    period_key = hmac.new(KEY, (MODEL_PERIOD_KEY_INFO + label).encode() + b"\x01", hashlib.sha256).digest()
     return hmac.new(period_key, stable.encode(), hashlib.sha256).hexdigest()
 
 
@@ -650,7 +665,7 @@ def model_cells(case: Case, row: Mapping[str, Any]) -> list[str]:
     cells = [
         exported_pseudonym(case, row["user_id"], row["partition"]),
         escaped(row["recommendation_id"]),
-        *(cell(row[name]) for name in t.RATING_FIELDS),
+        *(cell(row[name]) for name in MODEL_RATING_FIELDS),
         escaped(normalized(analysis["conditions"])),
         escaped(trim(without_nul(record["rules_applied"] or ""))),
         escaped(record["timeframe"]),
@@ -677,12 +692,12 @@ def assert_counts_add_up(case: Case, run: Run) -> None:
         assert t.unaccounted_rows(counts) == 0, counts
         assert counts["total_feedback_records"] == len(window), counts
         assert counts["exported_records"] == run.rows[day].height == len(exported[day]), counts
-        assert counts["anonymized_records"] == by_reason[t.ELIGIBLE], counts
-        assert counts["deduplicated_records"] == by_reason[t.ELIGIBLE] - len(exported[day]), counts
-        assert counts["skipped_records"] == by_reason[t.SKIPPED_REASON], counts
-        for reason in t.REJECTED_REASONS:
+        assert counts["anonymized_records"] == by_reason[MODEL_ELIGIBLE], counts
+        assert counts["deduplicated_records"] == by_reason[MODEL_ELIGIBLE] - len(exported[day]), counts
+        assert counts["skipped_records"] == by_reason[MODEL_SKIPPED], counts
+        for reason in MODEL_REJECTED:
             assert counts[f"rejected_{reason}"] == by_reason[reason], (reason, counts)
-        for reason in t.EXCLUDED_REASONS:
+        for reason in MODEL_EXCLUDED:
             assert counts[f"excluded_{reason}"] == by_reason[reason], (reason, counts)
 
 
@@ -714,7 +729,7 @@ def assert_rows_obey_the_contract(case: Case, run: Run) -> None:
     kept_rows = [source[feedback_id] for feedback_id in run.kept()["feedback_id"].to_list()]
     identities = Counter(dedupe_identity(case, row) for row in kept_rows)
     assert all(n == 1 for n in identities.values()), f"a dedupe key exported twice: {identities}"
-    eligible = [row for row in case.rows if model_outcome(case, row) == t.ELIGIBLE]
+    eligible = [row for row in case.rows if model_outcome(case, row) == MODEL_ELIGIBLE]
     for row in kept_rows:
         assert earliest(r for r in eligible if dedupe_identity(case, r) == dedupe_identity(case, row)) is row
 
@@ -729,10 +744,10 @@ def assert_row_obeys_the_contract(
     assert user["ml_training_consent"] is True, "a row of a user without consent"
     assert user_id not in case.erased, "a row of an erased user"
 
-    for name, (low, high) in t.RATING_RANGES.items():
+    for name, (low, high) in MODEL_RATING_RANGES.items():
         assert row[name] == "" or low <= int(row[name]) <= high, (name, row[name])
     assert row["would_recommend"] in ("", "true", "false")
-    assert sum(row[name] != "" for name in t.RATING_FIELDS) >= case.min_fields
+    assert sum(row[name] != "" for name in MODEL_RATING_FIELDS) >= case.min_fields
 
     assert row["age_range"] in ("", *AGE_BUCKETS)
     assert row["age_range"] == bucket(user["age"])
@@ -741,7 +756,7 @@ def assert_row_obeys_the_contract(
     assert any(text == trim(text) for text in readings(row["rules_applied"])), row["rules_applied"]
 
     for name, value in row.items():
-        assert not value.startswith(t.FORMULA_PREFIXES), (name, value)
+        assert not value.startswith(MODEL_FORMULA_PREFIXES), (name, value)
     for name in ("feedback_created_at", "analysis_created_at"):
         assert ISO_8601_UTC.fullmatch(row[name]), (name, row[name])
     assert dt.datetime.fromisoformat(row["feedback_created_at"]).date().isoformat() == day, "a row in another day"
@@ -765,7 +780,7 @@ def assert_no_personal_data(case: Case, run: Run) -> None:
     source = case.by_id()
     kept = run.kept()
     for feedback_id, analysis_hash in kept.select("feedback_id", "analysis_hash").iter_rows():
-        assert analysis_hash == pseudonym(source[feedback_id]["user_id"], KEY)
+        assert analysis_hash == stable_pseudonym(source[feedback_id]["user_id"])
 
     raw_ids = {str(uid) for uid in case.user_ids}
     ages = {str(user["age"]) for user in case.users.values() if user["age"] is not None}
