@@ -35,7 +35,7 @@ OWNERS = ["team:data-engineering"]
 
 # Bump with any change to what an asset's files hold for the same source; the contract version
 # changes with the CSV's form. Dagster marks every partition materialized under an older version.
-CODE_VERSION = f"contract-{CONTRACT_VERSION}.1"
+CODE_VERSION = f"contract-{CONTRACT_VERSION}.0"
 
 # The `pii` tag says what personal data an asset's files hold, so a privacy review can find them
 # from the catalog. rejected_feedback holds feedback ids and reasons only.

@@ -60,7 +60,7 @@ DEFAULT_QUASI_IDENTIFIERS = ("age_range", "feedback_created_at", "analysis_creat
 
 DEFAULT_PARTITIONS_START = "2025-01-01"
 MIN_KEY_HEX_DIGITS = 64
-CONTRACT_VERSION = "2"
+CONTRACT_VERSION = "3"
 
 DEMO_SOURCE_PATH = Path("data/demo_feedback.sqlite")
 DEFAULT_EXPORT_DIR = Path("ml/feedback_training")

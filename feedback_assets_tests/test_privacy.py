@@ -211,7 +211,7 @@ def test_files_are_private_and_each_csv_has_a_manifest(
     assert manifest["row_count"] == 3
     assert manifest["sha256"] == hashlib.sha256(csv_file.read_bytes()).hexdigest()
     assert manifest["hmac_key_id"] == "k1"
-    assert manifest["contract_version"] == "2"
+    assert manifest["contract_version"] == "3"
     assert (manifest["timestamp_precision"], manifest["pseudonym_scope"]) == ("day", "stable")
     assert manifest["run_id"] == result.run_id
     assert manifest["counts"]["rejected_orphan"] == 3
