@@ -69,6 +69,7 @@ class FeedbackSettings(dg.ConfigurableResource):
     )
     pseudonym_scope: PseudonymScopeChoice | None = Field(default=None, description=UNSET.format("PSEUDONYM_SCOPE"))
     source_retry_seconds: int | None = Field(default=None, description=UNSET.format("SOURCE_RETRY_SECONDS"))
+    lookback_days: int | None = Field(default=None, description=UNSET.format("LOOKBACK_DAYS"))
 
     _validated: ExportSettings | None = PrivateAttr(default=None)
     _problem: str | None = PrivateAttr(default=None)
@@ -118,6 +119,7 @@ class FeedbackSettings(dg.ConfigurableResource):
             "FEEDBACK_TIMESTAMP_PRECISION": _choice(self.timestamp_precision),
             "FEEDBACK_PSEUDONYM_SCOPE": _choice(self.pseudonym_scope),
             "FEEDBACK_SOURCE_RETRY_SECONDS": self.source_retry_seconds,
+            "FEEDBACK_LOOKBACK_DAYS": self.lookback_days,
         }
 
     @property
@@ -193,4 +195,5 @@ def settings_in_effect(env: Mapping[str, str] | None = None) -> FeedbackSettings
         timestamp_precision=TimestampPrecisionChoice(settings.timestamp_precision),
         pseudonym_scope=PseudonymScopeChoice(settings.pseudonym_scope),
         source_retry_seconds=settings.source_retry_seconds,
+        lookback_days=settings.lookback_days,
     )

@@ -94,7 +94,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FEEDBACK_BACKFILL_DAYS_PER_RUN", "unset: a backfill is one run"),
     Setting("FEEDBACK_ALERT_WEBHOOK_URL", "none: alerts are only logged"),
     Setting("FEEDBACK_UI_URL", "http://127.0.0.1:3000"),
+    Setting("FEEDBACK_LOOKBACK_DAYS", "35"),
+    Setting("FEEDBACK_SOURCE_CHECK_MINUTES", "60"),
 )
+DEFAULT_LOOKBACK_DAYS = 35
+DEFAULT_SOURCE_CHECK_MINUTES = 60
 
 
 class ConfigError(ValueError):
@@ -138,6 +142,7 @@ class ExportSettings:
     timestamp_precision: TimestampPrecision = "day"
     pseudonym_scope: PseudonymScope = "stable"
     source_retry_seconds: int = 120
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS
 
 
 def parse_source_url(raw: str) -> SourceLocation:
@@ -229,6 +234,24 @@ def parse_threshold(raw: SettingValue) -> int:
     if value < 1:
         raise ConfigError(f"FEEDBACK_K_ANONYMITY_THRESHOLD must be at least 1, not {value}")
     return value
+
+
+def _at_least_one(name: str, unit: str, raw: SettingValue) -> int:
+    try:
+        value = _whole_number(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of {unit}, 1 or more, not {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be 1 or more {unit}, not {value}")
+    return value
+
+
+def parse_lookback_days(raw: SettingValue) -> int:
+    return _at_least_one("FEEDBACK_LOOKBACK_DAYS", "days", raw)
+
+
+def parse_source_check_minutes(raw: SettingValue) -> int:
+    return _at_least_one("FEEDBACK_SOURCE_CHECK_MINUTES", "minutes", raw)
 
 
 Choice = TypeVar("Choice", bound=str)
@@ -351,6 +374,7 @@ def settings_from(values: Mapping[str, SettingValue | None], env: Mapping[str, s
         timestamp_precision=parse_precision(text("FEEDBACK_TIMESTAMP_PRECISION", "day")),
         pseudonym_scope=parse_pseudonym_scope(text("FEEDBACK_PSEUDONYM_SCOPE", "stable")),
         source_retry_seconds=parse_retry_seconds(pick("FEEDBACK_SOURCE_RETRY_SECONDS", 120)),
+        lookback_days=parse_lookback_days(pick("FEEDBACK_LOOKBACK_DAYS", DEFAULT_LOOKBACK_DAYS)),
     )
 
 
