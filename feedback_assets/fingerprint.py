@@ -88,7 +88,10 @@ def fingerprint_query(days: Sequence[dt.date], dialect: str) -> str:
     """One statement for all `days`: each day's own index range, never the whole table."""
     if dialect not in SEPARATOR:
         raise ValueError(f"no fingerprint for a {dialect} source")
-    return " UNION ALL ".join(f"({day_query(day, dialect)})" for day in sorted(set(days)))
+    # SQLite takes no parenthesised member of a UNION, only subqueries in FROM.
+    return " UNION ALL ".join(
+        f"SELECT * FROM ({day_query(day, dialect)}) d{number}" for number, day in enumerate(sorted(set(days)))
+    )
 
 
 def _value(rows: int, digest: str | None) -> str:
