@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.definitions.external_asset import create_external_asset_from_source_asset
 
 from feedback_assets import catalog
@@ -43,6 +44,8 @@ from feedback_assets.settings import (
 RAW_FEEDBACK = dg.AssetKey("raw_feedback")
 DEDUPLICATED_PAIRS = dg.AssetKey("deduplicated_pairs")
 REASON_TAG = "feedback_assets/reason"
+# The tags of a ranged run, as a backfill's single run carries them (`partitions.days_of_run`).
+RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 BUSY = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -144,8 +147,8 @@ def _observations(instance: dg.DagsterInstance, fingerprints: Mapping[str, str])
     for day, value in fingerprints.items():
         record = instance.get_latest_data_version_record(APP_FEEDBACK_SOURCE, is_source=True, partition_key=day)
         observation = record.asset_observation if record is not None else None
-        if observation is None or observation.tags.get(dg.DATA_VERSION_TAG) != value:
-            events.append(dg.AssetObservation(APP_FEEDBACK_SOURCE, partition=day, tags={dg.DATA_VERSION_TAG: value}))
+        if observation is None or observation.tags.get(DATA_VERSION_TAG) != value:
+            events.append(dg.AssetObservation(APP_FEEDBACK_SOURCE, partition=day, tags={DATA_VERSION_TAG: value}))
     return events
 
 
@@ -155,7 +158,7 @@ def run_request(first: str, last: str, reason: str, key_parts: Iterable[str]) ->
     tags = {REASON_TAG: reason}
     if first == last:
         return dg.RunRequest(run_key=f"{first}..{last}:{digest}", partition_key=first, tags=tags)
-    tags |= {dg.ASSET_PARTITION_RANGE_START_TAG: first, dg.ASSET_PARTITION_RANGE_END_TAG: last}
+    tags |= {RANGE_START_TAG: first, RANGE_END_TAG: last}
     return dg.RunRequest(run_key=f"{first}..{last}:{digest}", tags=tags)
 
 

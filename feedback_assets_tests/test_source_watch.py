@@ -1,0 +1,186 @@
+"""The feedback_source_changes sensor, evaluated in-process on a real instance against real sources:
+which days it re-exports, as which runs, and what it says when it cannot watch."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.data_version import StaleStatus
+from dagster._utils.test.data_versions import get_stale_status_resolver
+
+from feedback_assets.assets import FEEDBACK_ASSETS, FEEDBACK_CHECKS, GROUP
+from feedback_assets.definitions import defs
+from feedback_assets.fingerprint import FINGERPRINT_METADATA
+from feedback_assets.resources import FeedbackSettings
+from feedback_assets.settings import ConfigError
+from feedback_assets.source_watch import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    REASON_TAG,
+    app_feedback_source,
+    changed_days,
+    contiguous_ranges,
+    feedback_source_changes,
+    source_check_minutes,
+)
+from feedback_assets_tests.daemon import clear_feedback_settings
+from feedback_assets_tests.graph import latest_metadata, settings_for
+from feedback_assets_tests.sources import rating, write_source
+
+TODAY = dt.datetime.now(dt.UTC).date()
+LOOKBACK = 5
+OLD, D1, D2, D3 = (TODAY - dt.timedelta(days=n) for n in (LOOKBACK + 2, 3, 2, 1))
+
+
+def test_days_are_grouped_into_runs_of_consecutive_days() -> None:
+    days = ["2025-10-22", "2025-10-20", "2025-10-21", "2025-10-25", "2025-12-31", "2026-01-01", "2025-10-21"]
+    assert contiguous_ranges(days) == [
+        ("2025-10-20", "2025-10-22"),
+        ("2025-10-25", "2025-10-25"),
+        ("2025-12-31", "2026-01-01"),
+    ]
+    assert contiguous_ranges([]) == []
+
+
+def test_only_exported_days_whose_fingerprint_moved_are_changed() -> None:
+    current = {"2025-10-20": "2:a", "2025-10-21": "1:b", "2025-10-22": "0", "2025-10-23": "1:d"}
+    exported = {"2025-10-20": "2:a", "2025-10-21": "1:x", "2025-10-23": None, "2025-09-01": "5:e"}
+    assert changed_days(current, exported) == ["2025-10-21", "2025-10-23"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("", (60, None)), ("1", (1, None)), (" 15 ", (15, None))],
+)
+def test_the_check_interval_is_read_in_minutes(raw: str, expected: tuple[int, str | None]) -> None:
+    assert source_check_minutes({"FEEDBACK_SOURCE_CHECK_MINUTES": raw}) == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "hourly", "-5"])
+def test_a_bad_check_interval_falls_back_to_the_default_and_names_the_variable(raw: str) -> None:
+    minutes, problem = source_check_minutes({"FEEDBACK_SOURCE_CHECK_MINUTES": raw})
+    assert minutes == 60
+    assert problem is not None and problem.startswith("FEEDBACK_SOURCE_CHECK_MINUTES must be")
+
+
+def _row(fid: int, day: dt.date, hour: int, rating_value: int = 4) -> dict[str, object]:
+    return rating(fid, fid, fid, f"rec_{fid}", f"{day.isoformat()} {hour:02d}:00:00", rating_value, 4, 60, True)
+
+
+def _write(url: str, feedback: list[dict[str, object]]) -> None:
+    ids = sorted({int(str(row["id"])) for row in feedback})
+    write_source(
+        url,
+        users=[{"id": i, "age": 30 + i, "ml_training_consent": True, "image_sharing_consent": False} for i in ids],
+        analyses=[{"id": i, "user_id": i, "conditions": "acne"} for i in ids],
+        records=[{"id": f"rec_{i}", "analysis_id": i, "rules_applied": "spf", "timeframe": "4w"} for i in ids],
+        feedback=feedback,
+    )
+
+
+def _export(instance: dg.DagsterInstance, settings: FeedbackSettings, first: dt.date, last: dt.date) -> None:
+    """One run of the graph as the code location defines it, with the source asset beside it, so
+    raw_feedback records which observation of each day it read (in-process `materialize` of the
+    assets alone leaves the source out)."""
+    job = dg.define_asset_job("export", selection=dg.AssetSelection.groups(GROUP))
+    location = dg.Definitions(
+        assets=[*FEEDBACK_ASSETS, app_feedback_source],
+        asset_checks=FEEDBACK_CHECKS,
+        jobs=[job],
+        resources={"feedback_settings": settings},
+    )
+    tags = {RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()}
+    assert location.resolve_job_def("export").execute_in_process(instance=instance, tags=tags).success
+
+
+def _tick(instance: dg.DagsterInstance) -> dg.SensorResult:
+    result = feedback_source_changes(dg.build_sensor_context(instance=instance))
+    assert isinstance(result, dg.SensorResult), result
+    # The daemon records a tick's observations; here the test does.
+    for event in result.asset_events or []:
+        assert isinstance(event, dg.AssetObservation)
+        instance.report_runless_asset_event(event)
+    return result
+
+
+def _requested(result: dg.SensorResult) -> list[tuple[str, str]]:
+    ranges = []
+    for request in result.run_requests or []:
+        assert request.tags[REASON_TAG] == "source_changed"
+        if request.partition_key is not None:
+            ranges.append((request.partition_key, request.partition_key))
+        else:
+            ranges.append((request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]))
+    return ranges
+
+
+def _stale(instance: dg.DagsterInstance, day: dt.date) -> bool:
+    # As the UI computes it: the day's latest observation against the version raw_feedback last read.
+    resolver = get_stale_status_resolver(instance, [*FEEDBACK_ASSETS, app_feedback_source])
+    return resolver.get_status(dg.AssetKey("raw_feedback"), day.isoformat()) == StaleStatus.STALE
+
+
+@pytest.mark.usefixtures("hmac_key")
+def test_late_rows_in_exported_days_of_the_lookback_are_requested_once_per_range_of_days(
+    tmp_path: Path, source_url: str, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear_feedback_settings(monkeypatch)
+    monkeypatch.setenv("FEEDBACK_SOURCE_URL", source_url)
+    monkeypatch.setenv("FEEDBACK_LOOKBACK_DAYS", str(LOOKBACK))
+    rows = [_row(1, OLD, 9), _row(2, D1, 9), _row(3, D2, 9), _row(4, D3, 9)]
+    _write(source_url, rows)
+    # The sensor's first tick observes the watched days; none was exported, so nothing is run.
+    first = _tick(instance)
+    assert _requested(first) == []
+    assert len(first.asset_events or []) == LOOKBACK
+    settings = settings_for(tmp_path, source_url)
+    _export(instance, settings, OLD, OLD)
+    _export(instance, settings, D1, D3)
+    assert FINGERPRINT_METADATA not in latest_metadata(instance, "raw_feedback", OLD.isoformat())
+    assert latest_metadata(instance, "raw_feedback", D1.isoformat())[FINGERPRINT_METADATA].startswith("1:")
+    unchanged = _tick(instance)
+    assert _requested(unchanged) == [] and unchanged.asset_events == []
+    assert not _stale(instance, D1)
+
+    # A late row in D1 and in the day older than the lookback: only D1 is re-exported.
+    _write(source_url, [*rows, _row(5, D1, 12), _row(6, OLD, 12)])
+    late = _tick(instance)
+    assert _requested(late) == [(D1.isoformat(), D1.isoformat())]
+    assert [event.partition for event in late.asset_events or []] == [D1.isoformat()]
+    assert _stale(instance, D1) and not _stale(instance, D2)
+
+    # Changes in D2 and D3 too: one run for the three consecutive days.
+    changed = [rows[0], rows[1], _row(3, D2, 9, rating_value=1), rows[3], _row(5, D1, 12), _row(6, OLD, 12)]
+    _write(source_url, [*changed, _row(7, D3, 1)])
+    assert _requested(_tick(instance)) == [(D1.isoformat(), D3.isoformat())]
+
+    # A run of those days queued or in progress: nothing is requested twice.
+    busy = instance.create_run_for_job(
+        defs.resolve_job_def("feedback_export"),
+        tags={RANGE_START_TAG: D1.isoformat(), RANGE_END_TAG: D3.isoformat()},
+        status=dg.DagsterRunStatus.NOT_STARTED,
+    )
+    assert _requested(_tick(instance)) == []
+    instance.delete_run(busy.run_id)
+
+    # Once re-exported, the fingerprints match what the export read: no further run.
+    _export(instance, settings, D1, D3)
+    assert _requested(_tick(instance)) == []
+    assert not _stale(instance, D1)
+
+
+def test_a_tick_says_why_it_cannot_watch_the_source(
+    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear_feedback_settings(monkeypatch)
+    monkeypatch.setenv("FEEDBACK_SOURCE_URL", f"sqlite:///{tmp_path / 'absent.sqlite'}")
+    skipped = feedback_source_changes(dg.build_sensor_context(instance=instance))
+    assert isinstance(skipped, dg.SkipReason)
+    assert "FEEDBACK_SOURCE_URL" in (skipped.skip_message or "")
+    assert "does not exist" in (skipped.skip_message or "")
+    monkeypatch.setenv("FEEDBACK_LOOKBACK_DAYS", "0")
+    with pytest.raises(ConfigError, match="FEEDBACK_LOOKBACK_DAYS must be 1 or more days, not 0"):
+        feedback_source_changes(dg.build_sensor_context(instance=instance))
