@@ -8,11 +8,11 @@ import re
 
 import pytest
 
-from feedback_assets.connections import postgres_connection, sqlite_connection
 from feedback_assets.fingerprint import EMPTY, day_query, fingerprint_query, read_fingerprints, watched_days
 from feedback_assets.partitions import daily_partitions
 from feedback_assets.schemas import READS
 from feedback_assets.settings import parse_source_url
+from feedback_assets_tests.late_rows import execute
 from feedback_assets_tests.sources import rating, write_source
 
 DAY = dt.date(2025, 10, 20)
@@ -75,18 +75,6 @@ def _source(url: str) -> None:
     )
 
 
-def _execute(url: str, sql: str) -> None:
-    location = parse_source_url(url)
-    if location.dialect == "postgresql":
-        with postgres_connection(location) as conn, conn.cursor() as cur:
-            cur.execute(sql)
-            conn.commit()
-    else:
-        with sqlite_connection(location, read_only=False) as db:
-            db.execute(sql)
-            db.commit()
-
-
 def _fingerprints(url: str) -> dict[str, str]:
     return read_fingerprints(parse_source_url(url), [DAY, NEXT, OTHER])
 
@@ -110,7 +98,7 @@ CHANGES_OF_THE_DAY = {
 def test_a_change_to_a_row_the_export_reads_changes_that_days_fingerprint_only(source_url: str, change: str) -> None:
     _source(source_url)
     before = _fingerprints(source_url)
-    _execute(source_url, CHANGES_OF_THE_DAY[change])
+    execute(source_url, CHANGES_OF_THE_DAY[change])
     after = _fingerprints(source_url)
     assert after[DAY.isoformat()] != before[DAY.isoformat()]
     assert {day: after[day] for day in after if day != DAY.isoformat()} == {
@@ -133,7 +121,7 @@ UNREAD_CHANGES = {
 def test_a_change_the_export_never_reads_leaves_every_fingerprint_as_it_was(source_url: str, change: str) -> None:
     _source(source_url)
     before = _fingerprints(source_url)
-    _execute(source_url, UNREAD_CHANGES[change])
+    execute(source_url, UNREAD_CHANGES[change])
     assert _fingerprints(source_url) == before
 
 
@@ -143,5 +131,5 @@ def test_a_day_without_rows_has_the_empty_fingerprint_and_reading_twice_gives_th
     assert _fingerprints(source_url) == first
     assert first[OTHER.isoformat()] == EMPTY
     assert first[NEXT.isoformat()].startswith("1:")
-    _execute(source_url, "DELETE FROM recommendation_feedback WHERE id = 3")
+    execute(source_url, "DELETE FROM recommendation_feedback WHERE id = 3")
     assert _fingerprints(source_url)[NEXT.isoformat()] == EMPTY

@@ -28,7 +28,7 @@ from feedback_assets.source_watch import (
 )
 from feedback_assets_tests.daemon import clear_feedback_settings
 from feedback_assets_tests.graph import latest_metadata, settings_for
-from feedback_assets_tests.sources import rating, write_source
+from feedback_assets_tests.late_rows import row, write_rows
 
 TODAY = dt.datetime.now(dt.UTC).date()
 LOOKBACK = 5
@@ -64,21 +64,6 @@ def test_a_bad_check_interval_falls_back_to_the_default_and_names_the_variable(r
     minutes, problem = source_check_minutes({"FEEDBACK_SOURCE_CHECK_MINUTES": raw})
     assert minutes == 60
     assert problem is not None and problem.startswith("FEEDBACK_SOURCE_CHECK_MINUTES must be")
-
-
-def _row(fid: int, day: dt.date, hour: int, rating_value: int = 4) -> dict[str, object]:
-    return rating(fid, fid, fid, f"rec_{fid}", f"{day.isoformat()} {hour:02d}:00:00", rating_value, 4, 60, True)
-
-
-def _write(url: str, feedback: list[dict[str, object]]) -> None:
-    ids = sorted({int(str(row["id"])) for row in feedback})
-    write_source(
-        url,
-        users=[{"id": i, "age": 30 + i, "ml_training_consent": True, "image_sharing_consent": False} for i in ids],
-        analyses=[{"id": i, "user_id": i, "conditions": "acne"} for i in ids],
-        records=[{"id": f"rec_{i}", "analysis_id": i, "rules_applied": "spf", "timeframe": "4w"} for i in ids],
-        feedback=feedback,
-    )
 
 
 def _export(instance: dg.DagsterInstance, settings: FeedbackSettings, first: dt.date, last: dt.date) -> None:
@@ -130,8 +115,8 @@ def test_late_rows_in_exported_days_of_the_lookback_are_requested_once_per_range
     clear_feedback_settings(monkeypatch)
     monkeypatch.setenv("FEEDBACK_SOURCE_URL", source_url)
     monkeypatch.setenv("FEEDBACK_LOOKBACK_DAYS", str(LOOKBACK))
-    rows = [_row(1, OLD, 9), _row(2, D1, 9), _row(3, D2, 9), _row(4, D3, 9)]
-    _write(source_url, rows)
+    rows = [row(1, OLD, 9), row(2, D1, 9), row(3, D2, 9), row(4, D3, 9)]
+    write_rows(source_url, rows)
     # The sensor's first tick observes the watched days; none was exported, so nothing is run.
     first = _tick(instance)
     assert _requested(first) == []
@@ -146,15 +131,15 @@ def test_late_rows_in_exported_days_of_the_lookback_are_requested_once_per_range
     assert not _stale(instance, D1)
 
     # A late row in D1 and in the day older than the lookback: only D1 is re-exported.
-    _write(source_url, [*rows, _row(5, D1, 12), _row(6, OLD, 12)])
+    write_rows(source_url, [*rows, row(5, D1, 12), row(6, OLD, 12)])
     late = _tick(instance)
     assert _requested(late) == [(D1.isoformat(), D1.isoformat())]
     assert [event.partition for event in late.asset_events or []] == [D1.isoformat()]
     assert _stale(instance, D1) and not _stale(instance, D2)
 
     # Changes in D2 and D3 too: one run for the three consecutive days.
-    changed = [rows[0], rows[1], _row(3, D2, 9, rating_value=1), rows[3], _row(5, D1, 12), _row(6, OLD, 12)]
-    _write(source_url, [*changed, _row(7, D3, 1)])
+    changed = [rows[0], rows[1], row(3, D2, 9, rating_value=1), rows[3], row(5, D1, 12), row(6, OLD, 12)]
+    write_rows(source_url, [*changed, row(7, D3, 1)])
     assert _requested(_tick(instance)) == [(D1.isoformat(), D3.isoformat())]
 
     # A run of those days queued or in progress: nothing is requested twice.
