@@ -89,7 +89,7 @@ def changed_days(current: Mapping[str, str], exported: Mapping[str, str | None])
 
 
 def days_in(first: str, last: str) -> list[str]:
-    return daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+    return list(daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last)))
 
 
 def _latest_per_day(
