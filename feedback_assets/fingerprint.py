@@ -110,6 +110,19 @@ def fingerprints_from_texts(texts: pl.DataFrame) -> dict[str, str]:
     }
 
 
+# The planner's settings for the observation's transaction. The default random_page_cost (4, for
+# spinning disks) prefers scanning the dimension tables whole to finding a day's few thousand ids
+# through their primary keys, as for the reader; a merge or hash join would read a whole dimension
+# table for every day; and the 35 days' plan costs enough to be compiled by JIT, which took 35 s of
+# a 45 s observation of the benchmark year (docs/benchmarks.md, "One observation of the source").
+PLANNER_SETTINGS = (
+    "SET LOCAL random_page_cost = 1.1",
+    "SET LOCAL enable_mergejoin = off",
+    "SET LOCAL enable_hashjoin = off",
+    "SET LOCAL jit = off",
+)
+
+
 def read_fingerprints(location: SourceLocation, days: Sequence[dt.date]) -> dict[str, str]:
     """Each of `days` (YYYY-MM-DD) with its fingerprint, read in one read-only transaction."""
     if not days:
@@ -120,16 +133,8 @@ def read_fingerprints(location: SourceLocation, days: Sequence[dt.date]) -> dict
         with postgres_connection(location) as conn:
             conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with conn.cursor() as cur:
-                # The default (4, for spinning disks) prefers scanning the dimension tables whole to
-                # finding a day's few thousand ids through their primary keys, as for the reader.
-                cur.execute("SET LOCAL random_page_cost = 1.1")
-                # A day's rows find their user, analysis and record through the primary keys: a
-                # merge or hash join would read a whole dimension table for every day.
-                cur.execute("SET LOCAL enable_mergejoin = off")
-                cur.execute("SET LOCAL enable_hashjoin = off")
-                # The 35 days' plan costs enough to be compiled by JIT, which took 35 s of a 45 s
-                # observation on the benchmark year (docs/benchmarks.md, "One observation").
-                cur.execute("SET LOCAL jit = off")
+                for setting in PLANNER_SETTINGS:
+                    cur.execute(setting)
                 cur.execute(sql)
                 found = {str(day): _value(int(rows), digest) for day, rows, digest in cur.fetchall()}
             conn.rollback()
