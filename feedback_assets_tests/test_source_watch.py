@@ -3,6 +3,7 @@ which days it re-exports, as which runs, and what it says when it cannot watch."
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from feedback_assets.source_watch import (
 )
 from feedback_assets_tests.daemon import clear_feedback_settings
 from feedback_assets_tests.graph import latest_metadata, settings_for
-from feedback_assets_tests.late_rows import row, write_rows
+from feedback_assets_tests.late_rows import execute, row, write_rows
 
 TODAY = dt.datetime.now(dt.UTC).date()
 LOOKBACK = 5
@@ -66,7 +67,13 @@ def test_a_bad_check_interval_falls_back_to_the_default_and_names_the_variable(r
     assert problem is not None and problem.startswith("FEEDBACK_SOURCE_CHECK_MINUTES must be")
 
 
-def _export(instance: dg.DagsterInstance, settings: FeedbackSettings, first: dt.date, last: dt.date) -> None:
+def _export(
+    instance: dg.DagsterInstance,
+    settings: FeedbackSettings,
+    first: dt.date,
+    last: dt.date,
+    expect_success: bool = True,
+) -> bool:
     """One run of the graph as the code location defines it, with the source asset beside it, so
     raw_feedback records which observation of each day it read (in-process `materialize` of the
     assets alone leaves the source out)."""
@@ -78,7 +85,11 @@ def _export(instance: dg.DagsterInstance, settings: FeedbackSettings, first: dt.
         resources={"feedback_settings": settings},
     )
     tags = {RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()}
-    assert location.resolve_job_def("export").execute_in_process(instance=instance, tags=tags).success
+    result = location.resolve_job_def("export").execute_in_process(
+        instance=instance, tags=tags, raise_on_error=expect_success
+    )
+    assert result.success or not expect_success
+    return result.success
 
 
 def _tick(instance: dg.DagsterInstance) -> dg.SensorResult:
@@ -169,3 +180,37 @@ def test_a_tick_says_why_it_cannot_watch_the_source(
     monkeypatch.setenv("FEEDBACK_LOOKBACK_DAYS", "0")
     with pytest.raises(ConfigError, match="FEEDBACK_LOOKBACK_DAYS must be 1 or more days, not 0"):
         feedback_source_changes(dg.build_sensor_context(instance=instance))
+
+
+@pytest.mark.usefixtures("hmac_key")
+def test_with_first_per_pair_a_late_row_that_takes_a_later_days_pair_re_runs_the_range_through_that_day(
+    tmp_path: Path, source_url: str, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear_feedback_settings(monkeypatch)
+    monkeypatch.setenv("FEEDBACK_SOURCE_URL", source_url)
+    monkeypatch.setenv("FEEDBACK_LOOKBACK_DAYS", str(LOOKBACK))
+    # Pair (user 3, rec_3) is first rated on D2; the late row rates it on D1, so D1 now owns it.
+    rows = [row(2, D1, 9), row(3, D2, 9)]
+    write_rows(source_url, rows)
+    _tick(instance)
+    settings = settings_for(tmp_path, source_url, dedupe_scope="first_per_pair")
+    _export(instance, settings, D1, D2)
+    execute(
+        source_url,
+        "INSERT INTO recommendation_feedback (id, user_id, analysis_id, recommendation_id, helpful_rating, "
+        f"created_at) VALUES (9, 3, 3, 'rec_3', 5, '{D1.isoformat()} 12:00:00')",
+    )
+    assert _requested(_tick(instance)) == [(D1.isoformat(), D1.isoformat())]
+    # The sensor's run of D1 alone: the blocking check stops its CSV, naming D2.
+    assert not _export(instance, settings, D1, D1, expect_success=False)
+    assert latest_metadata(instance, "deduplicated_pairs", D1.isoformat())["later_days_to_rerun"] == D2.isoformat()
+    assert _requested(_tick(instance)) == [(D1.isoformat(), D2.isoformat())]
+    assert _export(instance, settings, D1, D2)
+    assert _requested(_tick(instance)) == []
+    assert "rec_3" in _recommendations(tmp_path / "export", D1)
+    assert "rec_3" not in _recommendations(tmp_path / "export", D2)
+
+
+def _recommendations(export: Path, day: dt.date) -> set[str]:
+    with (export / f"feedback_training_{day:%Y%m%d}.csv").open(newline="") as handle:
+        return {line["recommendation_id"] for line in csv.DictReader(handle)}
