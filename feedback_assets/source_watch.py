@@ -195,15 +195,16 @@ def feedback_source_changes(context: dg.SensorEvaluationContext) -> dg.SensorRes
         for between in days_in(day, last):
             wanted.setdefault(between, f"{between}=later:{event}")
     busy = _busy_days(instance)
-    requests = []
+    requests, launched = [], []
     for first, last in contiguous_ranges(wanted):
         members = days_in(first, last)
         if busy.intersection(members):
             context.log.info(f"days {first}..{last} changed but a run of them is queued or running; next tick")
             continue
         requests.append(run_request(first, last, "source_changed", [wanted[day] for day in members]))
+        launched.append(first if first == last else f"{first}..{last}")
     if requests:
-        context.log.info(f"re-exporting {', '.join(str(r.partition_key or r.tags) for r in requests)}")
+        context.log.info(f"the source changed; requesting feedback_export for {', '.join(launched)}")
     return dg.SensorResult(run_requests=requests, asset_events=_observations(instance, fingerprints))
 
 
