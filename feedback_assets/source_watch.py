@@ -16,16 +16,19 @@ No `from __future__ import annotations` here: Dagster inspects the annotations o
 import datetime as dt
 import hashlib
 import os
+import sqlite3
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import dagster as dg
+import psycopg2
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.definitions.external_asset import create_external_asset_from_source_asset
 
 from feedback_assets import catalog
 from feedback_assets.assets import APP_FEEDBACK_SOURCE
 from feedback_assets.connections import SourceUnreachableError
+from feedback_assets.files import first_line_of
 from feedback_assets.fingerprint import FINGERPRINT_METADATA, read_fingerprints, watched_days
 from feedback_assets.partitions import daily_partitions, days_of_run
 from feedback_assets.resources import FeedbackSettings
@@ -182,8 +185,9 @@ def feedback_source_changes(context: dg.SensorEvaluationContext) -> dg.SensorRes
         return dg.SkipReason("no day of the partitions is within FEEDBACK_LOOKBACK_DAYS yet")
     try:
         fingerprints = read_fingerprints(location, [dt.date.fromisoformat(day) for day in days])
-    except (ConfigError, SourceUnreachableError) as exc:
-        return dg.SkipReason(f"the source was not observed: {exc}")
+    except (ConfigError, SourceUnreachableError, psycopg2.Error, sqlite3.Error) as exc:
+        # The next tick tries again; the message is the driver's first line (never a password).
+        return dg.SkipReason(f"the source was not observed: {first_line_of(exc)}")
     instance = context.instance
     exported = {
         day: _metadata_text(record, FINGERPRINT_METADATA)

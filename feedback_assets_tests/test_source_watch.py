@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import sqlite3
 from pathlib import Path
 
 import dagster as dg
@@ -177,6 +178,12 @@ def test_a_tick_says_why_it_cannot_watch_the_source(
     assert isinstance(skipped, dg.SkipReason)
     assert "FEEDBACK_SOURCE_URL" in (skipped.skip_message or "")
     assert "does not exist" in (skipped.skip_message or "")
+    empty = tmp_path / "empty.sqlite"
+    sqlite3.connect(empty).close()
+    monkeypatch.setenv("FEEDBACK_SOURCE_URL", f"sqlite:///{empty}")
+    tableless = feedback_source_changes(dg.build_sensor_context(instance=instance))
+    assert isinstance(tableless, dg.SkipReason)
+    assert "no such table: recommendation_feedback" in (tableless.skip_message or "")
     monkeypatch.setenv("FEEDBACK_LOOKBACK_DAYS", "0")
     with pytest.raises(ConfigError, match="FEEDBACK_LOOKBACK_DAYS must be 1 or more days, not 0"):
         feedback_source_changes(dg.build_sensor_context(instance=instance))
