@@ -10,13 +10,16 @@ the real one is the data path.
 """
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotation at definition time.
+import warnings
 from collections.abc import Iterator
 
 import dagster as dg
+from dagster._core.definitions.external_asset import create_external_asset_from_source_asset
 
 from feedback_assets import definitions
 from feedback_assets.assets import FEEDBACK_ASSETS, FEEDBACK_CHECKS
 from feedback_assets.freshness import training_csv_freshness
+from feedback_assets.source_watch import app_feedback_source
 from feedback_assets.volume_check import feedback_volume
 
 
@@ -46,8 +49,26 @@ def _noop_check(real: dg.AssetChecksDefinition) -> dg.AssetChecksDefinition:
     return noop
 
 
+def _noop_source() -> dg.AssetsDefinition:
+    """The observable source asset, observing nothing: runs of the graph never observe it."""
+
+    def observe() -> dg.DataVersionsByPartition:
+        return dg.DataVersionsByPartition({})
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        warnings.filterwarnings("ignore", message="Property `OpDefinition.version` is deprecated")
+        return create_external_asset_from_source_asset(
+            dg.observable_source_asset(
+                key=app_feedback_source.key,
+                partitions_def=app_feedback_source.partitions_def,
+                group_name=app_feedback_source.group_names_by_key[app_feedback_source.key],
+            )(observe)
+        )
+
+
 defs = dg.Definitions(
-    assets=[_noop_asset(real) for real in FEEDBACK_ASSETS],
+    assets=[*(_noop_asset(real) for real in FEEDBACK_ASSETS), _noop_source()],
     # The freshness check only reads Dagster's own records, so the floor runs the real one.
     asset_checks=[*(_noop_check(real) for real in (*FEEDBACK_CHECKS, feedback_volume)), *training_csv_freshness],
     executor=definitions.defs.executor,

@@ -8,6 +8,7 @@ output per day of a ranged run: docs/decisions.md, "IO managers and ranged runs"
 day's statistics as that day's metadata, also when one run covers a range of days.
 """
 
+import datetime as dt
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,6 +29,7 @@ from feedback_assets.files import (
     rematerialize_command,
     remove_stale_temp_files,
 )
+from feedback_assets.fingerprint import FINGERPRINT_METADATA, watched_days
 from feedback_assets.partitions import backfill_policy, daily_partitions, days_of_run, window_of
 from feedback_assets.pseudonyms import PseudonymCache
 from feedback_assets.resources import FeedbackSettings
@@ -44,6 +46,8 @@ GROUP = "feedback_export"
 DEDUPE_STATE_POOL = "feedback_dedupe_state"
 DEDUPLICATED_PAIRS = dg.AssetKey("deduplicated_pairs")
 SEEN_PAIR_HASHES = dg.AssetKey("seen_pair_hashes")
+# The app's tables as an observable source asset (source_watch.py): raw_feedback reads them.
+APP_FEEDBACK_SOURCE = dg.AssetKey("app_feedback_source")
 
 
 def _report(
@@ -94,7 +98,10 @@ def _asset(
 
 # No Dagster retry policy: the reader itself tries again after transient faults, for up to
 # FEEDBACK_SOURCE_RETRY_SECONDS, and Dagster's retries would multiply that budget.
-@_asset(catalog.page("raw_feedback", {"polars", catalog.source_kind(), "parquet"}, catalog.PII_IDENTIFIED))
+@_asset(
+    catalog.page("raw_feedback", {"polars", catalog.source_kind(), "parquet"}, catalog.PII_IDENTIFIED),
+    deps=[APP_FEEDBACK_SOURCE],
+)
 def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
     """The day's feedback rows joined with their user, analysis and recommendation record, as read
     from the app's database; still personal data (user ids, ages), kept in the private storage dir."""
@@ -108,6 +115,14 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
         source.check_schema()
     metadata: dict[str, dict[str, Any]] = {}
     run_window = window_of(context.partition_keys)
+    # Read before the rows, never after: a change committed between the two makes the sensor re-run
+    # the day once more, while one read after could hide a change the rows missed (docs/decisions.md,
+    # "The fingerprint read before the rows").
+    watched = set(watched_days(dt.datetime.now(dt.UTC).date(), settings.lookback_days))
+    with explained_failures():
+        fingerprints = source.fingerprints(
+            [dt.date.fromisoformat(k) for k in context.partition_keys if dt.date.fromisoformat(k) in watched]
+        )
 
     with (
         explained_failures(),
@@ -134,6 +149,8 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
             return sum(part.height for part in parts.values())
 
         in_slices(context.partition_keys, read)
+    for key, value in fingerprints.items():
+        metadata[key][FINGERPRINT_METADATA] = value
     return _report(context, context.asset_key, metadata, started)
 
 

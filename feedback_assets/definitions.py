@@ -13,6 +13,7 @@ from feedback_assets.erasure_job import erase_subjects, nightly_erasure
 from feedback_assets.freshness import training_csv_freshness, training_csv_freshness_sensor
 from feedback_assets.resources import settings_in_effect
 from feedback_assets.schedules import feedback_export_job, nightly_feedback_export
+from feedback_assets.source_watch import app_feedback_source, feedback_source_changes
 from feedback_assets.volume_check import feedback_volume
 
 # Links each asset's page to the file and line that define it. The helper is beta; its warning
@@ -22,11 +23,11 @@ with warnings.catch_warnings():
     assets = dg.with_source_code_references(FEEDBACK_ASSETS)
 
 defs = dg.Definitions(
-    assets=assets,
+    assets=[*assets, app_feedback_source],
     asset_checks=[*FEEDBACK_CHECKS, feedback_volume, *training_csv_freshness],
     jobs=[feedback_export_job, erase_subjects, audit_history],
     schedules=[nightly_feedback_export, nightly_erasure, weekly_history_audit],
-    sensors=[feedback_run_failed, training_csv_freshness_sensor],
+    sensors=[feedback_run_failed, training_csv_freshness_sensor, feedback_source_changes],
     # The settings as the code location loads them, shown on the resource's page; the key (and a
     # source URL, which may hold a password) by the name of its variable, never its value.
     resources={"feedback_settings": settings_in_effect()},

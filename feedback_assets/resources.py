@@ -72,6 +72,7 @@ class FeedbackSettings(dg.ConfigurableResource):
     source_retry_seconds: int | None = Field(default=None, description=UNSET.format("SOURCE_RETRY_SECONDS"))
     volume_low_ratio: float | None = Field(default=None, description=UNSET.format("VOLUME_LOW_RATIO"))
     volume_high_ratio: float | None = Field(default=None, description=UNSET.format("VOLUME_HIGH_RATIO"))
+    lookback_days: int | None = Field(default=None, description=UNSET.format("LOOKBACK_DAYS"))
 
     _validated: ExportSettings | None = PrivateAttr(default=None)
     _problem: str | None = PrivateAttr(default=None)
@@ -125,6 +126,7 @@ class FeedbackSettings(dg.ConfigurableResource):
             "FEEDBACK_SOURCE_RETRY_SECONDS": self.source_retry_seconds,
             "FEEDBACK_VOLUME_LOW_RATIO": self.volume_low_ratio,
             "FEEDBACK_VOLUME_HIGH_RATIO": self.volume_high_ratio,
+            "FEEDBACK_LOOKBACK_DAYS": self.lookback_days,
         }
 
     @property
@@ -207,4 +209,5 @@ def settings_in_effect(env: Mapping[str, str] | None = None) -> FeedbackSettings
         source_retry_seconds=settings.source_retry_seconds,
         volume_low_ratio=settings.volume_low_ratio,
         volume_high_ratio=settings.volume_high_ratio,
+        lookback_days=settings.lookback_days,
     )

@@ -95,7 +95,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FEEDBACK_UI_URL", "http://127.0.0.1:3000"),
     Setting("FEEDBACK_VOLUME_LOW_RATIO", "0.2"),
     Setting("FEEDBACK_VOLUME_HIGH_RATIO", "5"),
+    Setting("FEEDBACK_LOOKBACK_DAYS", "35"),
+    Setting("FEEDBACK_SOURCE_CHECK_MINUTES", "60"),
 )
+DEFAULT_LOOKBACK_DAYS = 35
+DEFAULT_SOURCE_CHECK_MINUTES = 60
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ class ExportSettings:
     source_retry_seconds: int = 120
     volume_low_ratio: float = 0.2
     volume_high_ratio: float = 5.0
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS
 
 
 def parse_hmac_key(raw: str | None) -> bytes:
@@ -202,6 +207,24 @@ def parse_threshold(raw: SettingValue) -> int:
     if value < 1:
         raise ConfigError(f"FEEDBACK_K_ANONYMITY_THRESHOLD must be at least 1, not {value}")
     return value
+
+
+def _at_least_one(name: str, unit: str, raw: SettingValue) -> int:
+    try:
+        value = _whole_number(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of {unit}, 1 or more, not {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be 1 or more {unit}, not {value}")
+    return value
+
+
+def parse_lookback_days(raw: SettingValue) -> int:
+    return _at_least_one("FEEDBACK_LOOKBACK_DAYS", "days", raw)
+
+
+def parse_source_check_minutes(raw: SettingValue) -> int:
+    return _at_least_one("FEEDBACK_SOURCE_CHECK_MINUTES", "minutes", raw)
 
 
 Choice = TypeVar("Choice", bound=str)
@@ -333,6 +356,7 @@ def settings_from(values: Mapping[str, SettingValue | None], env: Mapping[str, s
         volume_high_ratio=parse_ratio(
             "FEEDBACK_VOLUME_HIGH_RATIO", pick("FEEDBACK_VOLUME_HIGH_RATIO", "5"), above_one=True
         ),
+        lookback_days=parse_lookback_days(pick("FEEDBACK_LOOKBACK_DAYS", DEFAULT_LOOKBACK_DAYS)),
     )
 
 

@@ -42,6 +42,7 @@ from feedback_assets.connections import (
     sqlite_connection,
 )
 from feedback_assets.files import PARQUET_COMPRESSION, StoragePath, first_line_of, private_scratch
+from feedback_assets.fingerprint import read_fingerprints
 from feedback_assets.schemas import (
     ANALYSES_SCHEMA,
     ERASURES_SCHEMA,
@@ -509,6 +510,10 @@ class FeedbackSource:
                 yield run.read
             finally:
                 run.close()
+
+    def fingerprints(self, days: Sequence[dt.date]) -> dict[str, str]:
+        """Each day's fingerprint (`fingerprint.py`), tried again after transient faults like a read."""
+        return self._retrying(lambda: read_fingerprints(self.location, days))
 
     def read_erasure_requests(self) -> pl.Series:
         """Every user id in erasure_requests (the erasure job removes them from what was exported);

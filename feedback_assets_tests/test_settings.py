@@ -85,6 +85,8 @@ def test_the_key_never_appears_in_the_settings_repr() -> None:
         ),
         ("FEEDBACK_SOURCE_RETRY_SECONDS", "2m", "FEEDBACK_SOURCE_RETRY_SECONDS must be a whole number of seconds"),
         ("FEEDBACK_SOURCE_RETRY_SECONDS", "-1", "FEEDBACK_SOURCE_RETRY_SECONDS must be 0 or more, not -1"),
+        ("FEEDBACK_LOOKBACK_DAYS", "5w", "FEEDBACK_LOOKBACK_DAYS must be a whole number of days, 1 or more"),
+        ("FEEDBACK_LOOKBACK_DAYS", "0", "FEEDBACK_LOOKBACK_DAYS must be 1 or more days, not 0"),
         ("FEEDBACK_PSEUDONYM_SCOPE", "forever", "FEEDBACK_PSEUDONYM_SCOPE must be one of stable, year, month, day"),
         ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", " , ", "FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS names no column"),
         ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", "age_range,conditions", "cannot include 'conditions'"),
