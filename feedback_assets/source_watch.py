@@ -232,9 +232,8 @@ with warnings.catch_warnings():
             partitions_def=daily_partitions,
             group_name="feedback_source",
             tags=catalog.PII_IDENTIFIED,
-            description="The app's feedback tables as the export reads them. Each day's data version is a fingerprint "
-            "of that day's feedback rows and the user, analysis and record columns the export reads; the "
-            "feedback_source_changes sensor observes the last FEEDBACK_LOOKBACK_DAYS days, so a day changed since its "
-            "export shows raw_feedback stale for it until the sensor's run re-exports it.",
+            # Short, as the catalog shows a description whole on one line; the sensor says the rest.
+            description="The app's feedback tables, observed: each day's data version is a fingerprint of the rows "
+            "its export reads (feedback_source_changes re-exports changed days).",
         )(_observe)
     )

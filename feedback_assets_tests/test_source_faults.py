@@ -143,7 +143,9 @@ def _refusing_proxy(refuse_seconds: float) -> Iterator[int]:
     try:
         yield port
     finally:
-        os.killpg(proxy.pid, signal.SIGTERM)
+        # SIGKILL: the proxy keeps no state, and a SIGTERM can be held up by a signal disposition or
+        # mask inherited from the test process.
+        os.killpg(proxy.pid, signal.SIGKILL)
         proxy.wait(timeout=30)
 
 

@@ -30,12 +30,13 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Locator, Page, Playwright, expect, sync_playwright
 
 from feedback_assets import catalog
-from feedback_assets.assets import FEEDBACK_CHECKS
+from feedback_assets.assets import APP_FEEDBACK_SOURCE, FEEDBACK_CHECKS
 from feedback_assets.definitions import defs
 from feedback_assets.demo.quickstart import DEMO_INSTANCE_YAML
 from feedback_assets.freshness import training_csv_freshness
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.schemas import TRAINING_COLUMNS
+from feedback_assets.volume_check import feedback_volume
 from feedback_assets_tests.daemon import GraphQL, free_port, wait_for_code_location
 from feedback_assets_tests.graph import ALL_ASSETS
 from feedback_assets_tests.processes import BIN_DIR, Processes
@@ -249,7 +250,8 @@ def see(locator: Locator) -> None:
 
 
 def test_the_catalog_lists_every_asset_with_its_description(ui: Browsing) -> None:
-    assert sorted(ALL_ASSETS) == ASSETS
+    # The materialized assets and the observed source (app_feedback_source, docs/contract.md section 7).
+    assert sorted([*ALL_ASSETS, APP_FEEDBACK_SOURCE.to_user_string()]) == ASSETS
     page = ui.visit("/assets")
     for asset in ASSETS:
         assert DESCRIPTIONS[asset], f"{asset} has no description to show"
@@ -311,7 +313,9 @@ def test_the_checks_tab_lists_the_asset_checks(ui: Browsing, asset: str) -> None
 
 
 def test_the_checks_tabs_cover_every_check_the_project_defines() -> None:
-    defined = [key.name for check in [*FEEDBACK_CHECKS, *training_csv_freshness] for key in check.check_keys]
+    defined = [
+        key.name for check in [*FEEDBACK_CHECKS, feedback_volume, *training_csv_freshness] for key in check.check_keys
+    ]
     assert sorted(name for names in CHECKS_BY_ASSET.values() for name in names) == sorted(defined)
 
 
@@ -324,7 +328,8 @@ def test_the_runs_page_shows_the_demo_run_succeeded(ui: Browsing, webserver: Web
     see(page.locator("div").filter(has=run_link).filter(has=page.get_by_text("Success", exact=True)).last)
     page = ui.visit(f"/runs/{webserver.run_id}")
     see(text(page, "Success", exact=True))
-    see(text(page, f"{len(ASSETS)} assets", exact=True))
+    # The demo's run materializes the graph's assets; the source is only ever observed.
+    see(text(page, f"{len(ALL_ASSETS)} assets", exact=True))
 
 
 def test_the_timeline_shows_the_demo_run_in_its_job_row(ui: Browsing) -> None:
