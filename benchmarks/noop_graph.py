@@ -17,7 +17,8 @@ import dagster as dg
 from dagster._core.definitions.external_asset import create_external_asset_from_source_asset
 
 from feedback_assets import definitions
-from feedback_assets.assets import FEEDBACK_ASSETS, FEEDBACK_CHECKS
+from feedback_assets.assets import FEEDBACK_ASSETS
+from feedback_assets.export_checks import FEEDBACK_CHECKS
 from feedback_assets.freshness import training_csv_freshness
 from feedback_assets.source_watch import app_feedback_source
 from feedback_assets.volume_check import feedback_volume

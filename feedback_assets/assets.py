@@ -10,8 +10,7 @@ day's statistics as that day's metadata, also when one run covers a range of day
 
 import datetime as dt
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +18,9 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from feedback_assets import catalog, k_anonymity, transforms
-from feedback_assets.dedupe_state import DedupeStateStore, days_to_rerun, repair_of
+from feedback_assets import catalog, source_join, transforms
+from feedback_assets.asset_runs import GROUP, export_asset, report
+from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.failures import explained_failures
 from feedback_assets.files import (
     WritesBehind,
@@ -30,16 +30,15 @@ from feedback_assets.files import (
     remove_stale_temp_files,
 )
 from feedback_assets.fingerprint import FINGERPRINT_METADATA, watched_days
-from feedback_assets.partitions import backfill_policy, daily_partitions, days_of_run, window_of
+from feedback_assets.partitions import backfill_policy, daily_partitions, window_of
 from feedback_assets.pseudonyms import PseudonymCache
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.settings import CONTRACT_VERSION, DedupeScope, ExportSettings
 from feedback_assets.slices import in_slices
 from feedback_assets.storage import MissingPartitionError, PartitionStore, split_by_partition
 from feedback_assets.subjects import SubjectRecord
-from feedback_assets.training_csv import csv_format_of, export_day, training_files, write_training_csv
+from feedback_assets.training_csv import csv_format_of, export_day, write_training_csv
 
-GROUP = "feedback_export"
 # Steps that read or write the dedupe state share this pool; give it a limit of 1 (README) so
 # only one run at a time claims keys. The state stays consistent without it (each day's claim is
 # a function of the source and writes only its own file); the pool keeps claims serial anyway.
@@ -50,55 +49,9 @@ SEEN_PAIR_HASHES = dg.AssetKey("seen_pair_hashes")
 APP_FEEDBACK_SOURCE = dg.AssetKey("app_feedback_source")
 
 
-def _report(
-    context: dg.AssetExecutionContext,
-    asset_key: dg.AssetKey,
-    per_partition: Mapping[str, Mapping[str, Any]],
-    started: float,
-) -> dg.MaterializeResult:
-    """One materialization per day with that day's own numbers, also in a ranged run.
-
-    Dagster records a ranged output once per day; metadata added for a partition goes onto that
-    day's event only, so no second event per day is needed (docs/decisions.md, "One event per day").
-    """
-    for key, metadata in per_partition.items():
-        context.add_asset_metadata(dict(metadata), asset_key=asset_key, partition_key=key)
-    # Each day's event carries the step's time for the whole run, named as such, and the day's even share.
-    seconds = time.perf_counter() - started
-    days = max(len(per_partition), 1)
-    return dg.MaterializeResult(
-        asset_key=asset_key,
-        metadata={
-            "step_seconds_whole_run": round(seconds, 3),
-            "step_seconds_day_share": round(seconds / days, 3),
-            "partitions_in_run": len(per_partition),
-        },
-    )
-
-
-def _asset(
-    page: catalog.AssetPage, deps: Sequence[dg.AssetsDefinition | dg.AssetKey] | None = None
-) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
-    """Every asset shares the daily partitions, the backfill policy (one run for a range, unless
-    FEEDBACK_BACKFILL_DAYS_PER_RUN fans it out) and the group; `page` is what its catalog page shows
-    (`catalog.page`)."""
-    # Dagster warns that `backfill_policy` is beta each time the code location loads, in the server
-    # and again in every run; the policy is chosen knowingly (docs/decisions.md), so that one
-    # category is silenced here, where the parameter is passed, and nowhere else.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.asset(
-            partitions_def=daily_partitions,
-            backfill_policy=backfill_policy,
-            group_name=GROUP,
-            deps=deps,
-            **page,
-        )
-
-
 # No Dagster retry policy: the reader itself tries again after transient faults, for up to
 # FEEDBACK_SOURCE_RETRY_SECONDS, and Dagster's retries would multiply that budget.
-@_asset(
+@export_asset(
     catalog.page("raw_feedback", {"polars", catalog.source_kind(), "parquet"}, catalog.PII_IDENTIFIED),
     deps=[APP_FEEDBACK_SOURCE],
 )
@@ -134,7 +87,7 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
         def read(days: list[str]) -> int:
             with explained_failures():
                 frames = read_window(*window_of(days))
-            parts = split_by_partition(transforms.raw_rows(frames, with_history=with_history), days)
+            parts = split_by_partition(source_join.raw_rows(frames, with_history=with_history), days)
 
             def write() -> None:
                 # The record of subjects after the rows: killed in between, the old record still names
@@ -151,14 +104,14 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
         in_slices(context.partition_keys, read)
     for key, value in fingerprints.items():
         metadata[key][FINGERPRINT_METADATA] = value
-    return _report(context, context.asset_key, metadata, started)
+    return report(context, context.asset_key, metadata, started)
 
 
 def _classified_raw(store: PartitionStore, keys: list[str], min_feedback_fields: int) -> pl.DataFrame:
     """The stored raw rows of `keys`, each with its outcome under docs/contract.md section 5."""
     with explained_failures():
         raw = store.read("raw_feedback", keys)
-        missing = [name for name in transforms.OWNERSHIP_FLAGS if name not in raw.columns]
+        missing = [name for name in source_join.OWNERSHIP_FLAGS if name not in raw.columns]
         if missing:
             # Stored before contract version 3: without the flags, rows of someone else would pass.
             raise MissingPartitionError(
@@ -169,7 +122,7 @@ def _classified_raw(store: PartitionStore, keys: list[str], min_feedback_fields:
     return transforms.classify(raw, min_feedback_fields)
 
 
-@_asset(catalog.page("anonymized_pairs", {"polars", "parquet"}, catalog.PII_PSEUDONYMISED), deps=[raw_feedback])
+@export_asset(catalog.page("anonymized_pairs", {"polars", "parquet"}, catalog.PII_PSEUDONYMISED), deps=[raw_feedback])
 def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
     """The eligible feedback rows, pseudonymised: keyed HMAC user pseudonyms, age ranges instead of
     ages, normalised conditions; no user id, free text or unconsented image URL."""
@@ -202,10 +155,10 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
 
     with explained_failures(), feedback_settings.writing(context.log.info), WritesBehind() as behind:
         in_slices(context.partition_keys, anonymize)
-    return _report(context, context.asset_key, metadata, started)
+    return report(context, context.asset_key, metadata, started)
 
 
-@_asset(catalog.page("rejected_feedback", {"polars", "parquet"}, {}), deps=[raw_feedback])
+@export_asset(catalog.page("rejected_feedback", {"polars", "parquet"}, {}), deps=[raw_feedback])
 def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
     """The quarantine: the feedback id and reason of every row rejected (malformed, orphan, ambiguous,
     mismatched, out_of_range), so the app team can look the rows up; no personal data."""
@@ -223,7 +176,7 @@ def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: Feed
 
     with explained_failures(), feedback_settings.writing(context.log.info), WritesBehind() as behind:
         in_slices(context.partition_keys, quarantine)
-    return _report(context, context.asset_key, metadata, started)
+    return report(context, context.asset_key, metadata, started)
 
 
 @dg.multi_asset(
@@ -279,8 +232,8 @@ def dedupe_and_claim_keys(
         for claim in claims
         for key, n in claim.owned.items()
     }
-    yield _report(context, DEDUPLICATED_PAIRS, pairs_metadata, started)
-    yield _report(context, SEEN_PAIR_HASHES, state_metadata, started)
+    yield report(context, DEDUPLICATED_PAIRS, pairs_metadata, started)
+    yield report(context, SEEN_PAIR_HASHES, state_metadata, started)
 
 
 @dataclass(frozen=True)
@@ -335,34 +288,9 @@ def _superseded_days(context: dg.AssetExecutionContext, keys: list[str], days: l
     return ", ".join(days)
 
 
-@dg.asset_check(
-    asset=SEEN_PAIR_HASHES,
-    blocking=True,
-    description="Every dedupe key the run's days own is owned by no other day, and only once by its own (the whole "
-    "state is checked weekly by the audit_history job). A failure means two days' files, or one day's file twice, "
-    "would hold the same pair: usually because the source changed after a day was exported, or (a day holding a "
-    "key twice) because that day was exported before ids held twice in the source were rejected as ambiguous; "
-    "training_csv is not written. What to do: backfill the days named in days_to_rerun, from the earliest through "
-    "the latest, in one run (the repair field says so); the re-run rejects rows whose ids occur twice as "
-    "ambiguous, and the app team should remove the duplicate rows.",
-)
-def no_key_owned_twice(
-    context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings
-) -> dg.AssetCheckResult:
-    with explained_failures():
-        shared = feedback_settings.dedupe_state().shared_keys(among=days_of_run(context.run.tags))
-    days = days_to_rerun(shared)
-    metadata: dict[str, int | str] = {"keys_owned_twice": shared.height}
-    # The repair's fields only when there is something to repair: blank rows read as missing data.
-    if days:
-        metadata["days_to_rerun"] = ", ".join(days)
-        metadata["repair"] = repair_of(shared)
-    return dg.AssetCheckResult(passed=shared.is_empty(), metadata=metadata)
-
-
 # The CSV waits for the state: a blocking failure of no_key_owned_twice stops the export of a key
 # that another day's file already holds.
-@_asset(
+@export_asset(
     catalog.page("training_csv", {"polars", "csv"}, catalog.PII_PSEUDONYMISED, catalog.csv_schema()),
     deps=[DEDUPLICATED_PAIRS, SEEN_PAIR_HASHES],
 )
@@ -397,7 +325,7 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
         in_slices(context.partition_keys, export)
     for days, written in exported:
         metadata.update(zip(days, written.result(), strict=True))
-    return _report(context, context.asset_key, metadata, started)
+    return report(context, context.asset_key, metadata, started)
 
 
 def _export_day(
@@ -431,42 +359,5 @@ def _export_day(
     }
 
 
-@dg.asset_check(
-    asset=training_csv,
-    description="k-anonymity over the quasi-identifiers (FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS) and l-diversity "
-    "of conditions in the run's files: the smallest group, the rows in groups below the threshold "
-    "(FEEDBACK_K_ANONYMITY_THRESHOLD, default 5), the fewest distinct conditions in a group (every file so far: "
-    "the audit_history job). A warning, never a failed run: it means some rows share their age range and times "
-    "with fewer than k-1 others, so whoever knows those about a person could single out their row. Expected on "
-    "small days such as the demo's few hundred rows. What to do: set FEEDBACK_K_ANONYMITY_SUPPRESS=true to "
-    "leave such rows out, or a coarser FEEDBACK_TIMESTAMP_PRECISION, and re-run the days (docs/privacy.md).",
-)
-def k_anonymity_of_exports(
-    context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings
-) -> dg.AssetCheckResult:
-    settings = feedback_settings.settings
-    threshold = settings.k_anonymity_threshold
-    run_days = days_of_run(context.run.tags)
-    run_files = [path for day, path in training_files(settings.export_dir).items() if day in run_days]
-    qis = settings.quasi_identifiers
-    these_days = k_anonymity.measure(k_anonymity.exported_cells(run_files, qis), threshold, qis)
-    return dg.AssetCheckResult(
-        passed=these_days.rows_below_threshold == 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "threshold": threshold,
-            "quasi_identifiers": ", ".join(qis),
-            "smallest_group_in_run": these_days.smallest_group,
-            "l_diversity_in_run": these_days.l_diversity,
-            "rows_in_single_condition_groups_in_run": these_days.rows_in_uniform_groups,
-            "rows_below_threshold_in_run": these_days.rows_below_threshold,
-            "rows_in_run": these_days.rows,
-            "suppression": "on" if settings.suppress_small_groups else "off",
-            "days_in_run": len(run_files),
-        },
-    )
-
-
 # The code location's whole graph, in the order of the data's flow.
 FEEDBACK_ASSETS = [raw_feedback, rejected_feedback, anonymized_pairs, dedupe_and_claim_keys, training_csv]
-FEEDBACK_CHECKS = [no_key_owned_twice, k_anonymity_of_exports]

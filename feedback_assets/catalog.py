@@ -17,7 +17,7 @@ from typing import Any, TypedDict
 import dagster as dg
 import polars as pl
 
-from feedback_assets import transforms
+from feedback_assets import source_join, transforms
 from feedback_assets.dedupe_state import key_prefix
 from feedback_assets.schemas import (
     ANALYSES_SCHEMA,
@@ -132,14 +132,14 @@ def _empty(schema: pl.Schema) -> pl.DataFrame:
 
 def _intermediate_schemas() -> dict[str, pl.Schema]:
     """Each intermediate's stored columns, from the transforms themselves run on no rows."""
-    frames = transforms.SourceFrames(
+    frames = source_join.SourceFrames(
         feedback=_empty(FEEDBACK_SCHEMA),
         users=_empty(USERS_SCHEMA),
         analyses=_empty(ANALYSES_SCHEMA),
         records=_empty(RECORDS_SCHEMA),
         erasures=_empty(ERASURES_SCHEMA),
     )
-    raw = transforms.raw_rows(frames, with_history=False)
+    raw = source_join.raw_rows(frames, with_history=False)
     classified = transforms.classify(raw, 1)
     pairs = transforms.anonymize(classified, bytes(32), include_image_urls=True)
     deduplicated = transforms.deduplicate(transforms.with_dedupe_key(pairs, "exact"))

@@ -7,9 +7,10 @@ import warnings
 import dagster as dg
 
 from feedback_assets.alert_sensor import feedback_run_failed
-from feedback_assets.assets import FEEDBACK_ASSETS, FEEDBACK_CHECKS
+from feedback_assets.assets import FEEDBACK_ASSETS
 from feedback_assets.audit_job import audit_history, weekly_history_audit
 from feedback_assets.erasure_job import erase_subjects, nightly_erasure
+from feedback_assets.export_checks import FEEDBACK_CHECKS
 from feedback_assets.freshness import training_csv_freshness, training_csv_freshness_sensor
 from feedback_assets.resources import settings_in_effect
 from feedback_assets.schedules import feedback_export_job, nightly_feedback_export

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from feedback_assets.assets import GROUP
+from feedback_assets.asset_runs import GROUP
 from feedback_assets.freshness import training_csv_freshness
 
 feedback_export_job = dg.define_asset_job(

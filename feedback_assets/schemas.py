@@ -186,7 +186,7 @@ READS: Mapping[str, Read] = MappingProxyType(
             {
                 "id": "analysis_id",
                 # Read only to check that the analysis is the feedback's user's own; the join reduces
-                # it to a flag (`transforms.join_source`), so no one else's id is ever stored.
+                # it to a flag (`source_join.join_source`), so no one else's id is ever stored.
                 "user_id": "analysis_user_id",
                 "conditions": "conditions",
                 "image_url": "image_url",

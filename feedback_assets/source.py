@@ -55,7 +55,7 @@ from feedback_assets.schemas import (
     Column,
 )
 from feedback_assets.settings import SourceLocation
-from feedback_assets.transforms import SourceFrames
+from feedback_assets.source_join import SourceFrames
 
 # The tables and columns a source must have: those the reader reads.
 REQUIRED_COLUMNS: Mapping[str, tuple[str, ...]] = {

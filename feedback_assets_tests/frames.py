@@ -16,7 +16,7 @@ from feedback_assets.schemas import (
     RECORDS_SCHEMA,
     USERS_SCHEMA,
 )
-from feedback_assets.transforms import SourceFrames
+from feedback_assets.source_join import SourceFrames
 
 KEY = bytes.fromhex("0123456789abcdef" * 4)
 

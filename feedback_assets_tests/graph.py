@@ -8,7 +8,8 @@ from typing import Any
 
 import dagster as dg
 
-from feedback_assets.assets import FEEDBACK_ASSETS, k_anonymity_of_exports, no_key_owned_twice
+from feedback_assets.assets import FEEDBACK_ASSETS
+from feedback_assets.export_checks import k_anonymity_of_exports, no_key_owned_twice
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.volume_check import feedback_volume
 

@@ -71,9 +71,14 @@ def test_the_build_context_admits_the_package_and_nothing_else() -> None:
     ignored = [line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()]
     rules = [line for line in ignored if line and not line.startswith("#")]
     assert rules[0] == "*"
-    assert {rule for rule in rules if rule.startswith("!")} == {"!pyproject.toml", "!README.md", "!feedback_assets/"}
+    assert {rule for rule in rules if rule.startswith("!")} == {
+        "!setup.cfg",
+        "!pyproject.toml",
+        "!README.md",
+        "!feedback_assets/",
+    }
     copied = [rest for keyword, rest in instructions() if keyword == "COPY"]
-    assert copied == ["pyproject.toml README.md ./", "feedback_assets ./feedback_assets"]
+    assert copied == ["setup.cfg pyproject.toml README.md ./", "feedback_assets ./feedback_assets"]
 
 
 def test_the_values_run_this_code_location_from_its_image() -> None:

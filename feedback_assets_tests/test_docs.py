@@ -122,7 +122,7 @@ def test_every_cited_decision_has_its_heading_in_docs_decisions() -> None:
     headings = set(re.findall(r"^## (.+)$", (REPO_ROOT / "docs" / "decisions.md").read_text(encoding="utf-8"), re.M))
     cited = {
         f"{path.relative_to(REPO_ROOT)}: {title}"
-        for path in [*checked_files(), REPO_ROOT / "pyproject.toml"]
+        for path in [*checked_files(), REPO_ROOT / "setup.cfg", REPO_ROOT / "pyproject.toml"]
         for title in (" ".join(t.split()) for t in DECISION_CITATION.findall(path.read_text(errors="replace")))
         if title not in headings
     }

@@ -14,10 +14,11 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from feedback_assets import source_join as j
 from feedback_assets import transforms as t
-from feedback_assets.assets import no_key_owned_twice
 from feedback_assets.audit_job import audit_history
 from feedback_assets.dedupe_state import DedupeStateStore, days_to_rerun, repair_of
+from feedback_assets.export_checks import no_key_owned_twice
 from feedback_assets.schemas import REPEATED_IDS_SCHEMA
 from feedback_assets.settings import parse_source_url
 from feedback_assets.source import FeedbackSource
@@ -32,8 +33,8 @@ ORDERS = ["first", "second"]
 Row = TypeVar("Row")
 
 
-def outcomes(frames: t.SourceFrames) -> list[tuple[int, str]]:
-    classified = t.classify(t.raw_rows(frames, with_history=False), 1)
+def outcomes(frames: j.SourceFrames) -> list[tuple[int, str]]:
+    classified = t.classify(j.raw_rows(frames, with_history=False), 1)
     return sorted(classified.select("feedback_id", "outcome").iter_rows())
 
 
@@ -45,7 +46,7 @@ def assert_blanked(raw: pl.DataFrame, feedback_ids: list[int]) -> None:
     """The rows keep no personal value, and no owner's id is stored at all."""
     rows = raw.filter(pl.col("feedback_id").is_in(feedback_ids))
     assert set(rows["feedback_id"].to_list()) == set(feedback_ids)
-    assert rows.select(t.PERSONAL_COLUMNS).null_count().row(0) == (rows.height,) * len(t.PERSONAL_COLUMNS)
+    assert rows.select(j.PERSONAL_COLUMNS).null_count().row(0) == (rows.height,) * len(j.PERSONAL_COLUMNS)
     assert not {"analysis_user_id", "record_analysis_id"} & set(raw.columns)
 
 
@@ -59,7 +60,7 @@ def test_feedback_on_another_users_analysis_is_mismatched_and_keeps_nothing_of_t
         **owned_by(1, 2, conditions="rosacea", image_url="https://img.invalid/other.jpg"),
     )
     assert outcomes(frames) == [(1, "eligible"), (2, "mismatched")]
-    raw = t.raw_rows(frames, with_history=False)
+    raw = j.raw_rows(frames, with_history=False)
     assert_blanked(raw, [2])
     assert t.anonymize(t.classify(raw, 1), bytes(32), include_image_urls=True)["feedback_id"].to_list() == [1]
 
@@ -71,7 +72,7 @@ def test_feedback_citing_another_analyses_record_is_mismatched() -> None:
         **owned_by(1, 2),
     )
     assert outcomes(frames) == [(1, "mismatched")]
-    assert_blanked(t.raw_rows(frames, with_history=False), [1])
+    assert_blanked(j.raw_rows(frames, with_history=False), [1])
 
 
 def test_an_analysis_or_record_whose_owner_is_unreadable_is_mismatched() -> None:
@@ -126,9 +127,9 @@ def test_an_id_held_twice_makes_its_feedback_ambiguous_whatever_the_order(kind: 
         record_rows=records(*rows["record_rows"]),
     )
 
-    assert t.join_source(frames)["feedback_id"].to_list() == [1, 2], "a join multiplied or lost a feedback row"
+    assert j.join_source(frames)["feedback_id"].to_list() == [1, 2], "a join multiplied or lost a feedback row"
     assert outcomes(frames) == [(1, "ambiguous"), (2, "eligible")]
-    assert_blanked(t.raw_rows(frames, with_history=False), [1])
+    assert_blanked(j.raw_rows(frames, with_history=False), [1])
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -138,7 +139,7 @@ def test_a_feedback_id_held_twice_makes_both_rows_ambiguous(order: str) -> None:
         {"feedback_id": 1, "created_at": utc("2025-10-26 08:00:00"), "helpful_rating": 1},
     ]
     frames = source(feedback(*in_order(twice, order), {"feedback_id": 2}))
-    classified = t.classify(t.raw_rows(frames, with_history=False), 1)
+    classified = t.classify(j.raw_rows(frames, with_history=False), 1)
     assert classified.height == 3
     assert sorted(classified.select("feedback_id", "outcome").iter_rows()) == [
         (1, "ambiguous"),
@@ -201,7 +202,7 @@ def test_ambiguous_and_mismatched_rows_are_counted_and_quarantined() -> None:
         user_rows=users({"user_id": 1}, {"user_id": 2}, {"user_id": 2}),
         **owned_by(1, 2),
     )
-    classified = t.classify(t.raw_rows(frames, with_history=False), 1)
+    classified = t.classify(j.raw_rows(frames, with_history=False), 1)
     deduplicated = t.deduplicate(t.with_dedupe_key(t.anonymize(classified, bytes(32), False), "exact"))
     day = ["2025-10-25"]
     counts = {**t.outcome_counts(classified, day)["2025-10-25"], **t.dedupe_counts(deduplicated, day)["2025-10-25"]}
@@ -224,7 +225,7 @@ def test_first_per_pair_gives_no_key_to_an_ambiguous_earlier_row() -> None:
         ),
         repeated_ids=pl.DataFrame({"feedback_id": [3]}, schema=REPEATED_IDS_SCHEMA),
     )
-    raw = t.raw_rows(frames, with_history=True)
+    raw = j.raw_rows(frames, with_history=True)
     pairs = t.anonymize(t.classify(raw, 1), bytes(32), False)
     kept = t.deduplicate(t.with_dedupe_key(pairs, "first_per_pair")).select("feedback_id", "kept")
     assert_frame_equal(kept, pl.DataFrame({"feedback_id": [4], "kept": [True]}))
@@ -418,7 +419,7 @@ def test_raw_rows_stored_before_the_rules_are_refused_with_the_command_to_rebuil
     settings = settings_for(tmp_path, url)
     assert materialize(instance, settings, DAY, assets=("raw_feedback",)).success
     stored = on_disk(tmp_path / "storage" / "raw_feedback" / f"{DAY}.parquet")
-    pl.read_parquet(stored).drop(*t.OWNERSHIP_FLAGS).write_parquet(stored)
+    pl.read_parquet(stored).drop(*j.OWNERSHIP_FLAGS).write_parquet(stored)
 
     with pytest.raises(dg.Failure, match=r"stored before the ambiguous, mismatched rule\(s\) existed; re-run it: "):
         materialize(instance, settings, DAY, assets=("anonymized_pairs",))

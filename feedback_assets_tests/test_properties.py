@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from feedback_assets import schemas
+from feedback_assets import source_join as j
 from feedback_assets import transforms as t
 from feedback_assets.settings import (
     DEDUPE_SCOPES,
@@ -192,13 +193,13 @@ class Case:
     )
 
     @functools.cached_property
-    def frames(self) -> t.SourceFrames:
+    def frames(self) -> j.SourceFrames:
         feedback = _frame(self.rows, schemas.FEEDBACK_SCHEMA).with_columns(
             # The app's free text rides along as the reader would carry it if it ever selected it.
             feedback_text=pl.Series([row["feedback_text"] for row in self.rows], dtype=pl.String)
         )
         second = self.second_rows
-        return t.SourceFrames(
+        return j.SourceFrames(
             feedback=feedback,
             users=_frame([*self.users.values(), *second["users"]], schemas.USERS_SCHEMA),
             analyses=_frame([*self.analyses.values(), *second["analyses"]], schemas.ANALYSES_SCHEMA),
@@ -484,10 +485,10 @@ class Run:
         return self.deduplicated.filter(pl.col("kept"))
 
 
-def run_chain(case: Case, frames: t.SourceFrames | None = None) -> Run:
-    raw = t.redact_excluded(t.join_source(frames or case.frames))
+def run_chain(case: Case, frames: j.SourceFrames | None = None) -> Run:
+    raw = j.redact_excluded(j.join_source(frames or case.frames))
     if case.scope == "first_per_pair":
-        raw = t.add_history(raw)
+        raw = j.add_history(raw)
     classified = t.classify(raw, case.min_fields)
     deduplicated = t.deduplicate(t.with_dedupe_key(t.anonymize(classified, KEY, case.include_image_urls), case.scope))
     rows = {
@@ -774,7 +775,7 @@ def assert_no_personal_data(case: Case, run: Run) -> None:
         | pl.col("ambiguous")
         | pl.col("mismatched")
     )
-    assert excluded.select(t.PERSONAL_COLUMNS).null_count().row(0) == (excluded.height,) * len(t.PERSONAL_COLUMNS)
+    assert excluded.select(j.PERSONAL_COLUMNS).null_count().row(0) == (excluded.height,) * len(j.PERSONAL_COLUMNS)
     assert not {"analysis_user_id", "record_analysis_id"} & set(run.raw.columns)
 
     source = case.by_id()
@@ -818,7 +819,7 @@ def assert_round_trip(case: Case, run: Run) -> None:
 def assert_independent_of_row_order(case: Case, run: Run) -> None:
     # A database returns rows in no promised order; a re-run must still give byte-identical files.
     frames = case.frames
-    reversed_frames = t.SourceFrames(
+    reversed_frames = j.SourceFrames(
         feedback=frames.feedback.reverse(),
         users=frames.users.reverse(),
         analyses=frames.analyses.reverse(),
@@ -1040,7 +1041,7 @@ def test_every_row_a_window_reads_is_counted_in_its_days(
     for day, malformed, created in feedback.select("partition", "malformed", "created_at").iter_rows():
         assert malformed or created.date() == day, (day, created)
     assert sum(part.height for part in split_by_partition(feedback, days).values()) == len(selected)
-    frames = t.SourceFrames(
+    frames = j.SourceFrames(
         feedback=feedback,
         users=pl.DataFrame(
             {"user_id": [1], "age": [30], "ml_training_consent": [True], "image_sharing_consent": [False]},
@@ -1062,5 +1063,5 @@ def test_every_row_a_window_reads_is_counted_in_its_days(
         ),
         erasures=pl.DataFrame(schema=schemas.ERASURES_SCHEMA),
     )
-    counts = t.outcome_counts(t.classify(t.join_source(frames), 1), days)
+    counts = t.outcome_counts(t.classify(j.join_source(frames), 1), days)
     assert sum(day["total_feedback_records"] for day in counts.values()) == len(selected)

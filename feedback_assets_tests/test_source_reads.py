@@ -16,7 +16,7 @@ from polars.testing import assert_frame_equal
 from feedback_assets.connections import APPLICATION_NAME, SourceUnreachableError, is_transient, postgres_arrow_session
 from feedback_assets.settings import ConfigError, parse_source_url
 from feedback_assets.source import FeedbackSource, _arrow_batches
-from feedback_assets.transforms import SourceFrames
+from feedback_assets.source_join import SourceFrames
 from feedback_assets_tests.crafted_source import write_crafted_source
 
 FIRST = dt.datetime(2025, 10, 24, tzinfo=dt.UTC)

@@ -13,7 +13,9 @@ import pytest
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from feedback_assets.assets import FEEDBACK_ASSETS, FEEDBACK_CHECKS, GROUP
+from feedback_assets.asset_runs import GROUP
+from feedback_assets.assets import FEEDBACK_ASSETS
+from feedback_assets.export_checks import FEEDBACK_CHECKS
 from feedback_assets.fingerprint import FINGERPRINT_METADATA
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.settings import ConfigError

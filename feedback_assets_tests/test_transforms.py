@@ -10,6 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from feedback_assets import schemas
+from feedback_assets import source_join as j
 from feedback_assets import transforms as t
 from feedback_assets.pseudonyms import (
     PseudonymCache,
@@ -25,8 +26,8 @@ from feedback_assets_tests.frames import KEY, analyses, feedback, own, owned_by,
 HMAC_OF_42 = "b9ee33abc5595a2f6b06faf3185be1c85a28b7248e5b7576726a59a4a2e4260f"
 
 
-def outcomes(frames: t.SourceFrames, min_fields: int = 1) -> pl.DataFrame:
-    return t.classify(t.join_source(frames), min_fields).select("feedback_id", "outcome")
+def outcomes(frames: j.SourceFrames, min_fields: int = 1) -> pl.DataFrame:
+    return t.classify(j.join_source(frames), min_fields).select("feedback_id", "outcome")
 
 
 def expected_outcomes(pairs: list[tuple[int, str]]) -> pl.DataFrame:
@@ -202,7 +203,7 @@ def test_anonymized_rows_hold_no_identifier() -> None:
         user_rows=users({"user_id": 1, "age": 41, "image_sharing_consent": True}),
         analysis_rows=analyses({"analysis_id": 10, "image_url": "https://img.invalid/a.jpg"}),
     )
-    classified = t.classify(t.join_source(frames), 1)
+    classified = t.classify(j.join_source(frames), 1)
     for include in (False, True):
         pairs = t.anonymize(classified, KEY, include_image_urls=include)
         assert "user_id" not in pairs.columns and "age" not in pairs.columns
@@ -217,14 +218,14 @@ def test_image_urls_need_the_users_consent() -> None:
         user_rows=users({"user_id": 1, "image_sharing_consent": False}),
         analysis_rows=analyses({"analysis_id": 10, "image_url": "https://img.invalid/a.jpg"}),
     )
-    pairs = t.anonymize(t.classify(t.join_source(frames), 1), KEY, include_image_urls=True)
+    pairs = t.anonymize(t.classify(j.join_source(frames), 1), KEY, include_image_urls=True)
     assert pairs["image_url"].to_list() == [None]
 
 
-def pipeline(frames: t.SourceFrames, scope: t.DedupeScope) -> pl.DataFrame:
-    raw = t.join_source(frames)
+def pipeline(frames: j.SourceFrames, scope: t.DedupeScope) -> pl.DataFrame:
+    raw = j.join_source(frames)
     if scope == "first_per_pair":
-        raw = t.add_history(raw)
+        raw = j.add_history(raw)
     return t.deduplicate(t.with_dedupe_key(t.anonymize(t.classify(raw, 1), KEY, False), scope))
 
 
@@ -287,7 +288,7 @@ def test_with_history_gives_each_day_the_earlier_days_of_a_range() -> None:
             {"feedback_id": 3, "created_at": utc("2025-10-26 08:00:00")},
         )
     )
-    result = t.add_history(t.join_source(frames)).select("partition", "feedback_id", "is_history")
+    result = j.add_history(j.join_source(frames)).select("partition", "feedback_id", "is_history")
     d = dt.date.fromisoformat
     expected = pl.DataFrame(
         [
@@ -302,14 +303,14 @@ def test_with_history_gives_each_day_the_earlier_days_of_a_range() -> None:
         orient="row",
     )
     assert_frame_equal(result, expected)
-    pairs = t.anonymize(t.classify(t.add_history(t.join_source(frames)), 1), KEY, False)
+    pairs = t.anonymize(t.classify(j.add_history(j.join_source(frames)), 1), KEY, False)
     deduplicated = t.deduplicate(t.with_dedupe_key(pairs, "first_per_pair"))
     assert_frame_equal(kept(deduplicated), kept_expected([(1, True), (2, False), (3, False)]))
 
 
 def test_keys_owned_by_an_earlier_day_in_the_state_are_not_exported_again() -> None:
     frames = source(feedback({"feedback_id": 4}, {"feedback_id": 5, "created_at": utc("2025-10-25 13:00:00")}))
-    pairs = t.anonymize(t.classify(t.join_source(frames), 1), KEY, False)
+    pairs = t.anonymize(t.classify(j.join_source(frames), 1), KEY, False)
     key_of_4, key_of_5 = pairs.select(t.dedupe_key("exact")).to_series().to_list()
     owners = pl.DataFrame({"dedupe_key": [key_of_4, key_of_5], "owner": [dt.date(2025, 10, 24), dt.date(2025, 10, 26)]})
     assert_frame_equal(
@@ -406,7 +407,7 @@ def test_every_row_is_counted_once() -> None:
         user_rows=users({"user_id": 1}, {"user_id": 2, "ml_training_consent": False}),
         **owned_by(1, 2),
     )
-    classified = t.classify(t.join_source(frames), 1)
+    classified = t.classify(j.join_source(frames), 1)
     deduplicated = t.deduplicate(t.with_dedupe_key(t.anonymize(classified, KEY, False), "exact"))
     counts = {
         **t.outcome_counts(classified, ["2025-10-25"])["2025-10-25"],
@@ -438,7 +439,7 @@ def test_refusing_and_erased_users_are_blanked_before_storage_but_still_counted(
         **owned_by(1, 2, 3, conditions="acne", image_url="https://img.invalid/x.jpg"),
         erased=[3],
     )
-    raw = t.redact_excluded(t.join_source(frames))
+    raw = j.redact_excluded(j.join_source(frames))
     assert_frame_equal(
         raw.select("feedback_id", "user_id", "age", "conditions", "image_url"),
         pl.DataFrame(

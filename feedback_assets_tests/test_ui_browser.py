@@ -30,9 +30,10 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Locator, Page, Playwright, expect, sync_playwright
 
 from feedback_assets import catalog
-from feedback_assets.assets import APP_FEEDBACK_SOURCE, FEEDBACK_CHECKS
+from feedback_assets.assets import APP_FEEDBACK_SOURCE
 from feedback_assets.definitions import defs
 from feedback_assets.demo.quickstart import DEMO_INSTANCE_YAML
+from feedback_assets.export_checks import FEEDBACK_CHECKS
 from feedback_assets.freshness import training_csv_freshness
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.schemas import TRAINING_COLUMNS

@@ -6,7 +6,7 @@ run made by `execute_in_process` (or by `dagster asset materialize`, and so `dg 
 Dagster 1.13) carries no code-location origin. `dagster job launch` records one but only queues the
 run for the daemon. So this module does the two halves the webserver and its run worker do: create
 the run from the code location's snapshot of the job, with its origin, then execute it here. It
-leans on Dagster internals (pinned in pyproject.toml); test_quickstart.py checks the origin.
+leans on Dagster internals (pinned in setup.cfg); test_quickstart.py checks the origin.
 """
 
 from __future__ import annotations

@@ -1,0 +1,80 @@
+"""The blocking and warning checks on the export's own assets: no dedupe key owned twice before the
+CSV is written, and the k-anonymity of the files a run wrote. (volume_check.py holds the third,
+feedback_volume, with the volume rules it needs.)
+
+No `from __future__ import annotations` here: Dagster resolves a check's `context` annotation at
+definition time."""
+
+import dagster as dg
+
+from feedback_assets import k_anonymity
+from feedback_assets.assets import SEEN_PAIR_HASHES, training_csv
+from feedback_assets.dedupe_state import days_to_rerun, repair_of
+from feedback_assets.failures import explained_failures
+from feedback_assets.partitions import days_of_run
+from feedback_assets.resources import FeedbackSettings
+from feedback_assets.training_csv import training_files
+
+
+@dg.asset_check(
+    asset=SEEN_PAIR_HASHES,
+    blocking=True,
+    description="Every dedupe key the run's days own is owned by no other day, and only once by its own (the whole "
+    "state is checked weekly by the audit_history job). A failure means two days' files, or one day's file twice, "
+    "would hold the same pair: usually because the source changed after a day was exported, or (a day holding a "
+    "key twice) because that day was exported before ids held twice in the source were rejected as ambiguous; "
+    "training_csv is not written. What to do: backfill the days named in days_to_rerun, from the earliest through "
+    "the latest, in one run (the repair field says so); the re-run rejects rows whose ids occur twice as "
+    "ambiguous, and the app team should remove the duplicate rows.",
+)
+def no_key_owned_twice(
+    context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings
+) -> dg.AssetCheckResult:
+    with explained_failures():
+        shared = feedback_settings.dedupe_state().shared_keys(among=days_of_run(context.run.tags))
+    days = days_to_rerun(shared)
+    metadata: dict[str, int | str] = {"keys_owned_twice": shared.height}
+    # The repair's fields only when there is something to repair: blank rows read as missing data.
+    if days:
+        metadata["days_to_rerun"] = ", ".join(days)
+        metadata["repair"] = repair_of(shared)
+    return dg.AssetCheckResult(passed=shared.is_empty(), metadata=metadata)
+
+
+@dg.asset_check(
+    asset=training_csv,
+    description="k-anonymity over the quasi-identifiers (FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS) and l-diversity "
+    "of conditions in the run's files: the smallest group, the rows in groups below the threshold "
+    "(FEEDBACK_K_ANONYMITY_THRESHOLD, default 5), the fewest distinct conditions in a group (every file so far: "
+    "the audit_history job). A warning, never a failed run: it means some rows share their age range and times "
+    "with fewer than k-1 others, so whoever knows those about a person could single out their row. Expected on "
+    "small days such as the demo's few hundred rows. What to do: set FEEDBACK_K_ANONYMITY_SUPPRESS=true to "
+    "leave such rows out, or a coarser FEEDBACK_TIMESTAMP_PRECISION, and re-run the days (docs/privacy.md).",
+)
+def k_anonymity_of_exports(
+    context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings
+) -> dg.AssetCheckResult:
+    settings = feedback_settings.settings
+    threshold = settings.k_anonymity_threshold
+    run_days = days_of_run(context.run.tags)
+    run_files = [path for day, path in training_files(settings.export_dir).items() if day in run_days]
+    qis = settings.quasi_identifiers
+    these_days = k_anonymity.measure(k_anonymity.exported_cells(run_files, qis), threshold, qis)
+    return dg.AssetCheckResult(
+        passed=these_days.rows_below_threshold == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "threshold": threshold,
+            "quasi_identifiers": ", ".join(qis),
+            "smallest_group_in_run": these_days.smallest_group,
+            "l_diversity_in_run": these_days.l_diversity,
+            "rows_in_single_condition_groups_in_run": these_days.rows_in_uniform_groups,
+            "rows_below_threshold_in_run": these_days.rows_below_threshold,
+            "rows_in_run": these_days.rows,
+            "suppression": "on" if settings.suppress_small_groups else "off",
+            "days_in_run": len(run_files),
+        },
+    )
+
+
+FEEDBACK_CHECKS = [no_key_owned_twice, k_anonymity_of_exports]
