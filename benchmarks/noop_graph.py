@@ -17,11 +17,10 @@ import dagster as dg
 from dagster._core.definitions.external_asset import create_external_asset_from_source_asset
 
 from feedback_assets import definitions
-from feedback_assets.assets import FEEDBACK_ASSETS
-from feedback_assets.export_checks import FEEDBACK_CHECKS
-from feedback_assets.freshness import training_csv_freshness
-from feedback_assets.source_watch import app_feedback_source
-from feedback_assets.volume_check import feedback_volume
+from feedback_assets.defs.assets import FEEDBACK_ASSETS
+from feedback_assets.defs.checks import FEEDBACK_CHECKS
+from feedback_assets.defs.nightly_export import training_csv_freshness
+from feedback_assets.defs.source_watch import app_feedback_source
 
 
 def _noop_asset(real: dg.AssetsDefinition) -> dg.AssetsDefinition:
@@ -71,6 +70,6 @@ def _noop_source() -> dg.AssetsDefinition:
 defs = dg.Definitions(
     assets=[*(_noop_asset(real) for real in FEEDBACK_ASSETS), _noop_source()],
     # The freshness check only reads Dagster's own records, so the floor runs the real one.
-    asset_checks=[*(_noop_check(real) for real in (*FEEDBACK_CHECKS, feedback_volume)), *training_csv_freshness],
+    asset_checks=[*(_noop_check(real) for real in FEEDBACK_CHECKS), *training_csv_freshness],
     executor=definitions.defs.executor,
 )

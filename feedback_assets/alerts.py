@@ -1,5 +1,5 @@
 """Telling the data engineers that a run failed: one log line and, with FEEDBACK_ALERT_WEBHOOK_URL,
-a JSON POST. No Dagster here; the sensor in `alert_sensor.py` builds the Alert from the run.
+a JSON POST. No Dagster here; the sensor in `defs/alerts.py` builds the Alert from the run.
 
 An alert says which run, which days, which step and why, and links to the run in the UI. The
 reason is the project's own failure message (written to name settings and files, never a value of

@@ -9,9 +9,24 @@ from typing import Any
 import dagster as dg
 
 from feedback_assets import catalog
+from feedback_assets.asset_names import AssetName
 from feedback_assets.partitions import backfill_policy, daily_partitions
 
 GROUP = "feedback_export"
+# The job that exports the graph: the schedule's and the source sensor's (defs/nightly_export.py).
+EXPORT_JOB = "feedback_export"
+# Steps that read or write the dedupe state share this pool; give it a limit of 1 (README) so
+# only one run at a time claims keys. The state stays consistent without it (each day's claim is
+# a function of the source and writes only its own file); the pool keeps claims serial anyway.
+DEDUPE_STATE_POOL = "feedback_dedupe_state"
+
+# The keys the definitions name one another by: no definitions module imports another's objects.
+RAW_FEEDBACK = dg.AssetKey(AssetName.RAW_FEEDBACK.value)
+ANONYMIZED_PAIRS = dg.AssetKey(AssetName.ANONYMIZED_PAIRS.value)
+DEDUPLICATED_PAIRS = dg.AssetKey(AssetName.DEDUPLICATED_PAIRS.value)
+SEEN_PAIR_HASHES = dg.AssetKey(AssetName.SEEN_PAIR_HASHES.value)
+TRAINING_CSV = dg.AssetKey(AssetName.TRAINING_CSV.value)
+APP_FEEDBACK_SOURCE = dg.AssetKey(AssetName.APP_FEEDBACK_SOURCE.value)
 
 
 def report(

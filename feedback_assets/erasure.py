@@ -2,7 +2,7 @@
 
 Pure functions on frames, statistics and bytes, and `erase`, which applies them to the storage and
 export directories and appends the audit entry, or with `dry_run` only counts what it would remove.
-No Dagster here: the job in `erasure_job.py` only validates the settings, reads the requests, calls
+No Dagster here: the job in `defs/erasure.py` only validates the settings, reads the requests, calls
 `erase` and reports its summary.
 
 A file is rewritten only when its content changes, and atomically. The order of

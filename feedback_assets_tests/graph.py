@@ -8,10 +8,9 @@ from typing import Any
 
 import dagster as dg
 
-from feedback_assets.assets import FEEDBACK_ASSETS
-from feedback_assets.export_checks import k_anonymity_of_exports, no_key_owned_twice
+from feedback_assets.defs.assets import FEEDBACK_ASSETS
+from feedback_assets.defs.checks import feedback_volume, k_anonymity_of_exports, no_key_owned_twice
 from feedback_assets.resources import FeedbackSettings
-from feedback_assets.volume_check import feedback_volume
 
 KEY_HEX = "0123456789abcdef" * 4
 ALL_ASSETS = (

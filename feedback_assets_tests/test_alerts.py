@@ -14,8 +14,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from feedback_assets.alert_sensor import feedback_run_failed
 from feedback_assets.definitions import defs
+from feedback_assets.defs.alerts import feedback_run_failed
 from feedback_assets_tests.daemon import (
     BACKFILL_RUNS,
     CODE_LOCATION_NAME,

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from feedback_assets.audit_job import audit_history
+from feedback_assets.defs.audit import audit_history
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets.training_csv import training_files
 from feedback_assets_tests.graph import materialize, settings_for

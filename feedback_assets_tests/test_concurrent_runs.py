@@ -17,8 +17,8 @@ import polars as pl
 import pytest
 
 from feedback_assets.dedupe_state import DedupeStateStore
+from feedback_assets.defs.erasure import EraseConfig, erase_subjects
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets.erasure_job import EraseConfig, erase_subjects
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from feedback_assets.erasure_job import EraseConfig, erase_subjects
+from feedback_assets.defs.erasure import EraseConfig, erase_subjects
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import materialize, settings_for

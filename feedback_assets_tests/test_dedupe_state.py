@@ -14,11 +14,11 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from feedback_assets.assets import rejected_feedback
-from feedback_assets.audit_job import audit_history
 from feedback_assets.dedupe_state import DedupeStateError, DedupeStateStore
+from feedback_assets.defs.assets import rejected_feedback
+from feedback_assets.defs.audit import audit_history
+from feedback_assets.defs.checks import k_anonymity_of_exports
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets.export_checks import k_anonymity_of_exports
 from feedback_assets.storage import PartitionStore
 from feedback_assets_tests.graph import latest_metadata, materialize, selection, settings_for
 from feedback_assets_tests.paths import on_disk

@@ -7,7 +7,7 @@ import datetime as dt
 import dagster as dg
 
 from feedback_assets.definitions import defs
-from feedback_assets.erasure_job import SCHEDULED_TAGS, erase_subjects
+from feedback_assets.defs.erasure import SCHEDULED_TAGS, erase_subjects
 from feedback_assets.partitions import daily_partitions
 
 ASSET_KEYS = {

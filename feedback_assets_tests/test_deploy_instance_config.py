@@ -20,7 +20,7 @@ from dagster_postgres.utils import pg_url_from_config
 from dagster_shared.yaml_utils import load_yaml_from_path, safe_load_yaml
 from sqlalchemy.engine import make_url
 
-from feedback_assets.assets import DEDUPE_STATE_POOL
+from feedback_assets.asset_runs import DEDUPE_STATE_POOL
 from feedback_assets.definitions import defs
 from feedback_assets.demo.quickstart import DEMO_INSTANCE_YAML
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from feedback_assets.assets import DEDUPE_STATE_POOL
+from feedback_assets.asset_runs import DEDUPE_STATE_POOL
 from feedback_assets.object_storage import ObjectPath
 from feedback_assets.settings import SETTINGS, output_dir
 

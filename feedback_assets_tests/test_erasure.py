@@ -26,7 +26,7 @@ from polars.testing import assert_frame_equal
 from feedback_assets import erasure
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.definitions import defs
-from feedback_assets.erasure_job import ASSET_OF_KIND, DRY_RUN_NOTE, DRY_RUN_TAG, erase_subjects
+from feedback_assets.defs.erasure import ASSET_OF_KIND, DRY_RUN_NOTE, DRY_RUN_TAG, erase_subjects
 from feedback_assets.files import LOCK_NAME, SCRATCH_DIR
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.storage import PartitionStore

@@ -9,8 +9,8 @@ from pathlib import Path
 import dagster as dg
 
 from feedback_assets.definitions import defs
+from feedback_assets.defs.nightly_export import training_csv_freshness
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets.freshness import training_csv_freshness
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets_tests.graph import materialize, settings_for
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from feedback_assets.source_watch import REASON_TAG
+from feedback_assets.defs.source_watch import REASON_TAG
 from feedback_assets.training_csv import csv_path, manifest_path
 from feedback_assets_tests.daemon import clear_feedback_settings, logs, server_env, start_daemon
 from feedback_assets_tests.graph import materialize, settings_for

@@ -16,9 +16,9 @@ from polars.testing import assert_frame_equal
 
 from feedback_assets import source_join as j
 from feedback_assets import transforms as t
-from feedback_assets.audit_job import audit_history
 from feedback_assets.dedupe_state import DedupeStateStore, days_to_rerun, repair_of
-from feedback_assets.export_checks import no_key_owned_twice
+from feedback_assets.defs.audit import audit_history
+from feedback_assets.defs.checks import no_key_owned_twice
 from feedback_assets.schemas import REPEATED_IDS_SCHEMA
 from feedback_assets.settings import parse_source_url
 from feedback_assets.source import FeedbackSource

@@ -19,9 +19,9 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from feedback_assets import k_anonymity
-from feedback_assets.audit_job import audit_history
+from feedback_assets.defs.audit import audit_history
+from feedback_assets.defs.erasure import EraseConfig, erase_subjects
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets.erasure_job import EraseConfig, erase_subjects
 from feedback_assets.key_guard import MARKER_NAME, fingerprint
 from feedback_assets.pseudonyms import pseudonym, scoped_pseudonyms
 from feedback_assets.training_csv import training_files

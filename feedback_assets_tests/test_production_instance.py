@@ -20,7 +20,7 @@ import psycopg2
 import pytest
 from sqlalchemy.engine import make_url
 
-from feedback_assets.assets import DEDUPE_STATE_POOL
+from feedback_assets.asset_runs import DEDUPE_STATE_POOL
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets_tests.daemon import (
     BACKFILL_RUNS,

@@ -14,12 +14,9 @@ from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from feedback_assets.asset_runs import GROUP
-from feedback_assets.assets import FEEDBACK_ASSETS
-from feedback_assets.export_checks import FEEDBACK_CHECKS
-from feedback_assets.fingerprint import FINGERPRINT_METADATA
-from feedback_assets.resources import FeedbackSettings
-from feedback_assets.settings import ConfigError
-from feedback_assets.source_watch import (
+from feedback_assets.defs.assets import FEEDBACK_ASSETS
+from feedback_assets.defs.checks import FEEDBACK_CHECKS
+from feedback_assets.defs.source_watch import (
     RANGE_END_TAG,
     RANGE_START_TAG,
     REASON_TAG,
@@ -29,6 +26,9 @@ from feedback_assets.source_watch import (
     feedback_source_changes,
     source_check_minutes,
 )
+from feedback_assets.fingerprint import FINGERPRINT_METADATA
+from feedback_assets.resources import FeedbackSettings
+from feedback_assets.settings import ConfigError
 from feedback_assets_tests.daemon import clear_feedback_settings
 from feedback_assets_tests.graph import latest_metadata, settings_for
 from feedback_assets_tests.late_rows import execute, row, write_rows

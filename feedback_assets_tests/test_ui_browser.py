@@ -30,14 +30,13 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Locator, Page, Playwright, expect, sync_playwright
 
 from feedback_assets import catalog
-from feedback_assets.assets import APP_FEEDBACK_SOURCE
+from feedback_assets.asset_runs import APP_FEEDBACK_SOURCE
 from feedback_assets.definitions import defs
+from feedback_assets.defs.checks import FEEDBACK_CHECKS
+from feedback_assets.defs.nightly_export import training_csv_freshness
 from feedback_assets.demo.quickstart import DEMO_INSTANCE_YAML
-from feedback_assets.export_checks import FEEDBACK_CHECKS
-from feedback_assets.freshness import training_csv_freshness
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.schemas import TRAINING_COLUMNS
-from feedback_assets.volume_check import feedback_volume
 from feedback_assets_tests.daemon import GraphQL, free_port, wait_for_code_location
 from feedback_assets_tests.graph import ALL_ASSETS
 from feedback_assets_tests.processes import BIN_DIR, Processes
@@ -323,7 +322,7 @@ def test_the_checks_tab_lists_the_asset_checks(ui: Browsing, asset: str) -> None
 
 def test_the_checks_tabs_cover_every_check_the_project_defines() -> None:
     defined = [
-        key.name for check in [*FEEDBACK_CHECKS, feedback_volume, *training_csv_freshness] for key in check.check_keys
+        key.name for check in [*FEEDBACK_CHECKS, *training_csv_freshness] for key in check.check_keys
     ]
     assert sorted(name for names in CHECKS_BY_ASSET.values() for name in names) == sorted(defined)
 

@@ -23,7 +23,7 @@ from polars.testing import assert_frame_equal
 
 from feedback_assets import erasure, withdrawal
 from feedback_assets.definitions import defs
-from feedback_assets.erasure_job import DRY_RUN_NOTE, NOTHING_TO_DO_NOTE, SCHEDULED_TAGS, erase_subjects
+from feedback_assets.defs.erasure import DRY_RUN_NOTE, NOTHING_TO_DO_NOTE, SCHEDULED_TAGS, erase_subjects
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.subjects import SUBJECTS_DIR, SubjectRecord, subjects_of

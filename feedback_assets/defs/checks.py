@@ -1,6 +1,7 @@
-"""The blocking and warning checks on the export's own assets: no dedupe key owned twice before the
-CSV is written, and the k-anonymity of the files a run wrote. (volume_check.py holds the third,
-feedback_volume, with the volume rules it needs.)
+"""The checks that run with every export, on what that run wrote: no dedupe key owned twice before
+the CSV is written (blocking), the k-anonymity of the files (warning), and each day's feedback
+volume against the days before it (warning). The weekly audit_history job (defs/audit.py) runs
+their whole-history forms.
 
 No `from __future__ import annotations` here: Dagster resolves a check's `context` annotation at
 definition time."""
@@ -8,12 +9,13 @@ definition time."""
 import dagster as dg
 
 from feedback_assets import k_anonymity
-from feedback_assets.assets import SEEN_PAIR_HASHES, training_csv
+from feedback_assets.asset_runs import ANONYMIZED_PAIRS, SEEN_PAIR_HASHES, TRAINING_CSV
 from feedback_assets.dedupe_state import days_to_rerun, repair_of
 from feedback_assets.failures import explained_failures
 from feedback_assets.partitions import days_of_run
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.training_csv import training_files
+from feedback_assets.volume_stats import day_volumes, volume_metadata
 
 
 @dg.asset_check(
@@ -42,7 +44,7 @@ def no_key_owned_twice(
 
 
 @dg.asset_check(
-    asset=training_csv,
+    asset=TRAINING_CSV,
     description="k-anonymity over the quasi-identifiers (FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS) and l-diversity "
     "of conditions in the run's files: the smallest group, the rows in groups below the threshold "
     "(FEEDBACK_K_ANONYMITY_THRESHOLD, default 5), the fewest distinct conditions in a group (every file so far: "
@@ -77,4 +79,27 @@ def k_anonymity_of_exports(
     )
 
 
-FEEDBACK_CHECKS = [no_key_owned_twice, k_anonymity_of_exports]
+@dg.asset_check(
+    asset=ANONYMIZED_PAIRS,
+    description="Each of the run's days against the median of the 14 earlier days that had feedback: warns when a "
+    "day has under FEEDBACK_VOLUME_LOW_RATIO (default 0.2) or over FEEDBACK_VOLUME_HIGH_RATIO (default 5) times "
+    "that many source feedback rows, figures in by_day; quiet until 7 earlier days have feedback. A warning, "
+    "never a failed run: a day with a twentieth of the usual rows usually means the app stopped writing feedback "
+    "(a release bug, a broken sync). What to do: ask the app team; once the rows are in the source, the day is "
+    "re-exported (docs/operate.md). The weekly audit_history job judges every day.",
+)
+def feedback_volume(context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings) -> dg.AssetCheckResult:
+    with explained_failures():
+        judged = day_volumes(feedback_settings.settings, days_of_run(context.run.tags))
+    for day in judged:
+        if day.odd:
+            context.log.warning(f"feedback_volume: {day.describe()}")
+    return dg.AssetCheckResult(
+        passed=not any(day.odd for day in judged),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=volume_metadata(judged),
+    )
+
+
+FEEDBACK_CHECKS = [no_key_owned_twice, k_anonymity_of_exports, feedback_volume]
+defs = dg.Definitions(asset_checks=FEEDBACK_CHECKS)

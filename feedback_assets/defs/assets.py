@@ -10,6 +10,7 @@ day's statistics as that day's metadata, also when one run covers a range of day
 
 import datetime as dt
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -19,7 +20,15 @@ import dagster as dg
 import polars as pl
 
 from feedback_assets import catalog, source_join, transforms
-from feedback_assets.asset_runs import GROUP, export_asset, report
+from feedback_assets.asset_runs import (
+    APP_FEEDBACK_SOURCE,
+    DEDUPE_STATE_POOL,
+    DEDUPLICATED_PAIRS,
+    GROUP,
+    SEEN_PAIR_HASHES,
+    export_asset,
+    report,
+)
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.failures import explained_failures
 from feedback_assets.files import (
@@ -38,15 +47,6 @@ from feedback_assets.slices import in_slices
 from feedback_assets.storage import MissingPartitionError, PartitionStore, split_by_partition
 from feedback_assets.subjects import SubjectRecord
 from feedback_assets.training_csv import csv_format_of, export_day, write_training_csv
-
-# Steps that read or write the dedupe state share this pool; give it a limit of 1 (README) so
-# only one run at a time claims keys. The state stays consistent without it (each day's claim is
-# a function of the source and writes only its own file); the pool keeps claims serial anyway.
-DEDUPE_STATE_POOL = "feedback_dedupe_state"
-DEDUPLICATED_PAIRS = dg.AssetKey("deduplicated_pairs")
-SEEN_PAIR_HASHES = dg.AssetKey("seen_pair_hashes")
-# The app's tables as an observable source asset (source_watch.py): raw_feedback reads them.
-APP_FEEDBACK_SOURCE = dg.AssetKey("app_feedback_source")
 
 
 # No Dagster retry policy: the reader itself tries again after transient faults, for up to
@@ -361,3 +361,9 @@ def _export_day(
 
 # The code location's whole graph, in the order of the data's flow.
 FEEDBACK_ASSETS = [raw_feedback, rejected_feedback, anonymized_pairs, dedupe_and_claim_keys, training_csv]
+
+# Links each asset's page to the file and line that define it. The helper is beta; its warning
+# would print at every load of the code location and in every run.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    defs = dg.Definitions(assets=dg.with_source_code_references(FEEDBACK_ASSETS))

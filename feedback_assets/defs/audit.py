@@ -15,7 +15,7 @@ from feedback_assets.dedupe_state import days_holding_a_key_twice, days_to_rerun
 from feedback_assets.failures import explained_failures
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.training_csv import training_files
-from feedback_assets.volume_check import day_volumes
+from feedback_assets.volume_stats import day_volumes
 
 
 @dg.op
@@ -83,3 +83,5 @@ weekly_history_audit = dg.ScheduleDefinition(
     description="Mondays at 03:00 UTC, runs audit_history over everything exported so far: every dedupe key "
     "owned by one day, k-anonymity and l-diversity over every CSV.",
 )
+
+defs = dg.Definitions(jobs=[audit_history], schedules=[weekly_history_audit])

@@ -26,13 +26,12 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.definitions.external_asset import create_external_asset_from_source_asset
 
 from feedback_assets import catalog
-from feedback_assets.assets import APP_FEEDBACK_SOURCE
+from feedback_assets.asset_runs import APP_FEEDBACK_SOURCE, DEDUPLICATED_PAIRS, EXPORT_JOB, RAW_FEEDBACK
 from feedback_assets.connections import SourceUnreachableError
 from feedback_assets.files import first_line_of
 from feedback_assets.fingerprint import FINGERPRINT_METADATA, read_fingerprints, watched_days
 from feedback_assets.partitions import daily_partitions, days_of_run
 from feedback_assets.resources import FeedbackSettings
-from feedback_assets.schedules import feedback_export_job
 from feedback_assets.settings import (
     DEFAULT_LOOKBACK_DAYS,
     DEFAULT_SOURCE_CHECK_MINUTES,
@@ -44,8 +43,6 @@ from feedback_assets.settings import (
     parse_source_url,
 )
 
-RAW_FEEDBACK = dg.AssetKey("raw_feedback")
-DEDUPLICATED_PAIRS = dg.AssetKey("deduplicated_pairs")
 REASON_TAG = "feedback_assets/reason"
 # The tags of a ranged run, as a backfill's single run carries them (`partitions.days_of_run`).
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -167,7 +164,8 @@ def run_request(first: str, last: str, reason: str, key_parts: Iterable[str]) ->
 
 @dg.sensor(
     name="feedback_source_changes",
-    job=feedback_export_job,
+    # By name: the job is defs/nightly_export.py's, and no definitions module imports another's.
+    job_name=EXPORT_JOB,
     minimum_interval_seconds=CHECK_MINUTES * 60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=f"Every FEEDBACK_SOURCE_CHECK_MINUTES (now {CHECK_MINUTES}), observes the fingerprint of each of the "
@@ -237,3 +235,5 @@ with warnings.catch_warnings():
             "its export reads (feedback_source_changes re-exports changed days).",
         )(_observe)
     )
+
+defs = dg.Definitions(assets=[app_feedback_source], sensors=[feedback_source_changes])

@@ -21,13 +21,13 @@ import polars as pl
 from pydantic import Field
 
 from feedback_assets import erasure, withdrawal
-from feedback_assets.assets import (
+from feedback_assets.asset_runs import (
+    ANONYMIZED_PAIRS,
     DEDUPE_STATE_POOL,
     DEDUPLICATED_PAIRS,
+    RAW_FEEDBACK,
     SEEN_PAIR_HASHES,
-    anonymized_pairs,
-    raw_feedback,
-    training_csv,
+    TRAINING_CSV,
 )
 from feedback_assets.failures import explained_failures
 from feedback_assets.files import location, remove_abandoned_scratch
@@ -42,9 +42,9 @@ DRY_RUN_NOTE = "dry run: nothing was changed; launch with config confirm: true t
 # The asset each kind of file erasure rewrites belongs to (rejected_feedback names no person and is
 # left alone).
 ASSET_OF_KIND: dict[str, dg.AssetKey] = {
-    "training_csv": training_csv.key,
-    "raw_feedback": raw_feedback.key,
-    "anonymized_pairs": anonymized_pairs.key,
+    "training_csv": TRAINING_CSV,
+    "raw_feedback": RAW_FEEDBACK,
+    "anonymized_pairs": ANONYMIZED_PAIRS,
     "deduplicated_pairs": DEDUPLICATED_PAIRS,
     "seen_pair_hashes": SEEN_PAIR_HASHES,
 }
@@ -365,3 +365,5 @@ nightly_erasure = dg.ScheduleDefinition(
     description="Every night after the export: the confirmed erasure of new erasure requests and consent "
     "withdrawals. A night with nothing to do reads only the small record of subjects and writes nothing.",
 )
+
+defs = dg.Definitions(jobs=[erase_subjects], schedules=[nightly_erasure])

@@ -71,3 +71,6 @@ def feedback_run_failed(context: dg.RunFailureSensorContext) -> None:
             alerts.post(webhook, alert)
         except (ConfigError, ConnectionError) as exc:
             context.log.error(str(exc))
+
+
+defs = dg.Definitions(sensors=[feedback_run_failed])
