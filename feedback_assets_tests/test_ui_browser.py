@@ -321,9 +321,7 @@ def test_the_checks_tab_lists_the_asset_checks(ui: Browsing, asset: str) -> None
 
 
 def test_the_checks_tabs_cover_every_check_the_project_defines() -> None:
-    defined = [
-        key.name for check in [*FEEDBACK_CHECKS, *training_csv_freshness] for key in check.check_keys
-    ]
+    defined = [key.name for check in [*FEEDBACK_CHECKS, *training_csv_freshness] for key in check.check_keys]
     assert sorted(name for names in CHECKS_BY_ASSET.values() for name in names) == sorted(defined)
 
 
