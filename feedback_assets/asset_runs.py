@@ -1,16 +1,22 @@
-"""What every export asset's run shares: its definition (daily partitions, backfill policy, group)
-and its report, one materialization per day with that day's own numbers."""
+"""What every export asset's run shares: its definition (daily partitions, backfill policy, group),
+its skeleton (the days in bounded slices, the storage lock held, writes behind the next slice's
+work) and its report, one materialization per day with that day's own numbers."""
 
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
 
 from feedback_assets import catalog
 from feedback_assets.asset_names import AssetName
+from feedback_assets.failures import explained_failures
+from feedback_assets.files import WritesBehind
 from feedback_assets.partitions import backfill_policy, daily_partitions
+from feedback_assets.resources import FeedbackSettings
+from feedback_assets.slices import in_slices
 
 GROUP = "feedback_export"
 # The job that exports the graph: the schedule's and the source sensor's (defs/nightly_export.py).
@@ -72,4 +78,36 @@ def export_asset(
             group_name=GROUP,
             deps=deps,
             **page,
+        )
+
+
+class SlicedRun:
+    """One export step over its days: `writing()` holds the storage lock and the writes behind,
+    `over_slices` hands the work the days a slice at a time, `report` gives each day its metadata.
+
+    Made when the step starts, so the step's reported time includes its reads before the slices."""
+
+    def __init__(self, context: dg.AssetExecutionContext) -> None:
+        self.context = context
+        self.started = time.perf_counter()
+        self.metadata: dict[str, dict[str, Any]] = {}
+
+    @contextmanager
+    def writing(self, feedback_settings: FeedbackSettings) -> Iterator[WritesBehind]:
+        """Domain errors become plain Failures; erasure waits while this is held; every write
+        submitted behind has landed (or raised) when this ends."""
+        with explained_failures(), feedback_settings.writing(self.context.log.info), WritesBehind() as behind:
+            yield behind
+
+    def over_slices(self, work: Callable[[list[str]], int], days: Sequence[str] | None = None) -> None:
+        in_slices(list(self.context.partition_keys if days is None else days), work)
+
+    def report(
+        self, asset_key: dg.AssetKey | None = None, metadata: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> dg.MaterializeResult:
+        return report(
+            self.context,
+            self.context.asset_key if asset_key is None else asset_key,
+            self.metadata if metadata is None else metadata,
+            self.started,
         )

@@ -9,7 +9,6 @@ day's statistics as that day's metadata, also when one run covers a range of day
 """
 
 import datetime as dt
-import time
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -26,8 +25,8 @@ from feedback_assets.asset_runs import (
     DEDUPLICATED_PAIRS,
     GROUP,
     SEEN_PAIR_HASHES,
+    SlicedRun,
     export_asset,
-    report,
 )
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.failures import explained_failures
@@ -43,7 +42,6 @@ from feedback_assets.partitions import backfill_policy, daily_partitions, window
 from feedback_assets.pseudonyms import PseudonymCache
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.settings import CONTRACT_VERSION, DedupeScope, ExportSettings
-from feedback_assets.slices import in_slices
 from feedback_assets.storage import MissingPartitionError, PartitionStore, split_by_partition
 from feedback_assets.subjects import SubjectRecord
 from feedback_assets.training_csv import csv_format_of, export_day, write_training_csv
@@ -58,7 +56,7 @@ from feedback_assets.training_csv import csv_format_of, export_day, write_traini
 def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
     """The day's feedback rows joined with their user, analysis and recommendation record, as read
     from the app's database; still personal data (user ids, ages), kept in the private storage dir."""
-    started = time.perf_counter()
+    run = SlicedRun(context)
     settings = feedback_settings.settings
     source, store = feedback_settings.source(context.log.warning), feedback_settings.partition_store()
     subjects = SubjectRecord(settings.storage_dir)
@@ -66,7 +64,6 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     context.log.info(f"reading {len(context.partition_keys)} day(s) from the {settings.source.describe()}")
     with explained_failures():
         source.check_schema()
-    metadata: dict[str, dict[str, Any]] = {}
     run_window = window_of(context.partition_keys)
     # Read before the rows, never after: a change committed between the two makes the sensor re-run
     # the day once more, while one read after could hide a change the rows missed (docs/decisions.md,
@@ -78,10 +75,8 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
         )
 
     with (
-        explained_failures(),
-        feedback_settings.writing(context.log.info),
+        run.writing(feedback_settings) as behind,
         source.reading_run(*run_window, with_history=with_history, scratch_root=settings.storage_dir) as read_window,
-        WritesBehind() as behind,
     ):
 
         def read(days: list[str]) -> int:
@@ -98,13 +93,13 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
             behind.submit(write)
             for key, part in parts.items():
                 history = part.filter(pl.col("is_history")).height
-                metadata[key] = {"dagster/row_count": part.height - history, "history_rows": history}
+                run.metadata[key] = {"dagster/row_count": part.height - history, "history_rows": history}
             return sum(part.height for part in parts.values())
 
-        in_slices(context.partition_keys, read)
+        run.over_slices(read)
     for key, value in fingerprints.items():
-        metadata[key][FINGERPRINT_METADATA] = value
-    return report(context, context.asset_key, metadata, started)
+        run.metadata[key][FINGERPRINT_METADATA] = value
+    return run.report()
 
 
 def _classified_raw(store: PartitionStore, keys: list[str], min_feedback_fields: int) -> pl.DataFrame:
@@ -126,10 +121,9 @@ def _classified_raw(store: PartitionStore, keys: list[str], min_feedback_fields:
 def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
     """The eligible feedback rows, pseudonymised: keyed HMAC user pseudonyms, age ranges instead of
     ages, normalised conditions; no user id, free text or unconsented image URL."""
-    started = time.perf_counter()
+    run = SlicedRun(context)
     settings = feedback_settings.settings
     store = feedback_settings.partition_store()
-    metadata: dict[str, dict[str, Any]] = {}
     pseudonyms = PseudonymCache(settings.hmac_key)
 
     def anonymize(days: list[str]) -> int:
@@ -146,37 +140,32 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
         # No per-day column schema: the definition declares it (catalog.py) and every day has it.
         for key in days:
             rows = parts[key].filter(~pl.col("is_history")).height
-            metadata[key] = {
-                "dagster/row_count": rows,
-                "hmac_key_id": settings.hmac_key_id,
-            }
-            metadata[key].update(counts[key])
+            run.metadata[key] = {"dagster/row_count": rows, "hmac_key_id": settings.hmac_key_id, **counts[key]}
         return classified.height
 
-    with explained_failures(), feedback_settings.writing(context.log.info), WritesBehind() as behind:
-        in_slices(context.partition_keys, anonymize)
-    return report(context, context.asset_key, metadata, started)
+    with run.writing(feedback_settings) as behind:
+        run.over_slices(anonymize)
+    return run.report()
 
 
 @export_asset(catalog.page("rejected_feedback", {"polars", "parquet"}, {}), deps=[raw_feedback])
 def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
     """The quarantine: the feedback id and reason of every row rejected (malformed, orphan, ambiguous,
     mismatched, out_of_range), so the app team can look the rows up; no personal data."""
-    started = time.perf_counter()
+    run = SlicedRun(context)
     store = feedback_settings.partition_store()
-    metadata: dict[str, dict[str, Any]] = {}
 
     def quarantine(days: list[str]) -> int:
         classified = _classified_raw(store, days, feedback_settings.settings.min_feedback_fields)
         parts = split_by_partition(transforms.rejected_rows(classified), days)
         behind.submit(lambda: store.write("rejected_feedback", parts))
         for key, part in parts.items():
-            metadata[key] = {"dagster/row_count": part.height, **transforms.rejected_counts(part)}
+            run.metadata[key] = {"dagster/row_count": part.height, **transforms.rejected_counts(part)}
         return classified.height
 
-    with explained_failures(), feedback_settings.writing(context.log.info), WritesBehind() as behind:
-        in_slices(context.partition_keys, quarantine)
-    return report(context, context.asset_key, metadata, started)
+    with run.writing(feedback_settings) as behind:
+        run.over_slices(quarantine)
+    return run.report()
 
 
 @dg.multi_asset(
@@ -207,7 +196,7 @@ def dedupe_and_claim_keys(
 ) -> Iterator[dg.MaterializeResult]:
     """Reads the dedupe state, removes duplicates and records the keys each day now owns, in one step:
     the state is both an input and an output of deduplication, and the lineage says so."""
-    started = time.perf_counter()
+    run = SlicedRun(context)
     scope, keys = feedback_settings.settings.dedupe_scope, context.partition_keys
     store, state = feedback_settings.partition_store(), feedback_settings.dedupe_state()
     with explained_failures():
@@ -218,8 +207,8 @@ def dedupe_and_claim_keys(
         claims.append(_claim_slice(store, state, scope, days, not_yet=keys[keys.index(days[0]) :], behind=behind))
         return claims[-1].rows
 
-    with explained_failures(), feedback_settings.writing(context.log.info), WritesBehind() as behind:
-        in_slices(keys, dedupe)
+    with run.writing(feedback_settings) as behind:
+        run.over_slices(dedupe)
     rerun = _superseded_days(context, keys, sorted({day for c in claims for day in c.superseded}))
     with explained_failures():
         total = state.key_count()
@@ -232,8 +221,8 @@ def dedupe_and_claim_keys(
         for claim in claims
         for key, n in claim.owned.items()
     }
-    yield report(context, DEDUPLICATED_PAIRS, pairs_metadata, started)
-    yield report(context, SEEN_PAIR_HASHES, state_metadata, started)
+    yield run.report(DEDUPLICATED_PAIRS, pairs_metadata)
+    yield run.report(SEEN_PAIR_HASHES, state_metadata)
 
 
 @dataclass(frozen=True)
@@ -297,11 +286,10 @@ def _superseded_days(context: dg.AssetExecutionContext, keys: list[str], days: l
 def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
     """The daily training file for the data science team: feedback_training_YYYYMMDD.csv, the
     12 columns of docs/contract.md section 4, one row per exported pair."""
-    started = time.perf_counter()
+    run = SlicedRun(context)
     settings = feedback_settings.settings
     store = feedback_settings.partition_store()
     remove_stale_temp_files(settings.export_dir)
-    metadata: dict[str, dict[str, Any]] = {}
 
     def export(days: list[str]) -> int:
         with explained_failures():
@@ -321,11 +309,11 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
         return deduplicated.height
 
     exported: list[tuple[list[str], Future[list[dict[str, Any]]]]] = []
-    with explained_failures(), feedback_settings.writing(context.log.info), WritesBehind() as behind:
-        in_slices(context.partition_keys, export)
+    with run.writing(feedback_settings) as behind:
+        run.over_slices(export)
     for days, written in exported:
-        metadata.update(zip(days, written.result(), strict=True))
-    return report(context, context.asset_key, metadata, started)
+        run.metadata.update(zip(days, written.result(), strict=True))
+    return run.report()
 
 
 def _export_day(
