@@ -10,24 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from feedback_assets.source.parsing import FEEDBACK_READ_SCHEMA, type_feedback
 from feedback_assets.source.postgres import PostgresSource
 from feedback_assets.source.reader import FeedbackSource, SourceSchemaError, WindowReader
 from feedback_assets.source.retry import RetryPolicy
 from feedback_assets.source.sqlite import SqliteSource
 from feedback_assets.source_url import SourceLocation
 
-__all__ = [
-    "FEEDBACK_READ_SCHEMA",
-    "FeedbackSource",
-    "PostgresSource",
-    "RetryPolicy",
-    "SourceSchemaError",
-    "SqliteSource",
-    "WindowReader",
-    "open_source",
-    "type_feedback",
-]
+__all__ = ["FeedbackSource", "SourceSchemaError", "WindowReader", "open_source"]
 
 READERS: dict[str, Callable[[SourceLocation, bool, RetryPolicy], FeedbackSource]] = {
     "postgresql": PostgresSource,
