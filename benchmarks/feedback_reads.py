@@ -22,19 +22,15 @@ import polars as pl
 from benchmarks.year import add_source_arguments, ensure_source
 from feedback_assets.connections import postgres_arrow_session, postgres_connection
 from feedback_assets.settings import parse_source_url
-from feedback_assets.source import (
-    DIALECTS,
-    Query,
-    _begin_arrow_read,
-    _begin_read,
-    _copy_out,
-    _fetch_arrow,
-    _postgres_bounds,
-    _queries,
-    feedback_queries,
+from feedback_assets.source.parsing import typed_feedback
+from feedback_assets.source.postgres_sessions import (
+    begin_arrow_read,
+    begin_shared_read,
+    fetch_arrow,
     native_feedback_queries,
-    typed_feedback,
 )
+from feedback_assets.source.sql import POSTGRESQL, Query, feedback_queries, postgres_bounds, window_queries
+from feedback_assets_tests.text_copy import copy_out
 
 Read = Callable[[Mapping[str, Query], Mapping[str, str]], dict[str, pl.DataFrame]]
 
@@ -43,7 +39,7 @@ def read_all(read: Read, queries: Mapping[str, Query], edges: Sequence[dt.dateti
     """Seconds to read and type every slice between consecutive `edges`, and the rows typed."""
     started, rows = time.perf_counter(), 0
     for start, end in itertools.pairwise(edges):
-        rows += typed_feedback(read(queries, _postgres_bounds(start, end)), start, end).height
+        rows += typed_feedback(read(queries, postgres_bounds(start, end)), start, end).height
     return time.perf_counter() - started, rows
 
 
@@ -59,17 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     edges = [*(first + dt.timedelta(days=d) for d in range(0, source.days, args.slice_days)), end]
     location = parse_source_url(source.url)
     with postgres_connection(location) as leader, postgres_arrow_session(location) as arrow:
-        snapshot = _begin_read(leader, share=True)
-        if snapshot is None:
-            raise RuntimeError("PostgreSQL exported no snapshot")
-        _begin_arrow_read(arrow, snapshot)
+        begin_arrow_read(arrow, begin_shared_read(leader))
         sides: dict[str, tuple[Read, Callable[[bool], dict[str, Query]]]] = {
             "text (psycopg2)": (
-                lambda queries, bounds: _copy_out(leader, queries, bounds),
-                lambda history: feedback_queries(_queries(DIALECTS["postgresql"], history, False)),
+                lambda queries, bounds: copy_out(leader, queries, bounds),
+                lambda history: feedback_queries(window_queries(POSTGRESQL, history, False)),
             ),
             "own types (ADBC)": (
-                lambda queries, bounds: _fetch_arrow(leader, arrow, queries, bounds),
+                lambda queries, bounds: fetch_arrow(leader, arrow, queries, bounds),
                 lambda history: native_feedback_queries(leader, history, False),
             ),
         }

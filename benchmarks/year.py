@@ -37,7 +37,7 @@ import psycopg2
 from benchmarks import row_by_row
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets.schemas import READS, SOURCE_TABLES
-from feedback_assets.source import DIALECTS
+from feedback_assets.source.sql import POSTGRESQL
 
 SERVER = "postgresql://root@127.0.0.1:5432"
 BENCH_KEY_HEX = "0123456789abcdef" * 4
@@ -164,7 +164,7 @@ class _Discard(io.RawIOBase):
 
 def source_floor(source: Source) -> float:
     """Seconds to stream every column the graph reads out of the source with COPY, as text."""
-    dialect = DIALECTS["postgresql"]
+    dialect = POSTGRESQL
     started = time.perf_counter()
     with psycopg2.connect(source.url) as conn, conn.cursor() as cur:
         cur.execute("SET TIME ZONE 'UTC'")

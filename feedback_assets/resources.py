@@ -28,7 +28,7 @@ from feedback_assets.settings import (
     check_output_dirs,
     settings_from,
 )
-from feedback_assets.source import FeedbackSource
+from feedback_assets.source import FeedbackSource, open_source
 from feedback_assets.storage import PartitionStore
 
 UNSET = (
@@ -141,7 +141,7 @@ class FeedbackSettings(dg.ConfigurableResource):
     def source(self, log: Callable[[str], None] | None = None) -> FeedbackSource:
         """The source reader; `log` hears of every transient fault and when the next try is."""
         settings = self.settings
-        return FeedbackSource(
+        return open_source(
             settings.source, settings.include_image_urls, retry_seconds=settings.source_retry_seconds, log=log
         )
 

@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 import dagster as dg
 import polars as pl
+import psycopg2
 import pytest
-from polars.testing import assert_frame_equal
+from polars.testing import assert_frame_equal, assert_series_equal
 
 from feedback_assets import source_join as j
 from feedback_assets import transforms as t
@@ -21,13 +22,15 @@ from feedback_assets.defs.audit import audit_history
 from feedback_assets.defs.checks import no_key_owned_twice
 from feedback_assets.schemas import REPEATED_IDS_SCHEMA
 from feedback_assets.settings import parse_source_url
-from feedback_assets.source import FeedbackSource
+from feedback_assets.source import open_source
+from feedback_assets.source.parsing import erasure_ids
 from feedback_assets_tests.crafted_source import HEADER, h, write_crafted_source
 from feedback_assets_tests.frames import analyses, feedback, own, owned_by, records, source, users, utc
 from feedback_assets_tests.graph import latest_metadata, materialize, selection, settings_for
 from feedback_assets_tests.paths import on_disk
 from feedback_assets_tests.sources import at, rating, write_keyless_source, write_source
 from feedback_assets_tests.test_docs import REPO_ROOT, contract_section
+from feedback_assets_tests.text_copy import text_erasure_requests, text_read_window
 
 ORDERS = ["first", "second"]
 Row = TypeVar("Row")
@@ -337,15 +340,43 @@ def test_rows_of_someone_else_and_ids_held_twice_are_never_exported(
 
 
 def test_the_repeated_ids_query_is_skipped_only_when_the_id_is_a_key(source_url: str) -> None:
-    keyed = FeedbackSource(parse_source_url(source_url), include_image_urls=False)
+    keyed = open_source(parse_source_url(source_url), include_image_urls=False)
     write_source(source_url, users=[], analyses=[], records=[], feedback=[])
     assert keyed.id_is_key()
     write_source_with_ids_twice(source_url, "first")
-    keyless = FeedbackSource(parse_source_url(source_url), include_image_urls=False)
+    keyless = open_source(parse_source_url(source_url), include_image_urls=False)
     assert not keyless.id_is_key()
     frames = keyless.read_window(at(f"{DAY} 00:00:00"), at(f"{NEXT} 00:00:00"), with_history=True)
     assert frames.repeated_ids["feedback_id"].to_list() == [1007]
     assert frames.feedback.filter(pl.col("feedback_id") == 1007).height == 1
+
+
+def test_repeated_ids_and_erasure_requests_read_as_the_text_copy_reads_them(tmp_path: Path, postgres_url: str) -> None:
+    """The two queries that went through the text COPY until the reader moved to ADBC: now fetched
+    by psycopg2 on the run's leader session (repeated ids) and on a session of their own (erasure
+    requests), each still equal to the oracle, a stored value that is no id included."""
+    write_source_with_ids_twice(postgres_url, "first")
+    location = parse_source_url(postgres_url)
+    source = open_source(location, include_image_urls=False)
+    day, next_day = at(f"{DAY} 00:00:00"), at(f"{NEXT} 00:00:00")
+    with source.reading_run(day, next_day, with_history=True, scratch_root=tmp_path) as read:
+        run = read(day, next_day)
+    alone = source.read_window(day, next_day, with_history=True)
+    text = text_read_window(location, day, next_day, with_history=True, include_image_urls=False)
+    assert text.repeated_ids["feedback_id"].to_list() == [1007]
+    for ours in (run, alone):
+        assert_frame_equal(ours.repeated_ids.sort("feedback_id"), text.repeated_ids.sort("feedback_id"))
+
+    with psycopg2.connect(postgres_url) as conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE erasure_requests ALTER COLUMN user_id TYPE text")
+        cur.execute(
+            "INSERT INTO erasure_requests (user_id, requested_at) VALUES (' 7 ', now()), ('no id', now()), ('7', now())"
+        )
+    conn.close()
+    requests = source.read_erasure_requests()
+    text_requests = erasure_ids(text_erasure_requests(location))
+    assert_series_equal(requests.sort(nulls_last=True), text_requests.sort(nulls_last=True))
+    assert requests.null_count() == 1 and requests.drop_nulls().to_list() == [7, 7]
 
 
 # ---- a day whose state holds a key twice (made before ids held twice were rejected) --------------

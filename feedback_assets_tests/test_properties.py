@@ -38,7 +38,7 @@ from feedback_assets.settings import (
     PseudonymScope,
     TimestampPrecision,
 )
-from feedback_assets.source import FEEDBACK_READ_SCHEMA, type_feedback
+from feedback_assets.source.parsing import FEEDBACK_READ_SCHEMA, type_feedback
 from feedback_assets.storage import split_by_partition
 from feedback_assets.training_csv import csv_bytes
 from feedback_assets_tests.frames import KEY

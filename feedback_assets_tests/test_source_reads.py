@@ -1,6 +1,7 @@
 """A run's slices read their feedback rows from PostgreSQL in the database's own types (ADBC,
-binary COPY); the rows must be what the text reads make of the same tables, whatever types the
-app gave its columns, and a slice whose session is lost is read again from a new snapshot."""
+binary COPY); the rows must be what the text reads (`text_copy.py`, the oracle) make of the same
+tables, whatever types the app gave its columns, and a slice whose session is lost is read again
+from a new snapshot."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from polars.testing import assert_frame_equal
 
 from feedback_assets.connections import APPLICATION_NAME, SourceUnreachableError, is_transient, postgres_arrow_session
 from feedback_assets.settings import ConfigError, parse_source_url
-from feedback_assets.source import FeedbackSource, _arrow_batches
+from feedback_assets.source import FeedbackSource, open_source
+from feedback_assets.source.postgres_sessions import arrow_batches
 from feedback_assets.source_join import SourceFrames
 from feedback_assets_tests.crafted_source import write_crafted_source
+from feedback_assets_tests.text_copy import text_read_window
 
 FIRST = dt.datetime(2025, 10, 24, tzinfo=dt.UTC)
 SPLIT = dt.datetime(2025, 10, 25, tzinfo=dt.UTC)
@@ -42,8 +45,10 @@ def _run_slices(source: FeedbackSource, tmp_path: Path, with_history: bool) -> l
 def _text_reads(source: FeedbackSource, with_history: bool) -> list[SourceFrames]:
     """The same windows read on their own: every column as text, parsed in Polars."""
     return [
-        source.read_window(FIRST, SPLIT, with_history=with_history),
-        source.read_window(SPLIT, END, with_history=with_history),
+        text_read_window(
+            source.location, first, end, with_history=with_history, include_image_urls=source.include_image_urls
+        )
+        for first, end in ((FIRST, SPLIT), (SPLIT, END))
     ]
 
 
@@ -57,7 +62,7 @@ def _execute(url: str, *statements: str) -> None:
 @pytest.mark.parametrize("with_history", [False, True], ids=["exact", "first_per_pair"])
 def test_a_runs_typed_reads_equal_the_text_reads(tmp_path: Path, postgres_url: str, with_history: bool) -> None:
     write_crafted_source(postgres_url)
-    source = FeedbackSource(parse_source_url(postgres_url), include_image_urls=True)
+    source = open_source(parse_source_url(postgres_url), include_image_urls=True)
     ours, theirs = _run_slices(source, tmp_path, with_history), _text_reads(source, with_history)
     for slice_ours, slice_theirs in zip(ours, theirs, strict=True):
         assert_same_rows(slice_ours, slice_theirs)
@@ -95,7 +100,7 @@ def test_other_column_types_and_impossible_times_read_as_the_text_reads_read_the
         "INSERT INTO recommendation_feedback (id, user_id, analysis_id, recommendation_id, helpful_rating, "
         "created_at) VALUES (1020, 1, 10, 'rec_a', 4, '0100-01-01 00:00:00 BC')",
     )
-    source = FeedbackSource(parse_source_url(postgres_url), include_image_urls=False)
+    source = open_source(parse_source_url(postgres_url), include_image_urls=False)
     for with_history in (False, True):
         ours, theirs = _run_slices(source, tmp_path, with_history), _text_reads(source, with_history)
         for slice_ours, slice_theirs in zip(ours, theirs, strict=True):
@@ -116,6 +121,20 @@ def test_other_column_types_and_impossible_times_read_as_the_text_reads_read_the
     assert analyses["analysis_created_at"].drop_nulls().len() >= 1
 
 
+def test_a_window_read_on_its_own_equals_the_text_reads(postgres_url: str) -> None:
+    write_crafted_source(postgres_url)
+    _execute(postgres_url, "ALTER TABLE recommendation_feedback ALTER COLUMN helpful_rating TYPE numeric(6, 0)")
+    source = open_source(parse_source_url(postgres_url), include_image_urls=True)
+    for with_history in (False, True):
+        ours = [
+            source.read_window(FIRST, SPLIT, with_history=with_history),
+            source.read_window(SPLIT, END, with_history=with_history),
+        ]
+        for slice_ours, slice_theirs in zip(ours, _text_reads(source, with_history), strict=True):
+            assert_same_rows(slice_ours, slice_theirs)
+        assert ours[1].feedback.filter(~pl.col("is_history")).height == 14
+
+
 def _pipeline_arrow_backends(url: str) -> list[int]:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute(
@@ -132,7 +151,7 @@ def test_a_slice_whose_arrow_session_is_lost_is_read_again_from_a_new_snapshot(
 ) -> None:
     write_crafted_source(postgres_url)
     faults: list[str] = []
-    source = FeedbackSource(parse_source_url(postgres_url), include_image_urls=True, log=faults.append)
+    source = open_source(parse_source_url(postgres_url), include_image_urls=True, log=faults.append)
     with source.reading_run(FIRST, END, with_history=True, scratch_root=tmp_path) as read:
         first = read(FIRST, SPLIT)
         # The two Arrow sessions: both read dimension tables, the first then reads the slices.
@@ -146,7 +165,7 @@ def test_a_slice_whose_arrow_session_is_lost_is_read_again_from_a_new_snapshot(
 
 
 def _rows_from_a_stream_then(postgres_url: str, fault: str) -> tuple[int, BaseException]:
-    """Batches of a long result through `_arrow_batches` until `fault` strikes: the rows read first
+    """Batches of a long result through `arrow_batches` until `fault` strikes: the rows read first
     and the error raised."""
     location = parse_source_url(postgres_url)
     rows = 0
@@ -157,7 +176,7 @@ def _rows_from_a_stream_then(postgres_url: str, fault: str) -> tuple[int, BaseEx
         # Division by zero at the 3,000,000th row, long after the first batches have arrived.
         sql = "SELECT g, 1 / (g - 3000000) AS q FROM generate_series(1, 4000000) g"
         try:
-            for batch in _arrow_batches(arrow, sql):
+            for batch in arrow_batches(arrow, sql):
                 if rows == 0 and fault == "lost":
                     _execute(postgres_url, f"SELECT pg_terminate_backend({pid})")
                 rows += batch.height
