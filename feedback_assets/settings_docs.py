@@ -6,8 +6,11 @@ Apart from settings.py because nothing that runs needs it, and settings.py stays
 
 from __future__ import annotations
 
+import ast
+import inspect
 from pathlib import Path
 
+from feedback_assets import settings
 from feedback_assets.settings import MODELS, SETTINGS
 from feedback_assets.settings_fields import declared
 
@@ -16,13 +19,26 @@ CONTRACT = REPO_ROOT / "docs" / "contract.md"
 README = REPO_ROOT / "README.md"
 
 
+def meanings() -> dict[tuple[str, str], str]:
+    """Each field's docstring in settings.py, keyed by (model, field), on one line."""
+    found = {}
+    for node in ast.parse(Path(settings.__file__).read_text()).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for field, text in zip(node.body, node.body[1:], strict=False):
+            match field, text:
+                case ast.AnnAssign(target=ast.Name(id=name)), ast.Expr(value=ast.Constant(value=str() as doc)):
+                    found[node.name, name] = " ".join(inspect.cleandoc(doc).split())
+    return found
+
+
 def contract_table() -> str:
     """Every setting with its meaning (the field's docstring) and default, in the models' order."""
+    meaning = meanings()
     rows = ["| variable | meaning | default |", "|---|---|---|"]
     for model in MODELS:
         for name, setting in declared(model).items():
-            meaning = " ".join((model.model_fields[name].description or "").split())
-            rows.append(f"| {setting.variable} | {meaning} | `{setting.documented_default}` |")
+            rows.append(f"| {setting.variable} | {meaning[model.__name__, name]} | `{setting.documented_default}` |")
     return "\n".join(rows) + "\n"
 
 
