@@ -20,6 +20,7 @@ from feedback_assets.files import OBJECT_STORE_ERRORS, StoragePath
 from feedback_assets.object_storage import SCHEMES, ObjectPath
 from feedback_assets.settings_fields import (
     DEFAULT_QUASI_IDENTIFIERS,
+    MIN_KEY_HEX_DIGITS,
     OneOf,
     Ratio,
     Setting,
@@ -48,6 +49,7 @@ CONTRACT_VERSION = "3"
 DEMO_SOURCE_PATH = Path("data/demo_feedback.sqlite")
 
 
+# The directory settings' checks stand above the models, whose annotations name them.
 URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -93,15 +95,15 @@ WHOLE_DAYS = "a whole number of days, 1 or more"
 SOURCE_URL_README = "; or `postgresql://user:pw@host:5432/db`"
 EXPORT_DIR_README = "; or `s3://bucket/prefix` (also `gs://`, `az://`)"
 TIMESTAMP_README = " (or `hour`, `minute`, `second`, `microsecond`)"
-SMALLEST_GROUP = " (the smallest group of rows sharing every quasi-identifier)"
+THRESHOLD_README = " (the smallest group of rows sharing every quasi-identifier)"
 SUPPRESS_README = " (`true` leaves rows of smaller groups out of the CSVs)"
 QI_README = " (the exported columns an attacker may know of a person)"
 RETRY_README = " (how long transient source faults are tried again)"
-FEWER_ROWS = ": the check `feedback_volume` warns on a day with fewer source rows than that times the usual day"
-MORE_ROWS = ": ... and on a day with more source rows than that times the usual day"
-KEY_README = ", at least 64 hex digits"
-WATCHED = " (the days, ending yesterday, watched for late and changed rows)"
-FAN_OUT = "; `N`: backfills fan out over runs of N days (read at load)"
+LOW_RATIO_README = ": the check `feedback_volume` warns on a day with fewer source rows than that times the usual day"
+HIGH_RATIO_README = ": ... and on a day with more source rows than that times the usual day"
+KEY_README = f", at least {MIN_KEY_HEX_DIGITS} hex digits"
+LOOKBACK_README = " (the days, ending yesterday, watched for late and changed rows)"
+BACKFILL_README = "; `N`: backfills fan out over runs of N days (read at load)"
 
 
 class _Settings(BaseModel):
@@ -179,7 +181,7 @@ class ExportSettings(_Settings):
             "FEEDBACK_K_ANONYMITY_THRESHOLD",
             Whole("a whole number of at least 1", 1, within="at least 1"),
             "5",
-            readme=SMALLEST_GROUP,
+            readme=THRESHOLD_README,
         ),
     ]
     """the smallest acceptable group of rows sharing every quasi-identifier, at least 1 (privacy.md, k-anonymity)"""
@@ -226,19 +228,25 @@ class ExportSettings(_Settings):
     `0` tries once"""
     volume_low_ratio: Annotated[
         float,
-        Setting("FEEDBACK_VOLUME_LOW_RATIO", Ratio(0, 1, "a share of the usual day's rows"), "0.2", readme=FEWER_ROWS),
+        Setting(
+            "FEEDBACK_VOLUME_LOW_RATIO", Ratio(0, 1, "a share of the usual day's rows"), "0.2", readme=LOW_RATIO_README
+        ),
     ]
     """the check `feedback_volume` warns when a day has fewer source feedback rows than this share of the median of
     the 14 earlier days that had feedback (quiet until 7 such days exist); a number above 0 and below 1"""
     volume_high_ratio: Annotated[
         float,
         Setting(
-            "FEEDBACK_VOLUME_HIGH_RATIO", Ratio(1, None, "a multiple of the usual day's rows"), "5", readme=MORE_ROWS
+            "FEEDBACK_VOLUME_HIGH_RATIO",
+            Ratio(1, None, "a multiple of the usual day's rows"),
+            "5",
+            readme=HIGH_RATIO_README,
         ),
     ]
     """... and when it has more than this multiple of that median; a number above 1"""
     lookback_days: Annotated[
-        int, Setting("FEEDBACK_LOOKBACK_DAYS", Whole(WHOLE_DAYS, 1, within="1 or more days"), "35", readme=WATCHED)
+        int,
+        Setting("FEEDBACK_LOOKBACK_DAYS", Whole(WHOLE_DAYS, 1, within="1 or more days"), "35", readme=LOOKBACK_README),
     ]
     """how many days, ending yesterday (UTC), are watched for late and changed rows (section 7), a whole number from
     1: the sensor `feedback_source_changes` observes them, and `raw_feedback` records the fingerprint of each of its
@@ -263,7 +271,13 @@ class LoadSettings(_Settings):
     never the load. Days before it are not offered, whatever was materialized for them"""
     backfill_days_per_run: Annotated[
         int | None,
-        Setting("FEEDBACK_BACKFILL_DAYS_PER_RUN", Whole(WHOLE_DAYS, 1), None, "unset: a backfill is one run", FAN_OUT),
+        Setting(
+            "FEEDBACK_BACKFILL_DAYS_PER_RUN",
+            Whole(WHOLE_DAYS, 1),
+            None,
+            "unset: a backfill is one run",
+            BACKFILL_README,
+        ),
     ]
     """the most days one run of a backfill takes, a whole number from 1. Unset, every asset has
     `BackfillPolicy.single_run()` and a backfill of any range is one run; set,
