@@ -17,8 +17,8 @@ from feedback_assets.failures import EXPLAINED_ERRORS
 from feedback_assets.files import EXPORT_DIR_MODE, PRIVATE_DIR_MODE, storage_lock
 from feedback_assets.key_guard import ensure_same_key
 from feedback_assets.partitions import load_problems
-from feedback_assets.settings import ExportSettings, check_output_dirs, settings_from
-from feedback_assets.settings_fields import ConfigError, Setting, SettingValue, declared, read_setting
+from feedback_assets.settings import ExportSettings, check_output_dirs
+from feedback_assets.settings_fields import ConfigError, Setting, SettingValue, declared, read, read_setting
 from feedback_assets.source import FeedbackSource
 from feedback_assets.storage import PartitionStore
 
@@ -84,7 +84,7 @@ class FeedbackSettings(_Fields):
         with a traceback, while the first step that asks for the settings fails with the plain message.
         """
         try:
-            settings = settings_from(self._given())
+            settings = read(ExportSettings, self._given())
         except ConfigError as exc:
             self._problem = f"Configuration error: {exc}"
             return
