@@ -1,8 +1,6 @@
-"""The pipeline's settings (docs/contract.md, section 2): each FEEDBACK_* variable declared once, as a
-field with its type, default, check (bounds and message) and doc, in the model of when it is read:
-by a run (`ExportSettings`, through the resource, whose fields are derived from it), when the code
-location loads (`LoadSettings`), or by the failure sensor (`AlertSettings`). settings_docs.py
-writes the docs' tables from them."""
+"""The pipeline's settings (docs/contract.md, section 2): each FEEDBACK_* variable declared once, with
+its type, default, check and doc, in the model of when it is read: by a run (`ExportSettings`, from
+which the resource's fields are derived), at load (`LoadSettings`) or by the failure sensor."""
 
 from __future__ import annotations
 
@@ -33,10 +31,12 @@ from feedback_assets.settings_fields import (
     parse_label,
     parse_past_day,
     parse_quasi_identifiers,
+    parse_source,
     read,
 )
 from feedback_assets.settings_fields import SENSITIVE_ATTRIBUTE as SENSITIVE_ATTRIBUTE
-from feedback_assets.source_url import SourceLocation, expand_home, parse_source_url
+from feedback_assets.source_url import SourceLocation, expand_home
+from feedback_assets.source_url import parse_source_url as parse_source_url
 
 DedupeScope = Literal["exact", "first_per_pair"]
 DEDUPE_SCOPES: tuple[DedupeScope, ...] = get_args(DedupeScope)
@@ -47,6 +47,7 @@ PSEUDONYM_SCOPES: tuple[PseudonymScope, ...] = get_args(PseudonymScope)
 
 CONTRACT_VERSION = "3"
 DEMO_SOURCE_PATH = Path("data/demo_feedback.sqlite")
+DEMO_SOURCE_URL = f"sqlite:///{DEMO_SOURCE_PATH}"
 
 
 # The directory settings' checks stand above the models, whose annotations name them.
@@ -91,25 +92,17 @@ def default_storage_dir(env: Mapping[str, str]) -> Path:
 WHOLE_DAYS = "a whole number of days, 1 or more"
 
 
-# README's cells after the default; the contract's cells are the docstrings below.
-SOURCE_URL_README = "; or `postgresql://user:pw@host:5432/db`"
+# README's cells after the default (a choice's: the other choices); the contract's are the docstrings.
+SOURCE_README = "; or `postgresql://user:pw@host:5432/db`"
 EXPORT_DIR_README = "; or `s3://bucket/prefix` (also `gs://`, `az://`)"
-TIMESTAMP_README = " (or `hour`, `minute`, `second`, `microsecond`)"
-THRESHOLD_README = " (the smallest group of rows sharing every quasi-identifier)"
 SUPPRESS_README = " (`true` leaves rows of smaller groups out of the CSVs)"
-QI_README = " (the exported columns an attacker may know of a person)"
-RETRY_README = " (how long transient source faults are tried again)"
 LOW_RATIO_README = ": the check `feedback_volume` warns on a day with fewer source rows than that times the usual day"
-HIGH_RATIO_README = ": ... and on a day with more source rows than that times the usual day"
-KEY_README = f", at least {MIN_KEY_HEX_DIGITS} hex digits"
 LOOKBACK_README = " (the days, ending yesterday, watched for late and changed rows)"
-BACKFILL_README = "; `N`: backfills fan out over runs of N days (read at load)"
 
 
 class _Settings(BaseModel):
-    # Each field's docstring is its line in docs/contract.md's table, which settings_docs.py reads
-    # from this file: pydantic's use_attribute_docstrings would add 0.17 s to every load of the code
-    # location to find this source.
+    # Each field's docstring is its line in the contract, read by settings_docs.py: pydantic's
+    # use_attribute_docstrings would add 0.17 s to every load of the code location to find this source.
     model_config = ConfigDict(frozen=True, defer_build=True)
 
 
@@ -118,13 +111,7 @@ class ExportSettings(_Settings):
 
     source: Annotated[
         SourceLocation,
-        Setting(
-            "FEEDBACK_SOURCE_URL",
-            lambda _, raw: parse_source_url(raw),
-            f"sqlite:///{DEMO_SOURCE_PATH}",
-            secret=True,
-            readme=SOURCE_URL_README,
-        ),
+        Setting("FEEDBACK_SOURCE_URL", parse_source, DEMO_SOURCE_URL, secret=True, readme=SOURCE_README),
     ]
     """the source, as a SQLAlchemy-style URL: `sqlite:///path/to/file.sqlite` or `postgresql://user:pw@host:port/db`
     (a driver suffix such as `postgresql+psycopg2://` is accepted); any other database is refused. The user part ends
@@ -146,15 +133,21 @@ class ExportSettings(_Settings):
     hmac_key: Annotated[
         bytes,
         Field(repr=False),
-        Setting("FEEDBACK_HMAC_KEY", parse_hmac_key, None, "none: required", KEY_README, required=True, secret=True),
+        Setting(
+            "FEEDBACK_HMAC_KEY",
+            parse_hmac_key,
+            None,
+            unset="none: required",
+            readme=f", at least {MIN_KEY_HEX_DIGITS} hex digits",
+            required=True,
+            secret=True,
+        ),
     ]
     """the pseudonymisation secret: hexadecimal, an even number of digits, at least 64 (32 bytes); a run without a
     valid key stops before reading anything, and the demo command makes a local one"""
     hmac_key_id: Annotated[str, Setting("FEEDBACK_HMAC_KEY_ID", parse_label, "k1")]
     """a short label for the key (letters, digits, `-`, `_`, `.`), recorded in every manifest and materialization"""
-    dedupe_scope: Annotated[
-        DedupeScope, Setting("FEEDBACK_DEDUPE_SCOPE", OneOf(DEDUPE_SCOPES), "exact", readme=" (or `first_per_pair`)")
-    ]
+    dedupe_scope: Annotated[DedupeScope, Setting("FEEDBACK_DEDUPE_SCOPE", OneOf(DEDUPE_SCOPES), "exact")]
     """`exact` or `first_per_pair` (section 5)"""
     min_feedback_fields: Annotated[
         int, Setting("FEEDBACK_MIN_FEEDBACK_FIELDS", Whole("a whole number from 0 to 4", 0, 4, "from 0 to 4"), "1")
@@ -168,8 +161,8 @@ class ExportSettings(_Settings):
             "FEEDBACK_STORAGE_DIR",
             output_dir,
             None,
-            "$DAGSTER_HOME/storage/feedback_assets",
-            "; or an object storage prefix",
+            unset="$DAGSTER_HOME/storage/feedback_assets",
+            readme="; or an object storage prefix",
             fallback=lambda env: str(default_storage_dir(env)),
         ),
     ]
@@ -181,7 +174,7 @@ class ExportSettings(_Settings):
             "FEEDBACK_K_ANONYMITY_THRESHOLD",
             Whole("a whole number of at least 1", 1, within="at least 1"),
             "5",
-            readme=THRESHOLD_README,
+            readme=" (the smallest group of rows sharing every quasi-identifier)",
         ),
     ]
     """the smallest acceptable group of rows sharing every quasi-identifier, at least 1 (privacy.md, k-anonymity)"""
@@ -195,19 +188,19 @@ class ExportSettings(_Settings):
             "FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS",
             parse_quasi_identifiers,
             ",".join(DEFAULT_QUASI_IDENTIFIERS),
-            readme=QI_README,
+            readme=" (the exported columns an attacker may know of a person)",
         ),
     ]
     """the exported columns an attacker may know of a person, separated by commas: any CSV column but `conditions`,
     the sensitive attribute (privacy.md, k-anonymity)"""
     timestamp_precision: Annotated[
         TimestampPrecision,
-        Setting("FEEDBACK_TIMESTAMP_PRECISION", OneOf(TIMESTAMP_PRECISIONS), "day", readme=TIMESTAMP_README),
+        Setting("FEEDBACK_TIMESTAMP_PRECISION", OneOf(TIMESTAMP_PRECISIONS), "day"),
     ]
     """the precision of both exported timestamps: `microsecond`, `second`, `minute`, `hour` or `day` (section 4)"""
     pseudonym_scope: Annotated[
         PseudonymScope,
-        Setting("FEEDBACK_PSEUDONYM_SCOPE", OneOf(PSEUDONYM_SCOPES), "stable", readme=" (or `year`, `month`, `day`)"),
+        Setting("FEEDBACK_PSEUDONYM_SCOPE", OneOf(PSEUDONYM_SCOPES), "stable"),
     ]
     """how long a user keeps one pseudonym in the CSVs: `stable` (for as long as the key), `year`, `month` or `day`
     (section 4)"""
@@ -217,7 +210,7 @@ class ExportSettings(_Settings):
             "FEEDBACK_SOURCE_RETRY_SECONDS",
             Whole("a whole number of seconds", 0, within="0 or more"),
             "120",
-            readme=RETRY_README,
+            readme=" (how long transient source faults are tried again)",
         ),
     ]
     """how long, in seconds from the first fault, a read of the source is tried again after a transient fault: a
@@ -240,7 +233,7 @@ class ExportSettings(_Settings):
             "FEEDBACK_VOLUME_HIGH_RATIO",
             Ratio(1, None, "a multiple of the usual day's rows"),
             "5",
-            readme=HIGH_RATIO_README,
+            readme=": ... and on a day with more source rows than that times the usual day",
         ),
     ]
     """... and when it has more than this multiple of that median; a number above 1"""
@@ -275,8 +268,8 @@ class LoadSettings(_Settings):
             "FEEDBACK_BACKFILL_DAYS_PER_RUN",
             Whole(WHOLE_DAYS, 1),
             None,
-            "unset: a backfill is one run",
-            BACKFILL_README,
+            unset="unset: a backfill is one run",
+            readme="; `N`: backfills fan out over runs of N days (read at load)",
         ),
     ]
     """the most days one run of a backfill takes, a whole number from 1. Unset, every asset has
@@ -305,7 +298,7 @@ class AlertSettings(_Settings):
 
     alert_webhook_url: Annotated[
         str | None,
-        Setting("FEEDBACK_ALERT_WEBHOOK_URL", parse_http_url, None, "none: alerts are only logged", secret=True),
+        Setting("FEEDBACK_ALERT_WEBHOOK_URL", parse_http_url, None, unset="none: alerts are only logged", secret=True),
     ]
     """where the sensor `feedback_run_failed` posts a JSON alert when any run of the code location fails (the named
     jobs, and runs from the asset pages and backfills, whose `job` is `assets`): `source`, `status`, `run_id`, `job`,

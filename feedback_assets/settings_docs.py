@@ -12,7 +12,7 @@ from pathlib import Path
 
 from feedback_assets import settings
 from feedback_assets.settings import MODELS, SETTINGS
-from feedback_assets.settings_fields import declared
+from feedback_assets.settings_fields import OneOf, Setting, declared
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = REPO_ROOT / "docs" / "contract.md"
@@ -42,9 +42,18 @@ def contract_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def _after_default(setting: Setting) -> str:
+    if setting.readme or not isinstance(setting.parse, OneOf):
+        return setting.readme
+    others = [f"`{choice}`" for choice in setting.parse.choices if choice != setting.default]
+    return f" (or {', '.join(others)})"
+
+
 def readme_table() -> str:
     rows = ["| variable | default |", "|---|---|"]
-    rows += [f"| `{setting.variable}` | `{setting.documented_default}`{setting.readme} |" for setting in SETTINGS]
+    rows += [
+        f"| `{setting.variable}` | `{setting.documented_default}`{_after_default(setting)} |" for setting in SETTINGS
+    ]
     return "\n".join(rows) + "\n"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, GetCoreSchemaHandler, ValidationError
@@ -17,6 +17,7 @@ from pydantic_core import core_schema
 
 from feedback_assets.errors import ConfigError
 from feedback_assets.schemas import TRAINING_COLUMNS
+from feedback_assets.source_url import SourceLocation, parse_source_url
 
 # A resource field gives a typed value, the environment gives text; both are checked the same way.
 SettingValue = str | int | bool | float
@@ -167,6 +168,11 @@ def parse_past_day(name: str, raw: SettingValue) -> str:
     return day.isoformat()
 
 
+def parse_source(name: str, raw: SettingValue) -> SourceLocation:
+    """FEEDBACK_SOURCE_URL: its messages name the variable themselves, and never any part of a password."""
+    return parse_source_url(str(raw))
+
+
 def parse_http_url(name: str, raw: SettingValue) -> str:
     """An http(s) URL, or ConfigError naming the setting (the URL itself, which may hold a token, never)."""
     url = str(raw).strip()
@@ -187,6 +193,7 @@ class Setting:
     variable: str
     parse: Callable[[str, Any], Any]
     default: str | None
+    _: KW_ONLY
     # The contract's default cell for a setting without a default.
     unset: str = ""
     # README's cell after the default.
