@@ -61,8 +61,8 @@ def export_year(source_url: str, first: str, last: str, work: Path) -> Path:
         source_url=source_url,
         export_dir=str(work / "export"),
         storage_dir=str(work / "storage"),
-        timestamp_precision="microsecond",  # type: ignore[arg-type]
-        pseudonym_scope="stable",  # type: ignore[arg-type]
+        timestamp_precision="microsecond",
+        pseudonym_scope="stable",
     )
     home = work / "dagster_home"
     home.mkdir(parents=True)

@@ -13,10 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 
-from feedback_assets.settings import ConfigError
-
 WEBHOOK_TIMEOUT_SECONDS = 10
-DEFAULT_UI_URL = "http://127.0.0.1:3000"
 
 
 @dataclass(frozen=True)
@@ -38,22 +35,16 @@ class Alert:
         return json.dumps({"source": "feedback_assets", "status": "failed", **asdict(self)}, sort_keys=True).encode()
 
 
-def checked_url(name: str, raw: str) -> str:
-    """An http(s) URL, or ConfigError naming the setting (the URL itself, which may hold a token, never)."""
-    url = raw.strip()
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{name} must be an http:// or https:// URL")
-    return url.rstrip("/")
-
-
 def run_page(ui_url: str, run_id: str) -> str:
-    return f"{checked_url('FEEDBACK_UI_URL', ui_url)}/runs/{run_id}"
+    """The run's page under FEEDBACK_UI_URL, as AlertSettings checked it."""
+    return f"{ui_url}/runs/{run_id}"
 
 
 def post(webhook_url: str, alert: Alert) -> None:
-    """POST the alert as JSON; a webhook that fails raises ConnectionError without repeating its URL."""
+    """POST the alert as JSON to FEEDBACK_ALERT_WEBHOOK_URL, as AlertSettings checked it (http or
+    https); a webhook that fails raises ConnectionError without repeating its URL."""
     request = urllib.request.Request(
-        checked_url("FEEDBACK_ALERT_WEBHOOK_URL", webhook_url),
+        webhook_url,
         data=alert.payload(),
         headers={"Content-Type": "application/json"},
         method="POST",

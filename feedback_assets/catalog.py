@@ -9,7 +9,6 @@ section 4), since in the file every cell is text.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, TypedDict
@@ -29,7 +28,8 @@ from feedback_assets.schemas import (
     TRAINING_COLUMNS,
     USERS_SCHEMA,
 )
-from feedback_assets.settings import CONTRACT_VERSION, DEMO_SOURCE_PATH, ConfigError, parse_source_url
+from feedback_assets.settings import CONTRACT_VERSION, ExportSettings
+from feedback_assets.settings_fields import ConfigError, read_setting
 
 OWNERS = ["team:data-engineering"]
 
@@ -160,9 +160,8 @@ def source_kind(env: Mapping[str, str] | None = None) -> str:
 
     A URL that does not parse is left to the run, which fails with the setting's name in its message.
     """
-    raw = (os.environ if env is None else env).get("FEEDBACK_SOURCE_URL") or f"sqlite:///{DEMO_SOURCE_PATH}"
     try:
-        dialect = parse_source_url(raw).dialect
+        dialect: str = read_setting(ExportSettings, "source", env).dialect
     except ConfigError:
         return "sql"
     return "postgres" if dialect == "postgresql" else dialect

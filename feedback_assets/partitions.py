@@ -3,74 +3,45 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
-from feedback_assets.settings import DEFAULT_PARTITIONS_START, ConfigError
+from feedback_assets.settings import LoadSettings
+from feedback_assets.settings_fields import read_leniently, read_setting
 
 
 def partitions_start(env: Mapping[str, str] | None = None) -> str:
-    """The first day of the partitions, from FEEDBACK_PARTITIONS_START.
-
-    The one setting read when the code location loads rather than when a run starts: Dagster needs
-    the partitions to load the definitions at all. A bad value stops the load with this message,
-    which the UI shows as the code location's error.
-    """
-    raw = ((os.environ if env is None else env).get("FEEDBACK_PARTITIONS_START") or "").strip()
-    if not raw:
-        return DEFAULT_PARTITIONS_START
-    try:
-        day = dt.date.fromisoformat(raw) if len(raw) == len("YYYY-MM-DD") else None
-    except ValueError:
-        day = None
-    if day is None:
-        raise ConfigError(f"FEEDBACK_PARTITIONS_START must be a date written YYYY-MM-DD, not {raw!r}")
-    if day >= dt.datetime.now(dt.UTC).date():
-        raise ConfigError(
-            f"FEEDBACK_PARTITIONS_START is {raw}, not before today: the first partition must be a day that has ended"
-        )
-    return day.isoformat()
+    """The first day of the partitions, from FEEDBACK_PARTITIONS_START; a ConfigError when it is wrong."""
+    start: str = read_setting(LoadSettings, "partitions_start", env)
+    return start
 
 
 def backfill_days_per_run(env: Mapping[str, str] | None = None) -> int | None:
     """FEEDBACK_BACKFILL_DAYS_PER_RUN: the most days one run of a backfill takes; None (unset) for
-    the whole range in one run. Read when the code location loads, like the partitions it splits."""
-    raw = ((os.environ if env is None else env).get("FEEDBACK_BACKFILL_DAYS_PER_RUN") or "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"FEEDBACK_BACKFILL_DAYS_PER_RUN must be a whole number of days, 1 or more, not {raw!r}")
-    return int(raw)
+    the whole range in one run."""
+    days: int | None = read_setting(LoadSettings, "backfill_days_per_run", env)
+    return days
 
 
-Setting = TypeVar("Setting")
-
-
-def _at_load(read: Callable[[], Setting], default: Setting) -> tuple[Setting, str | None]:
-    """A setting read when the code location loads: its value, or the default and the problem.
-
-    A bad value must not stop the load: the UI, the daemon and every job (erasure included) would
-    be gone with it. The runs that depend on the value fail instead, with the message
-    (`load_problems`), through the partition store every export step opens."""
-    try:
-        return read(), None
-    except ConfigError as exc:
-        return default, f"Configuration error: {exc}; fix it and reload the code location"
-
-
-_START, _START_PROBLEM = _at_load(partitions_start, DEFAULT_PARTITIONS_START)
-_DAYS_PER_RUN, _DAYS_PER_RUN_PROBLEM = _at_load(backfill_days_per_run, None)
+# Read when the code location loads: Dagster needs the partitions, and the backfill policy that
+# splits them, to load the definitions at all. A bad value must not stop the load: the UI, the
+# daemon and every job (erasure included) would be gone with it. It leaves the default in place,
+# and the runs that depend on the value fail instead, with the message (`load_problems`), through
+# the partition store every export step opens.
+LOADED, _PROBLEMS = read_leniently(LoadSettings)
 
 
 def load_problems() -> list[str]:
     """What was wrong with the settings read when the code location loaded (empty when nothing)."""
-    return [problem for problem in (_START_PROBLEM, _DAYS_PER_RUN_PROBLEM) if problem is not None]
+    return [
+        f"Configuration error: {_PROBLEMS[field]}; fix it and reload the code location"
+        for field in ("partitions_start", "backfill_days_per_run")
+        if field in _PROBLEMS
+    ]
 
 
-daily_partitions = dg.DailyPartitionsDefinition(start_date=_START, timezone="UTC")
+daily_partitions = dg.DailyPartitionsDefinition(start_date=LOADED.partitions_start, timezone="UTC")
 
 
 def backfill_policy_for(days_per_run: int | None) -> dg.BackfillPolicy:
@@ -83,7 +54,7 @@ def backfill_policy_for(days_per_run: int | None) -> dg.BackfillPolicy:
     return dg.BackfillPolicy.multi_run(max_partitions_per_run=days_per_run)
 
 
-backfill_policy = backfill_policy_for(_DAYS_PER_RUN)
+backfill_policy = backfill_policy_for(LOADED.backfill_days_per_run)
 
 
 def days_of_run(tags: Mapping[str, str]) -> set[str]:

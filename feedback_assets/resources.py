@@ -7,41 +7,59 @@ import enum
 import os
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, create_model
 
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.failures import EXPLAINED_ERRORS
 from feedback_assets.files import EXPORT_DIR_MODE, PRIVATE_DIR_MODE, storage_lock
 from feedback_assets.key_guard import ensure_same_key
 from feedback_assets.partitions import load_problems
-from feedback_assets.settings import (
-    DEMO_SOURCE_PATH,
-    MIN_KEY_HEX_DIGITS,
-    ConfigError,
-    DedupeScopeChoice,
-    ExportSettings,
-    PseudonymScopeChoice,
-    SettingValue,
-    TimestampPrecisionChoice,
-    check_output_dirs,
-    settings_from,
-)
+from feedback_assets.settings import ExportSettings, check_output_dirs
+from feedback_assets.settings_fields import ConfigError, Setting, SettingValue, declared, read, read_setting
 from feedback_assets.source import FeedbackSource, open_source
 from feedback_assets.storage import PartitionStore
 
 UNSET = (
-    "FEEDBACK_{} as the code location loaded it (docs/contract.md, section 2); "
+    "{} as the code location loaded it (docs/contract.md, section 2); "
     "left unset, the variable when the run starts, else the contract's default."
 )
+SECRET = "{} (docs/contract.md, section 2): give it as dg.EnvVar, never as a value."
+RUN_SETTINGS = declared(ExportSettings)
 
 
-def _choice(value: enum.StrEnum | None) -> str | None:
-    return value.value if value is not None else None
+def _config_type(field: str, declared_type: Any) -> Any:
+    """The type a resource field takes for a setting declared as `declared_type`: Dagster's config
+    knows numbers, booleans, text and Enums (not Literals), each left unset as None."""
+    if get_origin(declared_type) is Literal:
+        name = "".join(part.title() for part in field.split("_")) + "Choice"
+        choices: Any = enum.StrEnum(name, {choice: choice for choice in get_args(declared_type)})  # type: ignore[misc]
+        return choices | None
+    return (declared_type if declared_type in (int, float, bool) else str) | None
 
 
-class FeedbackSettings(dg.ConfigurableResource):
+def _field(name: str, setting: Setting) -> tuple[Any, Any]:
+    described = SECRET if setting.secret and setting.default is None else UNSET
+    config_type = _config_type(setting.field, ExportSettings.model_fields[name].annotation)
+    return config_type, Field(default=None, description=described.format(setting.variable))
+
+
+# One field per setting of a run, named after its variable: declared in settings.py, not here. Type
+# checkers see a resource without fields; Dagster and pydantic see these.
+if TYPE_CHECKING:
+    _Fields = dg.ConfigurableResource
+else:
+    _Fields = create_model(
+        "FeedbackSettingsFields",
+        __base__=dg.ConfigurableResource,
+        __module__=__name__,
+        **{setting.field: _field(name, setting) for name, setting in RUN_SETTINGS.items()},
+    )
+
+
+class FeedbackSettings(_Fields):
     """The pipeline's settings (docs/contract.md, section 2) and the seam between the assets and
     what they read and write.
 
@@ -50,29 +68,11 @@ class FeedbackSettings(dg.ConfigurableResource):
     variable's name and never the key.
     """
 
-    source_url: str | None = Field(default=None, description=UNSET.format("SOURCE_URL"))
-    export_dir: str | None = Field(default=None, description=UNSET.format("EXPORT_DIR"))
-    storage_dir: str | None = Field(default=None, description=UNSET.format("STORAGE_DIR"))
-    hmac_key: str | None = Field(
-        default=None, description="The pseudonymisation secret: give it as dg.EnvVar, never as a value."
-    )
-    hmac_key_id: str | None = Field(default=None, description=UNSET.format("HMAC_KEY_ID"))
-    dedupe_scope: DedupeScopeChoice | None = Field(default=None, description=UNSET.format("DEDUPE_SCOPE"))
-    min_feedback_fields: int | None = Field(default=None, description=UNSET.format("MIN_FEEDBACK_FIELDS"))
-    include_image_urls: bool | None = Field(default=None, description=UNSET.format("INCLUDE_IMAGE_URLS"))
-    k_anonymity_threshold: int | None = Field(default=None, description=UNSET.format("K_ANONYMITY_THRESHOLD"))
-    k_anonymity_suppress: bool | None = Field(default=None, description=UNSET.format("K_ANONYMITY_SUPPRESS"))
-    k_anonymity_quasi_identifiers: str | None = Field(
-        default=None, description=UNSET.format("K_ANONYMITY_QUASI_IDENTIFIERS")
-    )
-    timestamp_precision: TimestampPrecisionChoice | None = Field(
-        default=None, description=UNSET.format("TIMESTAMP_PRECISION")
-    )
-    pseudonym_scope: PseudonymScopeChoice | None = Field(default=None, description=UNSET.format("PSEUDONYM_SCOPE"))
-    source_retry_seconds: int | None = Field(default=None, description=UNSET.format("SOURCE_RETRY_SECONDS"))
-    volume_low_ratio: float | None = Field(default=None, description=UNSET.format("VOLUME_LOW_RATIO"))
-    volume_high_ratio: float | None = Field(default=None, description=UNSET.format("VOLUME_HIGH_RATIO"))
-    lookback_days: int | None = Field(default=None, description=UNSET.format("LOOKBACK_DAYS"))
+    if TYPE_CHECKING:
+
+        def __init__(self, **fields: SettingValue | enum.StrEnum | dg.EnvVar | None) -> None: ...
+
+        def __getattr__(self, field: str) -> SettingValue | enum.StrEnum | dg.EnvVar | None: ...
 
     _validated: ExportSettings | None = PrivateAttr(default=None)
     _problem: str | None = PrivateAttr(default=None)
@@ -84,7 +84,7 @@ class FeedbackSettings(dg.ConfigurableResource):
         with a traceback, while the first step that asks for the settings fails with the plain message.
         """
         try:
-            settings = settings_from(self._given())
+            settings = read(ExportSettings, self._given())
         except ConfigError as exc:
             self._problem = f"Configuration error: {exc}"
             return
@@ -109,25 +109,8 @@ class FeedbackSettings(dg.ConfigurableResource):
         self._validated = settings
 
     def _given(self) -> dict[str, SettingValue | None]:
-        return {
-            "FEEDBACK_SOURCE_URL": self.source_url,
-            "FEEDBACK_EXPORT_DIR": self.export_dir,
-            "FEEDBACK_STORAGE_DIR": self.storage_dir,
-            "FEEDBACK_HMAC_KEY": self.hmac_key,
-            "FEEDBACK_HMAC_KEY_ID": self.hmac_key_id,
-            "FEEDBACK_DEDUPE_SCOPE": _choice(self.dedupe_scope),
-            "FEEDBACK_MIN_FEEDBACK_FIELDS": self.min_feedback_fields,
-            "FEEDBACK_INCLUDE_IMAGE_URLS": self.include_image_urls,
-            "FEEDBACK_K_ANONYMITY_THRESHOLD": self.k_anonymity_threshold,
-            "FEEDBACK_K_ANONYMITY_SUPPRESS": self.k_anonymity_suppress,
-            "FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS": self.k_anonymity_quasi_identifiers,
-            "FEEDBACK_TIMESTAMP_PRECISION": _choice(self.timestamp_precision),
-            "FEEDBACK_PSEUDONYM_SCOPE": _choice(self.pseudonym_scope),
-            "FEEDBACK_SOURCE_RETRY_SECONDS": self.source_retry_seconds,
-            "FEEDBACK_VOLUME_LOW_RATIO": self.volume_low_ratio,
-            "FEEDBACK_VOLUME_HIGH_RATIO": self.volume_high_ratio,
-            "FEEDBACK_LOOKBACK_DAYS": self.lookback_days,
-        }
+        given = {setting.variable: getattr(self, setting.field) for setting in RUN_SETTINGS.values()}
+        return {name: value.value if isinstance(value, enum.StrEnum) else value for name, value in given.items()}
 
     @property
     def settings(self) -> ExportSettings:
@@ -174,40 +157,37 @@ class FeedbackSettings(dg.ConfigurableResource):
         return DedupeStateStore(settings.storage_dir, settings.dedupe_scope, settings.hmac_key_id)
 
 
+def _shown(value: object) -> SettingValue:
+    """A parsed setting as the resource field gives it."""
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return value if isinstance(value, str | int | float | bool) else str(value)
+
+
 def settings_in_effect(env: Mapping[str, str] | None = None) -> FeedbackSettings:
     """The resource the code location serves: every non-secret setting as the value it has when the
     code location loads, so the resource's page in the UI shows the settings runs will use.
 
-    The two that can hold secrets are given as `dg.EnvVar`, shown by name and resolved when a run
-    starts: the HMAC key, and a source URL taken from the environment (it may carry a password).
+    The settings that can hold secrets are given as `dg.EnvVar`, shown by name and resolved when a
+    run starts: the HMAC key, and a source URL taken from the environment (it may carry a password).
     Settings that do not validate are left unset: the run then stops with the message naming the
     setting, as it would have without this.
     """
     environ = os.environ if env is None else env
-    key = dg.EnvVar("FEEDBACK_HMAC_KEY")
-    # A stand-in key, only so the other settings can be validated where the key is not needed.
-    try:
-        settings = settings_from({}, {**environ, "FEEDBACK_HMAC_KEY": "0" * MIN_KEY_HEX_DIGITS})
-    except ConfigError:
-        return FeedbackSettings(hmac_key=key)
-    return FeedbackSettings(
-        source_url=dg.EnvVar("FEEDBACK_SOURCE_URL")
-        if environ.get("FEEDBACK_SOURCE_URL")
-        else f"sqlite:///{DEMO_SOURCE_PATH}",
-        export_dir=str(settings.export_dir),
-        storage_dir=str(settings.storage_dir),
-        hmac_key=key,
-        hmac_key_id=settings.hmac_key_id,
-        dedupe_scope=DedupeScopeChoice(settings.dedupe_scope),
-        min_feedback_fields=settings.min_feedback_fields,
-        include_image_urls=settings.include_image_urls,
-        k_anonymity_threshold=settings.k_anonymity_threshold,
-        k_anonymity_suppress=settings.suppress_small_groups,
-        k_anonymity_quasi_identifiers=",".join(settings.quasi_identifiers),
-        timestamp_precision=TimestampPrecisionChoice(settings.timestamp_precision),
-        pseudonym_scope=PseudonymScopeChoice(settings.pseudonym_scope),
-        source_retry_seconds=settings.source_retry_seconds,
-        volume_low_ratio=settings.volume_low_ratio,
-        volume_high_ratio=settings.volume_high_ratio,
-        lookback_days=settings.lookback_days,
-    )
+    # A secret's value is never read here: by name when the environment sets it, else its default.
+    secrets: dict[str, str | dg.EnvVar] = {
+        setting.field: dg.EnvVar(setting.variable)
+        if environ.get(setting.variable) or setting.default is None
+        else setting.default
+        for setting in RUN_SETTINGS.values()
+        if setting.secret
+    }
+    shown: dict[str, SettingValue | dg.EnvVar] = {}
+    for name, setting in RUN_SETTINGS.items():
+        if setting.field in secrets:
+            continue
+        try:
+            shown[setting.field] = _shown(read_setting(ExportSettings, name, environ))
+        except ConfigError:
+            return FeedbackSettings(**secrets)
+    return FeedbackSettings(**shown, **secrets)

@@ -1,279 +1,56 @@
-"""The pipeline's settings (docs/contract.md, section 2), validated before anything is read or written."""
+"""The pipeline's settings (docs/contract.md, section 2): each FEEDBACK_* variable declared once, with
+its type, default, check and doc, in the model of when it is read: by a run (`ExportSettings`, from
+which the resource's fields are derived), at load (`LoadSettings`) or by the failure sensor."""
 
 from __future__ import annotations
 
-import enum
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar, get_args
+from typing import Annotated, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from feedback_assets import object_storage
 from feedback_assets.errors import ConfigError
 from feedback_assets.files import OBJECT_STORE_ERRORS, StoragePath
 from feedback_assets.object_storage import SCHEMES, ObjectPath
-from feedback_assets.schemas import TRAINING_COLUMNS
-from feedback_assets.source_url import SourceLocation, expand_home, parse_source_url
+from feedback_assets.settings_fields import (
+    DEFAULT_QUASI_IDENTIFIERS,
+    MIN_KEY_HEX_DIGITS,
+    OneOf,
+    Ratio,
+    Setting,
+    SettingValue,
+    Whole,
+    declared,
+    parse_bool,
+    parse_hmac_key,
+    parse_http_url,
+    parse_label,
+    parse_past_day,
+    parse_quasi_identifiers,
+    parse_source,
+    read,
+)
+from feedback_assets.settings_fields import SENSITIVE_ATTRIBUTE as SENSITIVE_ATTRIBUTE
+from feedback_assets.source_url import SourceLocation, expand_home
+from feedback_assets.source_url import parse_source_url as parse_source_url
 
 DedupeScope = Literal["exact", "first_per_pair"]
 DEDUPE_SCOPES: tuple[DedupeScope, ...] = get_args(DedupeScope)
-
-
-class DedupeScopeChoice(enum.StrEnum):
-    """The scopes as a resource field's choices (Dagster's config takes an Enum, not a Literal)."""
-
-    exact = "exact"
-    first_per_pair = "first_per_pair"
-
-
 TimestampPrecision = Literal["microsecond", "second", "minute", "hour", "day"]
 TIMESTAMP_PRECISIONS: tuple[TimestampPrecision, ...] = get_args(TimestampPrecision)
-
-
-class TimestampPrecisionChoice(enum.StrEnum):
-    microsecond = "microsecond"
-    second = "second"
-    minute = "minute"
-    hour = "hour"
-    day = "day"
-
-
 PseudonymScope = Literal["stable", "year", "month", "day"]
 PSEUDONYM_SCOPES: tuple[PseudonymScope, ...] = get_args(PseudonymScope)
 
-
-class PseudonymScopeChoice(enum.StrEnum):
-    stable = "stable"
-    year = "year"
-    month = "month"
-    day = "day"
-
-
-# Exported columns an attacker may know of a person; `conditions` is the sensitive attribute that
-# l-diversity measures within their groups, so it cannot be one of them (docs/privacy.md).
-SENSITIVE_ATTRIBUTE = "conditions"
-QUASI_IDENTIFIER_CHOICES = tuple(name for name in TRAINING_COLUMNS if name != SENSITIVE_ATTRIBUTE)
-DEFAULT_QUASI_IDENTIFIERS = ("age_range", "feedback_created_at", "analysis_created_at")
-
-
-DEFAULT_PARTITIONS_START = "2025-01-01"
-MIN_KEY_HEX_DIGITS = 64
 CONTRACT_VERSION = "3"
-
 DEMO_SOURCE_PATH = Path("data/demo_feedback.sqlite")
-DEFAULT_EXPORT_DIR = Path("ml/feedback_training")
+DEMO_SOURCE_URL = f"sqlite:///{DEMO_SOURCE_PATH}"
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One environment variable the pipeline reads, with its default as docs/contract.md states it."""
-
-    variable: str
-    default: str
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("FEEDBACK_SOURCE_URL", f"sqlite:///{DEMO_SOURCE_PATH}"),
-    Setting("FEEDBACK_EXPORT_DIR", str(DEFAULT_EXPORT_DIR)),
-    Setting("FEEDBACK_HMAC_KEY", "none: required"),
-    Setting("FEEDBACK_HMAC_KEY_ID", "k1"),
-    Setting("FEEDBACK_DEDUPE_SCOPE", "exact"),
-    Setting("FEEDBACK_MIN_FEEDBACK_FIELDS", "1"),
-    Setting("FEEDBACK_INCLUDE_IMAGE_URLS", "false"),
-    Setting("FEEDBACK_STORAGE_DIR", "$DAGSTER_HOME/storage/feedback_assets"),
-    Setting("FEEDBACK_K_ANONYMITY_THRESHOLD", "5"),
-    Setting("FEEDBACK_K_ANONYMITY_SUPPRESS", "false"),
-    Setting("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", ",".join(DEFAULT_QUASI_IDENTIFIERS)),
-    Setting("FEEDBACK_TIMESTAMP_PRECISION", "day"),
-    Setting("FEEDBACK_PSEUDONYM_SCOPE", "stable"),
-    Setting("FEEDBACK_SOURCE_RETRY_SECONDS", "120"),
-    Setting("FEEDBACK_PARTITIONS_START", "2025-01-01"),
-    Setting("FEEDBACK_BACKFILL_DAYS_PER_RUN", "unset: a backfill is one run"),
-    Setting("FEEDBACK_ALERT_WEBHOOK_URL", "none: alerts are only logged"),
-    Setting("FEEDBACK_UI_URL", "http://127.0.0.1:3000"),
-    Setting("FEEDBACK_VOLUME_LOW_RATIO", "0.2"),
-    Setting("FEEDBACK_VOLUME_HIGH_RATIO", "5"),
-    Setting("FEEDBACK_LOOKBACK_DAYS", "35"),
-    Setting("FEEDBACK_SOURCE_CHECK_MINUTES", "60"),
-)
-DEFAULT_LOOKBACK_DAYS = 35
-DEFAULT_SOURCE_CHECK_MINUTES = 60
-
-
-@dataclass(frozen=True)
-class ExportSettings:
-    source: SourceLocation
-    export_dir: StoragePath
-    storage_dir: StoragePath
-    hmac_key: bytes = field(repr=False)
-    hmac_key_id: str
-    dedupe_scope: DedupeScope
-    min_feedback_fields: int
-    include_image_urls: bool
-    k_anonymity_threshold: int = 5
-    suppress_small_groups: bool = False
-    quasi_identifiers: tuple[str, ...] = DEFAULT_QUASI_IDENTIFIERS
-    timestamp_precision: TimestampPrecision = "day"
-    pseudonym_scope: PseudonymScope = "stable"
-    source_retry_seconds: int = 120
-    volume_low_ratio: float = 0.2
-    volume_high_ratio: float = 5.0
-    lookback_days: int = DEFAULT_LOOKBACK_DAYS
-
-
-def parse_hmac_key(raw: str | None) -> bytes:
-    """Decode the pseudonymisation key; the message never echoes any part of it."""
-    hint = (
-        "set FEEDBACK_HMAC_KEY to at least 64 hex digits, "
-        "e.g. the output of `python -c 'import secrets; print(secrets.token_hex(32))'`"
-    )
-    if raw is None or not raw.strip():
-        raise ConfigError(f"FEEDBACK_HMAC_KEY is not set: {hint}")
-    text = raw.strip()
-    if any(c not in "0123456789abcdefABCDEF" for c in text):
-        raise ConfigError(f"FEEDBACK_HMAC_KEY is not hexadecimal: {hint}")
-    if len(text) < MIN_KEY_HEX_DIGITS:
-        raise ConfigError(f"FEEDBACK_HMAC_KEY has {len(text)} hex digits, fewer than {MIN_KEY_HEX_DIGITS}: {hint}")
-    if len(text) % 2:
-        raise ConfigError(f"FEEDBACK_HMAC_KEY has an odd number of hex digits: {hint}")
-    return bytes.fromhex(text)
-
-
-# A resource field gives a typed value, the environment gives text; both are checked the same way.
-SettingValue = str | int | bool | float
-
-
-def _whole_number(raw: SettingValue) -> int:
-    if isinstance(raw, bool | float):
-        raise ValueError(raw)
-    return raw if isinstance(raw, int) else int(raw.strip())
-
-
-def parse_bool(name: str, raw: SettingValue) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    value = str(raw).strip().lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no", ""):
-        return False
-    raise ConfigError(f"{name} must be true or false, not {raw!r}")
-
-
-def parse_min_fields(raw: SettingValue) -> int:
-    try:
-        value = _whole_number(raw)
-    except ValueError:
-        raise ConfigError(f"FEEDBACK_MIN_FEEDBACK_FIELDS must be a whole number from 0 to 4, not {raw!r}") from None
-    if not 0 <= value <= 4:
-        raise ConfigError(f"FEEDBACK_MIN_FEEDBACK_FIELDS must be from 0 to 4, not {value}")
-    return value
-
-
-def parse_retry_seconds(raw: SettingValue) -> int:
-    try:
-        value = _whole_number(raw)
-    except ValueError:
-        raise ConfigError(f"FEEDBACK_SOURCE_RETRY_SECONDS must be a whole number of seconds, not {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"FEEDBACK_SOURCE_RETRY_SECONDS must be 0 or more, not {value}")
-    return value
-
-
-def parse_ratio(name: str, raw: SettingValue, *, above_one: bool) -> float:
-    """A day's volume bound, as a multiple of the usual day: the low one below 1, the high one above."""
-    try:
-        if isinstance(raw, bool):
-            raise ValueError(raw)
-        value = float(raw.strip() if isinstance(raw, str) else raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-    if above_one and not value > 1:
-        raise ConfigError(f"{name} must be more than 1 (a multiple of the usual day's rows), not {value:g}")
-    if not above_one and not 0 < value < 1:
-        raise ConfigError(
-            f"{name} must be more than 0 and less than 1 (a share of the usual day's rows), not {value:g}"
-        )
-    return value
-
-
-def parse_threshold(raw: SettingValue) -> int:
-    try:
-        value = _whole_number(raw)
-    except ValueError:
-        raise ConfigError(f"FEEDBACK_K_ANONYMITY_THRESHOLD must be a whole number of at least 1, not {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"FEEDBACK_K_ANONYMITY_THRESHOLD must be at least 1, not {value}")
-    return value
-
-
-def _at_least_one(name: str, unit: str, raw: SettingValue) -> int:
-    try:
-        value = _whole_number(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number of {unit}, 1 or more, not {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be 1 or more {unit}, not {value}")
-    return value
-
-
-def parse_lookback_days(raw: SettingValue) -> int:
-    return _at_least_one("FEEDBACK_LOOKBACK_DAYS", "days", raw)
-
-
-def parse_source_check_minutes(raw: SettingValue) -> int:
-    return _at_least_one("FEEDBACK_SOURCE_CHECK_MINUTES", "minutes", raw)
-
-
-Choice = TypeVar("Choice", bound=str)
-
-
-def _one_of(name: str, raw: str, choices: tuple[Choice, ...]) -> Choice:
-    value = str(raw).strip()
-    for choice in choices:
-        if value == choice:
-            return choice
-    raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
-
-
-def parse_scope(raw: str) -> DedupeScope:
-    return _one_of("FEEDBACK_DEDUPE_SCOPE", raw, DEDUPE_SCOPES)
-
-
-def parse_precision(raw: str) -> TimestampPrecision:
-    return _one_of("FEEDBACK_TIMESTAMP_PRECISION", raw, TIMESTAMP_PRECISIONS)
-
-
-def parse_pseudonym_scope(raw: str) -> PseudonymScope:
-    return _one_of("FEEDBACK_PSEUDONYM_SCOPE", raw, PSEUDONYM_SCOPES)
-
-
-def parse_quasi_identifiers(raw: str) -> tuple[str, ...]:
-    """A comma-separated list of exported columns, each once, in the order given."""
-    names = tuple(name.strip() for name in str(raw).split(",") if name.strip())
-    if not names:
-        raise ConfigError(
-            "FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS names no column; "
-            f"give exported columns separated by commas, e.g. {','.join(DEFAULT_QUASI_IDENTIFIERS)}"
-        )
-    if SENSITIVE_ATTRIBUTE in names:
-        raise ConfigError(
-            f"FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS cannot include {SENSITIVE_ATTRIBUTE!r}: it is the sensitive "
-            "attribute whose diversity is measured within the groups"
-        )
-    unknown = [name for name in names if name not in QUASI_IDENTIFIER_CHOICES]
-    if unknown:
-        raise ConfigError(
-            f"FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS names {', '.join(map(repr, unknown))}, which the CSV does not "
-            f"have; choose from {', '.join(QUASI_IDENTIFIER_CHOICES)}"
-        )
-    if len(set(names)) != len(names):
-        raise ConfigError("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS names a column twice")
-    return names
-
-
+# The directory settings' checks stand above the models, whose annotations name them.
 URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -312,52 +89,239 @@ def default_storage_dir(env: Mapping[str, str]) -> Path:
     return Path(home) / "storage" / "feedback_assets"
 
 
+WHOLE_DAYS = "a whole number of days, 1 or more"
+
+
+# README's cells after the default (a choice's: the other choices); the contract's are the docstrings.
+SOURCE_README = "; or `postgresql://user:pw@host:5432/db`"
+EXPORT_DIR_README = "; or `s3://bucket/prefix` (also `gs://`, `az://`)"
+SUPPRESS_README = " (`true` leaves rows of smaller groups out of the CSVs)"
+LOW_RATIO_README = ": the check `feedback_volume` warns on a day with fewer source rows than that times the usual day"
+LOOKBACK_README = " (the days, ending yesterday, watched for late and changed rows)"
+
+
+class _Settings(BaseModel):
+    # Each field's docstring is its line in the contract, read by settings_docs.py: pydantic's
+    # use_attribute_docstrings would add 0.17 s to every load of the code location to find this source.
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+
+class ExportSettings(_Settings):
+    """The settings of a run."""
+
+    source: Annotated[
+        SourceLocation,
+        Setting("FEEDBACK_SOURCE_URL", parse_source, DEMO_SOURCE_URL, secret=True, readme=SOURCE_README),
+    ]
+    """the source, as a SQLAlchemy-style URL: `sqlite:///path/to/file.sqlite` or `postgresql://user:pw@host:port/db`
+    (a driver suffix such as `postgresql+psycopg2://` is accepted); any other database is refused. The user part ends
+    at the last `@`, so a password may hold `@`, `/`, `:` or `?` as it is (or percent-encoded); no message ever shows
+    any part of it, only the host, port and database. A SQLite path is the file exactly as written (`#` and `?`
+    included; a leading `~` is the home directory), opened read-only: a missing file is an error, never created, and
+    a file that is not a SQLite database is named as such. A port that is not a number fails the runs that read the
+    source, never the code location's load"""
+    export_dir: Annotated[
+        StoragePath,
+        Setting("FEEDBACK_EXPORT_DIR", output_dir, "ml/feedback_training", readme=EXPORT_DIR_README),
+    ]
+    """where the training CSVs and their manifests go: a local directory, or a prefix on object storage,
+    `s3://bucket/prefix` (also `gs://`, `az://`), whose credentials and endpoint come from the store's standard
+    environment (for S3: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
+    `AWS_ALLOW_HTTP`, or an instance role), never from the URL. Any other URL (`https://`, `file://`, ...) and a URL
+    with credentials, a query or a fragment are refused before anything is written, since taken as a path it would
+    become a local folder named `https:`"""
+    hmac_key: Annotated[
+        bytes,
+        Field(repr=False),
+        Setting(
+            "FEEDBACK_HMAC_KEY",
+            parse_hmac_key,
+            None,
+            unset="none: required",
+            readme=f", at least {MIN_KEY_HEX_DIGITS} hex digits",
+            required=True,
+            secret=True,
+        ),
+    ]
+    """the pseudonymisation secret: hexadecimal, an even number of digits, at least 64 (32 bytes); a run without a
+    valid key stops before reading anything, and the demo command makes a local one"""
+    hmac_key_id: Annotated[str, Setting("FEEDBACK_HMAC_KEY_ID", parse_label, "k1")]
+    """a short label for the key (letters, digits, `-`, `_`, `.`), recorded in every manifest and materialization"""
+    dedupe_scope: Annotated[DedupeScope, Setting("FEEDBACK_DEDUPE_SCOPE", OneOf(DEDUPE_SCOPES), "exact")]
+    """`exact` or `first_per_pair` (section 5)"""
+    min_feedback_fields: Annotated[
+        int, Setting("FEEDBACK_MIN_FEEDBACK_FIELDS", Whole("a whole number from 0 to 4", 0, 4, "from 0 to 4"), "1")
+    ]
+    """how many of the four rating fields must be present, from 0 to 4"""
+    include_image_urls: Annotated[bool, Setting("FEEDBACK_INCLUDE_IMAGE_URLS", parse_bool, "false")]
+    """`true` adds the consented `image_url` column (`true`, `1`, `yes` / `false`, `0`, `no`)"""
+    storage_dir: Annotated[
+        StoragePath,
+        Setting(
+            "FEEDBACK_STORAGE_DIR",
+            output_dir,
+            None,
+            unset="$DAGSTER_HOME/storage/feedback_assets",
+            readme="; or an object storage prefix",
+            fallback=lambda env: str(default_storage_dir(env)),
+        ),
+    ]
+    """where the intermediate partitions, the dedupe state and the erasure audit log go: a local directory or an
+    object storage prefix, as for FEEDBACK_EXPORT_DIR"""
+    k_anonymity_threshold: Annotated[
+        int,
+        Setting(
+            "FEEDBACK_K_ANONYMITY_THRESHOLD",
+            Whole("a whole number of at least 1", 1, within="at least 1"),
+            "5",
+            readme=" (the smallest group of rows sharing every quasi-identifier)",
+        ),
+    ]
+    """the smallest acceptable group of rows sharing every quasi-identifier, at least 1 (privacy.md, k-anonymity)"""
+    suppress_small_groups: Annotated[
+        bool, Setting("FEEDBACK_K_ANONYMITY_SUPPRESS", parse_bool, "false", readme=SUPPRESS_README)
+    ]
+    """`true` leaves rows in groups below the threshold out of each day's file; `false` only warns"""
+    quasi_identifiers: Annotated[
+        tuple[str, ...],
+        Setting(
+            "FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS",
+            parse_quasi_identifiers,
+            ",".join(DEFAULT_QUASI_IDENTIFIERS),
+            readme=" (the exported columns an attacker may know of a person)",
+        ),
+    ]
+    """the exported columns an attacker may know of a person, separated by commas: any CSV column but `conditions`,
+    the sensitive attribute (privacy.md, k-anonymity)"""
+    timestamp_precision: Annotated[
+        TimestampPrecision,
+        Setting("FEEDBACK_TIMESTAMP_PRECISION", OneOf(TIMESTAMP_PRECISIONS), "day"),
+    ]
+    """the precision of both exported timestamps: `microsecond`, `second`, `minute`, `hour` or `day` (section 4)"""
+    pseudonym_scope: Annotated[
+        PseudonymScope,
+        Setting("FEEDBACK_PSEUDONYM_SCOPE", OneOf(PSEUDONYM_SCOPES), "stable"),
+    ]
+    """how long a user keeps one pseudonym in the CSVs: `stable` (for as long as the key), `year`, `month` or `day`
+    (section 4)"""
+    source_retry_seconds: Annotated[
+        int,
+        Setting(
+            "FEEDBACK_SOURCE_RETRY_SECONDS",
+            Whole("a whole number of seconds", 0, within="0 or more"),
+            "120",
+            readme=" (how long transient source faults are tried again)",
+        ),
+    ]
+    """how long, in seconds from the first fault, a read of the source is tried again after a transient fault: a
+    refused, reset or dropped connection, a server starting up or shutting down, too many connections, a
+    serialization failure or deadlock, a backend terminated by an administrator. Each try is logged with the fault
+    and the next try's time, waits double from 1 s to at most 15 s; past the budget the run fails saying how long the
+    source was unreachable. A wrong host name, password or database, and a missing table or column, fail at once.
+    `0` tries once"""
+    volume_low_ratio: Annotated[
+        float,
+        Setting(
+            "FEEDBACK_VOLUME_LOW_RATIO", Ratio(0, 1, "a share of the usual day's rows"), "0.2", readme=LOW_RATIO_README
+        ),
+    ]
+    """the check `feedback_volume` warns when a day has fewer source feedback rows than this share of the median of
+    the 14 earlier days that had feedback (quiet until 7 such days exist); a number above 0 and below 1"""
+    volume_high_ratio: Annotated[
+        float,
+        Setting(
+            "FEEDBACK_VOLUME_HIGH_RATIO",
+            Ratio(1, None, "a multiple of the usual day's rows"),
+            "5",
+            readme=": ... and on a day with more source rows than that times the usual day",
+        ),
+    ]
+    """... and when it has more than this multiple of that median; a number above 1"""
+    lookback_days: Annotated[
+        int,
+        Setting("FEEDBACK_LOOKBACK_DAYS", Whole(WHOLE_DAYS, 1, within="1 or more days"), "35", readme=LOOKBACK_README),
+    ]
+    """how many days, ending yesterday (UTC), are watched for late and changed rows (section 7), a whole number from
+    1: the sensor `feedback_source_changes` observes them, and `raw_feedback` records the fingerprint of each of its
+    days among them. Older days are never re-exported by the sensor"""
+
+
+class LoadSettings(_Settings):
+    """The settings read when the code location loads: they shape its definitions."""
+
+    partitions_start: Annotated[
+        str,
+        Setting(
+            "FEEDBACK_PARTITIONS_START",
+            parse_past_day,
+            "2025-01-01",
+            readme="; read when the code location loads, not per run",
+        ),
+    ]
+    """the first day of the daily partitions, `YYYY-MM-DD`, before today. Unlike the others it is read when the code
+    location loads (Dagster needs the partitions to load the definitions), so changing it means reloading the code
+    location; a bad value leaves the default in place and fails every export run with a message naming the setting,
+    never the load. Days before it are not offered, whatever was materialized for them"""
+    backfill_days_per_run: Annotated[
+        int | None,
+        Setting(
+            "FEEDBACK_BACKFILL_DAYS_PER_RUN",
+            Whole(WHOLE_DAYS, 1),
+            None,
+            unset="unset: a backfill is one run",
+            readme="; `N`: backfills fan out over runs of N days (read at load)",
+        ),
+    ]
+    """the most days one run of a backfill takes, a whole number from 1. Unset, every asset has
+    `BackfillPolicy.single_run()` and a backfill of any range is one run; set,
+    `BackfillPolicy.multi_run(max_partitions_per_run=N)`, and a backfill fans out over runs of N days that the run
+    coordinator may run side by side (the dedupe steps still one at a time, through the `feedback_dedupe_state`
+    pool). Read when the code location loads, like FEEDBACK_PARTITIONS_START. `dagster asset materialize
+    --partition-range` needs the single-run policy, so with it set, ranges are launched as backfills (UI or
+    GraphQL)"""
+    source_check_minutes: Annotated[
+        int,
+        Setting(
+            "FEEDBACK_SOURCE_CHECK_MINUTES",
+            Whole("a whole number of minutes, 1 or more", 1, within="1 or more minutes"),
+            "60",
+            readme=" (how often the sensor `feedback_source_changes` looks; read at load)",
+        ),
+    ]
+    """how often, in minutes, the sensor `feedback_source_changes` observes the watched days, a whole number from 1.
+    It is the sensor's interval, so it is read when the code location loads; a bad value does not stop the load: the
+    sensor checks every 60 minutes and each of its ticks fails with a message naming the variable"""
+
+
+class AlertSettings(_Settings):
+    """The settings of the failure sensor, read by the daemon at each tick."""
+
+    alert_webhook_url: Annotated[
+        str | None,
+        Setting("FEEDBACK_ALERT_WEBHOOK_URL", parse_http_url, None, unset="none: alerts are only logged", secret=True),
+    ]
+    """where the sensor `feedback_run_failed` posts a JSON alert when any run of the code location fails (the named
+    jobs, and runs from the asset pages and backfills, whose `job` is `assets`): `source`, `status`, `run_id`, `job`,
+    `days`, `failed_step`, `reason` (the project's failure message, or only the error's type for any other error) and
+    `run_page`. Read by the daemon when the sensor runs; never logged (a webhook URL may hold a token). Unset, the
+    alert is one `feedback_assets ALERT:` line in the sensor's log"""
+    ui_url: Annotated[
+        str,
+        Setting("FEEDBACK_UI_URL", parse_http_url, "http://127.0.0.1:3000", readme=" (the alert's link to the run)"),
+    ]
+    """the Dagster UI's address, for the alert's link to the run"""
+
+
+MODELS: tuple[type[_Settings], ...] = (ExportSettings, LoadSettings, AlertSettings)
+SETTINGS: tuple[Setting, ...] = tuple(setting for model in MODELS for setting in declared(model).values())
+# The benchmarks start from the contract's default.
+DEFAULT_LOOKBACK_DAYS = int(declared(ExportSettings)["lookback_days"].default or 0)
+
+
 def settings_from(values: Mapping[str, SettingValue | None], env: Mapping[str, str] | None = None) -> ExportSettings:
-    """Build settings from explicit values keyed by variable name (None: not given), falling back
-    to the environment, then to the defaults of docs/contract.md."""
-    environ = os.environ if env is None else env
-
-    def pick(name: str, default: SettingValue) -> SettingValue:
-        given = values.get(name)
-        if given is not None and given != "":
-            return given
-        return environ.get(name) or default
-
-    def text(name: str, default: str) -> str:
-        return str(pick(name, default)).strip()
-
-    source = parse_source_url(text("FEEDBACK_SOURCE_URL", f"sqlite:///{DEMO_SOURCE_PATH}"))
-    given_key = values.get("FEEDBACK_HMAC_KEY")
-    key = parse_hmac_key(str(given_key) if given_key is not None else environ.get("FEEDBACK_HMAC_KEY"))
-    key_id = text("FEEDBACK_HMAC_KEY_ID", "k1")
-    if not key_id or not all(c.isalnum() or c in "-_." for c in key_id):
-        raise ConfigError("FEEDBACK_HMAC_KEY_ID must be a short label of letters, digits, '-', '_' or '.'")
-    storage = text("FEEDBACK_STORAGE_DIR", "")
-    return ExportSettings(
-        source=source,
-        export_dir=output_dir("FEEDBACK_EXPORT_DIR", text("FEEDBACK_EXPORT_DIR", str(DEFAULT_EXPORT_DIR))),
-        storage_dir=output_dir("FEEDBACK_STORAGE_DIR", storage) if storage else default_storage_dir(environ),
-        hmac_key=key,
-        hmac_key_id=key_id,
-        dedupe_scope=parse_scope(text("FEEDBACK_DEDUPE_SCOPE", "exact")),
-        min_feedback_fields=parse_min_fields(pick("FEEDBACK_MIN_FEEDBACK_FIELDS", 1)),
-        include_image_urls=parse_bool("FEEDBACK_INCLUDE_IMAGE_URLS", pick("FEEDBACK_INCLUDE_IMAGE_URLS", False)),
-        k_anonymity_threshold=parse_threshold(pick("FEEDBACK_K_ANONYMITY_THRESHOLD", 5)),
-        suppress_small_groups=parse_bool("FEEDBACK_K_ANONYMITY_SUPPRESS", pick("FEEDBACK_K_ANONYMITY_SUPPRESS", False)),
-        quasi_identifiers=parse_quasi_identifiers(
-            text("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", ",".join(DEFAULT_QUASI_IDENTIFIERS))
-        ),
-        timestamp_precision=parse_precision(text("FEEDBACK_TIMESTAMP_PRECISION", "day")),
-        pseudonym_scope=parse_pseudonym_scope(text("FEEDBACK_PSEUDONYM_SCOPE", "stable")),
-        source_retry_seconds=parse_retry_seconds(pick("FEEDBACK_SOURCE_RETRY_SECONDS", 120)),
-        volume_low_ratio=parse_ratio(
-            "FEEDBACK_VOLUME_LOW_RATIO", pick("FEEDBACK_VOLUME_LOW_RATIO", "0.2"), above_one=False
-        ),
-        volume_high_ratio=parse_ratio(
-            "FEEDBACK_VOLUME_HIGH_RATIO", pick("FEEDBACK_VOLUME_HIGH_RATIO", "5"), above_one=True
-        ),
-        lookback_days=parse_lookback_days(pick("FEEDBACK_LOOKBACK_DAYS", DEFAULT_LOOKBACK_DAYS)),
-    )
+    """A run's settings from explicit values keyed by variable name (None: not given), falling back
+    to the environment, then to the defaults; the first wrong one raises its ConfigError."""
+    return read(ExportSettings, values, env)
 
 
 def check_writable(directory: StoragePath, setting: str) -> None:

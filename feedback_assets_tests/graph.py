@@ -31,9 +31,8 @@ def settings_for(tmp_path: Path, source_url: str, **overrides: str | int | bool)
         "storage_dir": str(tmp_path / "storage"),
         **overrides,
     }
-    # Pydantic coerces raw config values as Dagster's run config would; the __init__ signature it
-    # declares for type checkers admits only each field's final type (bool, DedupeScopeChoice, ...).
-    return FeedbackSettings(**values)  # type: ignore[arg-type]
+    # Pydantic coerces raw config values as Dagster's run config would.
+    return FeedbackSettings(**values)
 
 
 def selection(assets: tuple[str, ...] = ALL_ASSETS) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:

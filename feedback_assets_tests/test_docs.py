@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from feedback_assets import settings_docs
 from feedback_assets.schemas import TRAINING_COLUMNS
 from feedback_assets.settings import SETTINGS
 
@@ -94,7 +95,13 @@ def test_the_contract_lists_exactly_the_settings_the_code_implements_with_their_
     rows = table_rows(contract_section(2), ["variable", "meaning", "default"])
     assert all(row[2].startswith("`") and row[2].endswith("`") for row in rows), rows
     documented = [(unquoted(row[0]), unquoted(row[2])) for row in rows]
-    assert documented == [(s.variable, s.default) for s in SETTINGS]
+    assert documented == [(s.variable, s.documented_default) for s in SETTINGS]
+
+
+def test_the_settings_tables_are_the_ones_the_settings_model_writes() -> None:
+    for path, table in settings_docs.tables().items():
+        text = path.read_text()
+        assert settings_docs.with_table(text, table) == text, f"{path}: run python -m feedback_assets.settings_docs"
 
 
 def test_the_files_to_check_include_the_package_and_the_docs() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from feedback_assets.object_storage import ObjectPath
-from feedback_assets.settings import ConfigError, settings_from
+from feedback_assets.settings import SETTINGS, AlertSettings, ConfigError, settings_from
+from feedback_assets.settings_fields import read_leniently
 
 GOOD_KEY = "0123456789abcdef" * 4
 
@@ -128,3 +129,22 @@ def test_a_postgres_password_is_not_in_the_description() -> None:
     settings = settings_from({"FEEDBACK_SOURCE_URL": "postgresql://app:s3cret@db.internal:5433/feedback"}, env())
     assert settings.source.describe() == "postgresql database 'feedback' on db.internal:5433"
     assert "s3cret" not in repr(settings)
+
+
+def test_every_setting_is_declared_once_and_its_default_passes_its_own_check() -> None:
+    assert len({setting.variable for setting in SETTINGS}) == len(SETTINGS)
+    assert all(setting.variable.startswith("FEEDBACK_") for setting in SETTINGS)
+    for setting in SETTINGS:
+        if setting.default is not None:
+            setting.check(setting.default)
+
+
+def test_a_bad_setting_read_by_the_daemon_keeps_its_default_and_is_named_without_its_value() -> None:
+    settings, problems = read_leniently(
+        AlertSettings, {"FEEDBACK_UI_URL": "dagster.internal", "FEEDBACK_ALERT_WEBHOOK_URL": "hooks/s3cret-token"}
+    )
+    assert (settings.ui_url, settings.alert_webhook_url) == ("http://127.0.0.1:3000", None)
+    assert problems == {
+        "ui_url": "FEEDBACK_UI_URL must be an http:// or https:// URL",
+        "alert_webhook_url": "FEEDBACK_ALERT_WEBHOOK_URL must be an http:// or https:// URL",
+    }

@@ -7,13 +7,12 @@ someone to open the UI.
 No `from __future__ import annotations` here: Dagster inspects the sensor's context annotation.
 """
 
-import os
-
 import dagster as dg
 
 from feedback_assets import alerts
 from feedback_assets.partitions import days_of_run
-from feedback_assets.settings import ConfigError
+from feedback_assets.settings import AlertSettings
+from feedback_assets.settings_fields import read_leniently
 
 # Runs launched from the asset catalog, an asset page, the lineage graph or a backfill belong to
 # Dagster's hidden asset job, whose name means nothing to an operator.
@@ -59,17 +58,20 @@ def alert_for(context: dg.RunFailureSensorContext, ui_url: str) -> alerts.Alert:
     "JSON (run, job or 'assets', days, failed step, reason, link to the run).",
 )
 def feedback_run_failed(context: dg.RunFailureSensorContext) -> None:
-    try:
-        alert = alert_for(context, os.environ.get("FEEDBACK_UI_URL") or alerts.DEFAULT_UI_URL)
-    except ConfigError as exc:
-        context.log.error(f"feedback_assets ALERT: run {context.dagster_run.run_id} failed; {exc}")
+    # Read at each tick, in the daemon; a bad value is said in the log, never raised: the sensor
+    # must keep watching.
+    settings, problems = read_leniently(AlertSettings)
+    if "ui_url" in problems:
+        context.log.error(f"feedback_assets ALERT: run {context.dagster_run.run_id} failed; {problems['ui_url']}")
         return
+    alert = alert_for(context, settings.ui_url)
     context.log.error(alert.line())
-    webhook = os.environ.get("FEEDBACK_ALERT_WEBHOOK_URL")
-    if webhook:
+    if "alert_webhook_url" in problems:
+        context.log.error(problems["alert_webhook_url"])
+    elif settings.alert_webhook_url:
         try:
-            alerts.post(webhook, alert)
-        except (ConfigError, ConnectionError) as exc:
+            alerts.post(settings.alert_webhook_url, alert)
+        except ConnectionError as exc:
             context.log.error(str(exc))
 
 

@@ -15,7 +15,6 @@ No `from __future__ import annotations` here: Dagster inspects the annotations o
 
 import datetime as dt
 import hashlib
-import os
 import sqlite3
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,16 +31,9 @@ from feedback_assets.files import first_line_of
 from feedback_assets.fingerprint import FINGERPRINT_METADATA, read_fingerprints, watched_days
 from feedback_assets.partitions import daily_partitions, days_of_run
 from feedback_assets.resources import FeedbackSettings
-from feedback_assets.settings import (
-    DEFAULT_LOOKBACK_DAYS,
-    DEFAULT_SOURCE_CHECK_MINUTES,
-    DEMO_SOURCE_PATH,
-    ConfigError,
-    SourceLocation,
-    parse_lookback_days,
-    parse_source_check_minutes,
-    parse_source_url,
-)
+from feedback_assets.settings import ExportSettings, LoadSettings
+from feedback_assets.settings_fields import ConfigError, read_leniently, read_setting
+from feedback_assets.source_url import SourceLocation
 
 REASON_TAG = "feedback_assets/reason"
 # The tags of a ranged run, as a backfill's single run carries them (`partitions.days_of_run`).
@@ -59,13 +51,9 @@ def source_check_minutes(env: Mapping[str, str] | None = None) -> tuple[int, str
     """FEEDBACK_SOURCE_CHECK_MINUTES, read when the code location loads (it is the sensor's interval).
     A bad value must not keep the code location from loading: the default is used and the problem
     returned, for every tick to fail with it."""
-    raw = ((os.environ if env is None else env).get("FEEDBACK_SOURCE_CHECK_MINUTES") or "").strip()
-    if not raw:
-        return DEFAULT_SOURCE_CHECK_MINUTES, None
-    try:
-        return parse_source_check_minutes(raw), None
-    except ConfigError as exc:
-        return DEFAULT_SOURCE_CHECK_MINUTES, f"{exc}; the sensor checks every {DEFAULT_SOURCE_CHECK_MINUTES} minutes"
+    loaded, problems = read_leniently(LoadSettings, env)
+    minutes, problem = loaded.source_check_minutes, problems.get("source_check_minutes")
+    return minutes, None if problem is None else f"{problem}; the sensor checks every {minutes} minutes"
 
 
 CHECK_MINUTES, CHECK_PROBLEM = source_check_minutes()
@@ -135,9 +123,9 @@ def _busy_days(instance: dg.DagsterInstance) -> set[str]:
     return {day for run in runs for day in days_of_run(run.tags)}
 
 
-def _watch_settings(env: Mapping[str, str]) -> tuple[SourceLocation, int]:
-    location = parse_source_url((env.get("FEEDBACK_SOURCE_URL") or f"sqlite:///{DEMO_SOURCE_PATH}").strip())
-    return location, parse_lookback_days((env.get("FEEDBACK_LOOKBACK_DAYS") or str(DEFAULT_LOOKBACK_DAYS)).strip())
+def _watch_settings() -> tuple[SourceLocation, int]:
+    """The two settings of a run the sensor reads itself, at each tick in the daemon."""
+    return read_setting(ExportSettings, "source"), read_setting(ExportSettings, "lookback_days")
 
 
 def _observations(instance: dg.DagsterInstance, fingerprints: Mapping[str, str]) -> list[dg.AssetObservation]:
@@ -177,7 +165,7 @@ def run_request(first: str, last: str, reason: str, key_parts: Iterable[str]) ->
 def feedback_source_changes(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     if CHECK_PROBLEM is not None:
         raise ConfigError(CHECK_PROBLEM)
-    location, lookback_days = _watch_settings(os.environ)
+    location, lookback_days = _watch_settings()
     days = [day.isoformat() for day in watched_days(dt.datetime.now(dt.UTC).date(), lookback_days)]
     if not days:
         return dg.SkipReason("no day of the partitions is within FEEDBACK_LOOKBACK_DAYS yet")
