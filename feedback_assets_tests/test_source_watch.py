@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import sqlite3
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -196,6 +197,27 @@ def test_a_tick_says_why_it_cannot_watch_the_source(
     monkeypatch.setenv("FEEDBACK_LOOKBACK_DAYS", "0")
     with pytest.raises(ConfigError, match="FEEDBACK_LOOKBACK_DAYS must be 1 or more days, not 0"):
         feedback_source_changes(dg.build_sensor_context(instance=instance))
+
+
+def test_an_unreachable_source_skips_the_tick_at_once_with_the_drivers_first_line(
+    instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused connection is transient: a run would try again for FEEDBACK_SOURCE_RETRY_SECONDS,
+    a tick tries once and leaves the retry to the next tick."""
+    clear_feedback_settings(monkeypatch)
+    # Port 1: nothing listens there, so the connection is refused.
+    monkeypatch.setenv("FEEDBACK_SOURCE_URL", "postgresql://app:s3cret@127.0.0.1:1/feedback")
+    monkeypatch.setenv("FEEDBACK_SOURCE_RETRY_SECONDS", "120")
+    started = time.monotonic()
+    skipped = feedback_source_changes(dg.build_sensor_context(instance=instance))
+    assert time.monotonic() - started < 10
+    assert isinstance(skipped, dg.SkipReason)
+    message = skipped.skip_message or ""
+    assert message.startswith(
+        "the source was not observed: FEEDBACK_SOURCE_URL: cannot connect to the postgresql database 'feedback' "
+        "on 127.0.0.1:1: "
+    )
+    assert "\n" not in message and "s3cret" not in message and "FEEDBACK_SOURCE_RETRY_SECONDS" not in message
 
 
 @pytest.mark.usefixtures("hmac_key")
