@@ -19,16 +19,18 @@ from collections import Counter
 from collections.abc import Sequence
 
 from feedback_assets.connections import postgres_connection
-from feedback_assets.fingerprint import PLANNER_SETTINGS, fingerprint_query, read_fingerprints, watched_days
+from feedback_assets.fingerprint import watched_days
 from feedback_assets.settings import DEFAULT_LOOKBACK_DAYS, parse_source_url
+from feedback_assets.source import open_source
+from feedback_assets.source.sql import FINGERPRINT_PLANNER_SETTINGS, POSTGRESQL, fingerprint_query
 
 
 def scans(url: str, days: Sequence[dt.date]) -> list[str]:
     """The plan's scan lines, with the settings the observation runs under."""
     with postgres_connection(parse_source_url(url)) as conn, conn.cursor() as cur:
-        for setting in PLANNER_SETTINGS:
+        for setting in FINGERPRINT_PLANNER_SETTINGS:
             cur.execute(setting)
-        cur.execute("EXPLAIN (COSTS OFF) " + fingerprint_query(days, "postgresql"))
+        cur.execute("EXPLAIN (COSTS OFF) " + fingerprint_query(days, POSTGRESQL))
         plan = [str(row[0]) for row in cur.fetchall()]
         conn.rollback()
     # Without the alias each day's copy of a table gets (f_1, f_2, ...).
@@ -43,12 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--lookback-days", type=int, default=DEFAULT_LOOKBACK_DAYS)
     args = parser.parse_args(argv)
-    location = parse_source_url(args.url)
+    source = open_source(parse_source_url(args.url), include_image_urls=False)
     days = watched_days(dt.datetime.now(dt.UTC).date(), args.lookback_days)
     seconds = []
     for _ in range(args.repeats):
         started = time.perf_counter()
-        fingerprints = read_fingerprints(location, days)
+        fingerprints = source.fingerprints(days, once=True)
         seconds.append(time.perf_counter() - started)
     rows = sum(int(value.split(":")[0]) for value in fingerprints.values())
     print(f"{len(days)} days, {rows} feedback rows: {', '.join(f'{s:.2f}' for s in seconds)} s")

@@ -198,6 +198,26 @@ def test_a_tick_says_why_it_cannot_watch_the_source(
         feedback_source_changes(dg.build_sensor_context(instance=instance))
 
 
+def test_an_unreachable_source_skips_the_tick_at_once_with_the_drivers_first_line(
+    instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused connection is transient: a run would try again for FEEDBACK_SOURCE_RETRY_SECONDS,
+    a tick tries once and leaves the retry to the next tick. A retried read would end in the budget's
+    message, naming FEEDBACK_SOURCE_RETRY_SECONDS; no timing is asserted (a busy machine is slow)."""
+    clear_feedback_settings(monkeypatch)
+    # Port 1: nothing listens there, so the connection is refused.
+    monkeypatch.setenv("FEEDBACK_SOURCE_URL", "postgresql://app:s3cret@127.0.0.1:1/feedback")
+    monkeypatch.setenv("FEEDBACK_SOURCE_RETRY_SECONDS", "120")
+    skipped = feedback_source_changes(dg.build_sensor_context(instance=instance))
+    assert isinstance(skipped, dg.SkipReason)
+    message = skipped.skip_message or ""
+    assert message.startswith(
+        "the source was not observed: FEEDBACK_SOURCE_URL: cannot connect to the postgresql database 'feedback' "
+        "on 127.0.0.1:1: "
+    )
+    assert "\n" not in message and "s3cret" not in message and "FEEDBACK_SOURCE_RETRY_SECONDS" not in message
+
+
 @pytest.mark.usefixtures("hmac_key")
 def test_with_first_per_pair_a_late_row_that_takes_a_later_days_pair_re_runs_the_range_through_that_day(
     tmp_path: Path, source_url: str, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch

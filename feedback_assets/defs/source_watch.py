@@ -1,6 +1,6 @@
 """Late and changed rows (docs/contract.md, section 7): the app's tables as an observable source
-asset whose data version per day is that day's fingerprint (`fingerprint.py`), and the sensor that
-observes them and re-exports the exported days whose rows changed.
+asset whose data version per day is that day's fingerprint (`fingerprint.py`, read by the source's
+reader), and the sensor that observes them and re-exports the exported days whose rows changed.
 
 The sensor runs in dagster-daemon (which `dagster dev` runs), on by default, every
 FEEDBACK_SOURCE_CHECK_MINUTES. Each tick it records the lookback days' fingerprints as observations
@@ -28,11 +28,12 @@ from feedback_assets import catalog
 from feedback_assets.asset_runs import APP_FEEDBACK_SOURCE, DEDUPLICATED_PAIRS, EXPORT_JOB, RAW_FEEDBACK
 from feedback_assets.connections import SourceUnreachableError
 from feedback_assets.files import first_line_of
-from feedback_assets.fingerprint import FINGERPRINT_METADATA, read_fingerprints, watched_days
+from feedback_assets.fingerprint import FINGERPRINT_METADATA, watched_days
 from feedback_assets.partitions import daily_partitions, days_of_run
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.settings import ExportSettings, LoadSettings
 from feedback_assets.settings_fields import ConfigError, read_leniently, read_setting
+from feedback_assets.source import open_source
 from feedback_assets.source_url import SourceLocation
 
 REASON_TAG = "feedback_assets/reason"
@@ -170,7 +171,10 @@ def feedback_source_changes(context: dg.SensorEvaluationContext) -> dg.SensorRes
     if not days:
         return dg.SkipReason("no day of the partitions is within FEEDBACK_LOOKBACK_DAYS yet")
     try:
-        fingerprints = read_fingerprints(location, [dt.date.fromisoformat(day) for day in days])
+        # One try: a tick never waits out FEEDBACK_SOURCE_RETRY_SECONDS. The fingerprint covers every
+        # column an export may read, whatever FEEDBACK_INCLUDE_IMAGE_URLS says.
+        source = open_source(location, include_image_urls=False)
+        fingerprints = source.fingerprints([dt.date.fromisoformat(day) for day in days], once=True)
     except (ConfigError, SourceUnreachableError, psycopg2.Error, sqlite3.Error) as exc:
         # The next tick tries again; the message is the driver's first line (never a password).
         return dg.SkipReason(f"the source was not observed: {first_line_of(exc)}")
@@ -201,9 +205,9 @@ def feedback_source_changes(context: dg.SensorEvaluationContext) -> dg.SensorRes
 def _observe(context: dg.OpExecutionContext, feedback_settings: FeedbackSettings) -> dg.DataVersionsByPartition:
     settings = feedback_settings.settings
     days = watched_days(dt.datetime.now(dt.UTC).date(), settings.lookback_days)
-    return dg.DataVersionsByPartition(
-        {day: dg.DataVersion(value) for day, value in read_fingerprints(settings.source, days).items()}
-    )
+    # One try, as the sensor reads: an observation that fails is simply run again.
+    fingerprints = open_source(settings.source, settings.include_image_urls).fingerprints(days, once=True)
+    return dg.DataVersionsByPartition({day: dg.DataVersion(value) for day, value in fingerprints.items()})
 
 
 # Observable source assets are beta, and Dagster's own conversion of one into an asset definition

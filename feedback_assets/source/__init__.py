@@ -34,5 +34,7 @@ def open_source(
     """The reader of `location` (a parsed FEEDBACK_SOURCE_URL): the one place a source's kind picks
     code. Its reads are tried again after transient faults for `retry_seconds`, each fault told to
     `log`."""
+    if location.dialect not in READERS:
+        raise ValueError(f"no reader for a {location.dialect} source")
     retry = RetryPolicy(location, retry_seconds, log or (lambda message: None))
     return READERS[location.dialect](location, include_image_urls, retry)

@@ -10,7 +10,8 @@ native reads) is converted instead, with the same outcome for the same stored va
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 
 import polars as pl
 
@@ -192,3 +193,35 @@ def consent_frame(rows: Sequence[Sequence[str | None]]) -> pl.DataFrame:
     consent that does not parse is null."""
     text = pl.DataFrame(rows, schema=dict.fromkeys(CONSENT_COLUMNS, pl.String), orient="row")
     return typed(text, CONSENT_READ_SCHEMA).rename({"id": "user_id"})
+
+
+# The fingerprint of a day without feedback rows; any other day's is "<rows>:<digest>". Exports carry
+# these values (`fingerprint.FINGERPRINT_METADATA`): a change to them would re-export every day.
+EMPTY_FINGERPRINT = "0"
+
+
+def fingerprint_value(rows: int, digest: str | None) -> str:
+    return EMPTY_FINGERPRINT if rows == 0 or digest is None else f"{rows}:{digest}"
+
+
+def fingerprints_from_digests(rows: Iterable[tuple[str, int, str | None]]) -> dict[str, str]:
+    """PostgreSQL's (day, row count, digest) rows as each day's fingerprint."""
+    return {str(day): fingerprint_value(int(count), digest) for day, count, digest in rows}
+
+
+def fingerprints_from_texts(texts: pl.DataFrame) -> dict[str, str]:
+    """SQLite's (day, row_text) rows as each day's fingerprint: the count and the md5 of the texts
+    in byte order, joined by newlines (as PostgreSQL's "C" collation orders them)."""
+    per_day = texts.group_by("day").agg(
+        pl.len().alias("rows"), pl.col("row_text").sort().str.join("\n").alias("joined")
+    )
+    return {
+        day: fingerprint_value(rows, hashlib.md5(joined.encode(), usedforsecurity=False).hexdigest())
+        for day, rows, joined in per_day.iter_rows()
+    }
+
+
+def fingerprints_of(days: Sequence[dt.date], found: Mapping[str, str]) -> dict[str, str]:
+    """Each of `days` (YYYY-MM-DD), in order, with its fingerprint in `found`: a day the query returned
+    nothing for has no rows."""
+    return {day.isoformat(): found.get(day.isoformat(), EMPTY_FINGERPRINT) for day in sorted(set(days))}

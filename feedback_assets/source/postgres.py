@@ -4,7 +4,7 @@ from one snapshot (`run_snapshot.py`), the small reads (ids, consents, the schem
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import polars as pl
@@ -12,16 +12,18 @@ import polars as pl
 from feedback_assets.connections import postgres_arrow_session, postgres_connection
 from feedback_assets.files import StoragePath, private_scratch
 from feedback_assets.source import postgres_sessions as pg
-from feedback_assets.source.parsing import consent_frame, erasure_ids, source_frames
+from feedback_assets.source.parsing import consent_frame, erasure_ids, fingerprints_from_digests, source_frames
 from feedback_assets.source.reader import SourceReader, WindowReader, columns_by_table, consent_chunks
 from feedback_assets.source.run_snapshot import RunSnapshot
 from feedback_assets.source.sql import (
+    FINGERPRINT_PLANNER_SETTINGS,
     POSTGRES_COLUMNS,
     POSTGRES_CONSENT_QUERY,
     POSTGRESQL,
     REPEATED_IDS,
     Query,
     erasure_requests_query,
+    fingerprint_query,
     postgres_bounds,
     repeated_ids_query,
 )
@@ -92,6 +94,17 @@ class PostgresSource(SourceReader):
             return rows
 
         return consent_frame(self.retry.run(read) if chunks else [])
+
+    def read_fingerprints(self, days: Sequence[dt.date]) -> dict[str, str]:
+        with postgres_connection(self.location) as conn:
+            conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+            with conn.cursor() as cur:
+                for setting in FINGERPRINT_PLANNER_SETTINGS:
+                    cur.execute(setting)
+                cur.execute(fingerprint_query(days, POSTGRESQL))
+                found = fingerprints_from_digests(cur.fetchall())
+            conn.rollback()
+        return found
 
     def _read_text(self, query: Query) -> pl.DataFrame:
         with postgres_connection(self.location) as conn:

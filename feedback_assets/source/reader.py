@@ -11,8 +11,8 @@ from typing import Protocol
 import polars as pl
 
 from feedback_assets.files import StoragePath
-from feedback_assets.fingerprint import read_fingerprints
 from feedback_assets.schemas import READS, SOURCE_TABLES
+from feedback_assets.source.parsing import fingerprints_of
 from feedback_assets.source.retry import RetryPolicy
 from feedback_assets.source.sql import CONSENT_IDS_PER_QUERY
 from feedback_assets.source_join import SourceFrames
@@ -56,8 +56,10 @@ class FeedbackSource(Protocol):
         """A reader of windows within [start, end), one run's whole range, for a run that reads it
         a slice at a time; its working files, if any, under `scratch_root`."""
 
-    def fingerprints(self, days: Sequence[dt.date]) -> dict[str, str]:
-        """Each day's fingerprint (`fingerprint.py`)."""
+    def fingerprints(self, days: Sequence[dt.date], *, once: bool = False) -> dict[str, str]:
+        """Each of `days` (YYYY-MM-DD, in order) with its fingerprint (`fingerprint.py`), read in one
+        read-only transaction. With `once`, one try and no retry: the sensor's next tick is its retry,
+        and a tick must never wait out the budget."""
 
     def read_erasure_requests(self) -> pl.Series:
         """Every user id in erasure_requests (the erasure job removes them from what was exported);
@@ -87,12 +89,20 @@ class SourceReader(ABC):
             self._id_is_key = self.retry.run(self.read_id_is_key)
         return self._id_is_key
 
-    def fingerprints(self, days: Sequence[dt.date]) -> dict[str, str]:
-        return self.retry.run(lambda: read_fingerprints(self.location, days))
+    def fingerprints(self, days: Sequence[dt.date], *, once: bool = False) -> dict[str, str]:
+        if not days:
+            return {}
+        found = self.read_fingerprints(days) if once else self.retry.run(lambda: self.read_fingerprints(days))
+        return fingerprints_of(days, found)
 
     @abstractmethod
     def read_columns(self) -> dict[str, set[str]]:
         """Every table and view of the source with its columns: one try, which `check_schema` repeats."""
+
+    @abstractmethod
+    def read_fingerprints(self, days: Sequence[dt.date]) -> dict[str, str]:
+        """The fingerprint of each of `days` that has rows (`sql.fingerprint_query`): one try, which
+        `fingerprints` repeats."""
 
     @abstractmethod
     def read_id_is_key(self) -> bool:

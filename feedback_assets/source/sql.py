@@ -5,23 +5,24 @@ needs (feedback through the created_at index, dimension rows through a semi-join
 ids), and joined in Polars: the four-table SQL join is the slow path (docs/decisions.md, "Reading
 the tables separately"). A query's values come out as text (typed in Polars, `parsing.py`), except
 the columns a native PostgreSQL dialect reads in the database's own types (docs/decisions.md,
-"Feedback rows through ADBC").
+"Feedback rows through ADBC"). The fingerprint's query, one statement over the watched days, is last.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from feedback_assets.schemas import READS, SOURCE_TABLES, Column
 
 
 @dataclass(frozen=True)
 class Dialect:
-    """How one driver takes the window's bounds and renders a column as text. SQLite already stores
-    UTC text, and CAST keeps a wrongly typed value readable."""
+    """How one driver takes the window's bounds, renders a column as text and fingerprints a day.
+    SQLite already stores UTC text, and CAST keeps a wrongly typed value readable."""
 
     name: str
     start: str
@@ -29,6 +30,8 @@ class Dialect:
     # For a driver that hands over typed Arrow columns: the columns it reads in the database's own
     # types; any other column is rendered as text, as for a text read.
     native: frozenset[str] = frozenset()
+    # The character between a fingerprinted row's values (`fingerprint_row`): no exported value holds it.
+    separator: ClassVar[str] = "char(31)"
 
     def text(self, alias: str, column: Column) -> str:
         """The column as the read takes it: as it is when native, else as text."""
@@ -40,10 +43,22 @@ class Dialect:
     def as_text(self, expression: str, column: Column) -> str:
         return f"CAST({expression} AS TEXT)"
 
+    def midnight(self, day: dt.date) -> str:
+        """A day's 00:00 UTC as a literal the created_at index compares with."""
+        return f"'{day.isoformat()} 00:00:00'"
+
+    def day_fingerprint(self, day: dt.date, rows: str) -> str:
+        """The fingerprint query of one day whose row texts `rows` selects. SQLite 3.40 has no hash
+        and no ordered aggregate: it returns the texts, and the reader digests them
+        (`parsing.fingerprints_from_texts`)."""
+        return f"SELECT '{day.isoformat()}' AS day, x.row_text FROM ({rows}) x"
+
 
 class PostgresDialect(Dialect):
     """PostgreSQL renders timestamps in the session's zone, set to UTC on connect, and booleans as
     't'/'f' unless cast to a number first."""
+
+    separator: ClassVar[str] = "chr(31)"
 
     def as_text(self, expression: str, column: Column) -> str:
         if column.kind == "timestamp":
@@ -55,6 +70,21 @@ class PostgresDialect(Dialect):
         if column.kind == "boolean":
             return f"CAST(CAST({expression} AS INTEGER) AS TEXT)"
         return super().as_text(expression, column)
+
+    def midnight(self, day: dt.date) -> str:
+        """Untyped and marked UTC: PostgreSQL takes it in the column's own type, so the created_at
+        index serves timestamp and timestamptz alike."""
+        return f"'{day.isoformat()} 00:00:00+00'"
+
+    def day_fingerprint(self, day: dt.date, rows: str) -> str:
+        """The day's row count and digest, made by the server: the sum of each row's md5 (its first
+        60 bits), the same for the same rows in any order, without sorting or joining a day's texts
+        (an ordered md5 of them spilled to disk)."""
+        return (
+            f"SELECT '{day.isoformat()}' AS day, count(*) AS rows, "
+            "sum(('x' || substr(md5(x.row_text), 1, 15))::bit(60)::bigint)::text AS digest "
+            f"FROM ({rows}) x"
+        )
 
 
 # Each driver's own parameter style: psycopg2 binds pyformat, sqlite3 named parameters. The slices'
@@ -258,3 +288,61 @@ def window_bounds(start: dt.datetime, end: dt.datetime) -> dict[str, str]:
 def postgres_bounds(start: dt.datetime, end: dt.datetime) -> dict[str, str]:
     """The window's bounds as PostgreSQL takes them: UTC text marked as UTC."""
     return {name: f"{value}+00" for name, value in window_bounds(start, end).items()}
+
+
+# The fingerprint of a day (docs/contract.md, section 7; `fingerprint.py`): its feedback rows as the
+# window reads them (created_at from the day's 00:00 UTC to the next day's, through the created_at
+# index), each with the columns `schemas.READS` takes of it and of its user, analysis and record.
+# Each dimension read joined to the feedback row: (read, alias, the feedback column its id matches).
+FINGERPRINT_JOINS = (("users", "u", "user_id"), ("analyses", "a", "analysis_id"), ("records", "r", "recommendation_id"))
+# The planner's settings for the PostgreSQL fingerprint's transaction. The default random_page_cost
+# (4, for spinning disks) prefers scanning the dimension tables whole to finding a day's few thousand
+# ids through their primary keys, as for the reader; a merge or hash join would read a whole
+# dimension table for every day; and the 35 days' plan costs enough to be compiled by JIT, which took
+# 35 s of a 45 s observation of the benchmark year (docs/benchmarks.md, "One observation of the source").
+FINGERPRINT_PLANNER_SETTINGS = (
+    "SET LOCAL random_page_cost = 1.1",
+    "SET LOCAL enable_mergejoin = off",
+    "SET LOCAL enable_hashjoin = off",
+    "SET LOCAL jit = off",
+)
+
+
+def fingerprint_columns() -> list[tuple[str, Column]]:
+    """(alias, column) of every source column a day's export reads, feedback first."""
+    watched = [("f", column) for column in READS["feedback"].source_columns]
+    for read, alias, _ in FINGERPRINT_JOINS:
+        watched += [(alias, column) for column in READS[read].source_columns]
+    return watched
+
+
+def fingerprint_row(dialect: Dialect) -> str:
+    """One row as text: each value marked present ('v' and its text) or absent ('n'), so that a null
+    and an empty or 'n' text differ. Plain CASTs, not `Dialect.text`: the exported days carry digests
+    made so, and PostgreSQL's own renderings would move every one of them."""
+    values = [f"coalesce('v' || CAST({alias}.{column.name} AS TEXT), 'n')" for alias, column in fingerprint_columns()]
+    return f" || {dialect.separator} || ".join(values)
+
+
+def _fingerprint_rows(day: dt.date, dialect: Dialect) -> str:
+    tables = [f"FROM {READS['feedback'].table} f"]
+    for read, alias, feedback_column in FINGERPRINT_JOINS:
+        tables.append(f"LEFT JOIN {READS[read].table} {alias} ON {alias}.id = f.{feedback_column}")
+    window = (
+        f"f.created_at >= {dialect.midnight(day)} AND f.created_at < {dialect.midnight(day + dt.timedelta(days=1))}"
+    )
+    return f"SELECT {fingerprint_row(dialect)} AS row_text {' '.join(tables)} WHERE {window}"
+
+
+def day_fingerprint_query(day: dt.date, dialect: Dialect) -> str:
+    """The fingerprint query of one day: on PostgreSQL its row count and digest, on SQLite its row texts."""
+    return dialect.day_fingerprint(day, _fingerprint_rows(day, dialect))
+
+
+def fingerprint_query(days: Sequence[dt.date], dialect: Dialect) -> str:
+    """One statement for all `days`: each day's own index range, never the whole table."""
+    # SQLite takes no parenthesised member of a UNION, only subqueries in FROM.
+    return " UNION ALL ".join(
+        f"SELECT * FROM ({day_fingerprint_query(day, dialect)}) d{number}"
+        for number, day in enumerate(sorted(set(days)))
+    )

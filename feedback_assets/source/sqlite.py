@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import polars as pl
@@ -12,7 +12,13 @@ import polars as pl
 from feedback_assets.connections import sqlite_connection
 from feedback_assets.files import StoragePath
 from feedback_assets.schemas import READS
-from feedback_assets.source.parsing import consent_frame, erasure_ids, source_frames, text_frame
+from feedback_assets.source.parsing import (
+    consent_frame,
+    erasure_ids,
+    fingerprints_from_texts,
+    source_frames,
+    text_frame,
+)
 from feedback_assets.source.reader import SourceReader, WindowReader, columns_by_table, consent_chunks
 from feedback_assets.source.sql import (
     REPEATED_IDS,
@@ -20,6 +26,7 @@ from feedback_assets.source.sql import (
     SQLITE_TABLES,
     Query,
     erasure_requests_query,
+    fingerprint_query,
     repeated_ids_query,
     sqlite_consent_query,
     window_bounds,
@@ -82,6 +89,13 @@ class SqliteSource(SourceReader):
                 return [row for chunk in chunks for row in db.execute(sqlite_consent_query(len(chunk)), chunk)]
 
         return consent_frame(self.retry.run(read) if chunks else [])
+
+    def read_fingerprints(self, days: Sequence[dt.date]) -> dict[str, str]:
+        with reading(self.location) as db:
+            rows = db.execute(fingerprint_query(days, SQLITE)).fetchall()
+        return fingerprints_from_texts(
+            pl.DataFrame(rows, schema={"day": pl.String, "row_text": pl.String}, orient="row")
+        )
 
     def read_id_is_key(self) -> bool:
         with sqlite_connection(self.location) as db:
