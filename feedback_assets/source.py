@@ -41,7 +41,7 @@ from feedback_assets.connections import (
     postgres_connection,
     sqlite_connection,
 )
-from feedback_assets.files import PARQUET_COMPRESSION, StoragePath, first_line_of, private_scratch
+from feedback_assets.files import PARQUET_COMPRESSION, first_line_of
 from feedback_assets.fingerprint import read_fingerprints
 from feedback_assets.schemas import (
     ANALYSES_SCHEMA,
@@ -55,6 +55,7 @@ from feedback_assets.schemas import (
     Column,
 )
 from feedback_assets.settings import SourceLocation
+from feedback_assets.storage import Storage
 from feedback_assets.transforms import SourceFrames
 
 # The tables and columns a source must have: those the reader reads.
@@ -496,7 +497,7 @@ class FeedbackSource:
 
     @contextmanager
     def reading_run(
-        self, start: dt.datetime, end: dt.datetime, *, with_history: bool, scratch_root: StoragePath
+        self, start: dt.datetime, end: dt.datetime, *, with_history: bool, scratch_root: Storage
     ) -> Iterator[WindowReader]:
         """A reader of windows within [start, end), one run's whole range, for a run that reads it a
         slice at a time. On PostgreSQL every slice is read from one snapshot and the dimension
@@ -504,7 +505,7 @@ class FeedbackSource:
         if self.location.dialect != "postgresql":
             yield lambda first, last: self.read_window(first, last, with_history=with_history)
             return
-        with private_scratch(scratch_root, self.log) as scratch:
+        with scratch_root.scratch(self.log) as scratch:
             run = _RunSnapshot(self, start, end, with_history=with_history, scratch=scratch)
             try:
                 yield run.read

@@ -20,10 +20,11 @@ COUNTED_BY = "anonymized_pairs"
 SOURCE_ROWS = "total_feedback_records"
 
 
-def day_volumes(settings: ExportSettings, days: set[str] | None = None) -> list[volume.DayVolume]:
+def day_volumes(
+    settings: ExportSettings, store: PartitionStore, days: set[str] | None = None
+) -> list[volume.DayVolume]:
     """`days` (all days with statistics when None) judged against the days before them; reads one
     small statistics file per day, never the partitions."""
-    store = PartitionStore(settings.storage_dir)
     known = store.stats_days(COUNTED_BY)
     wanted = [day for day in known if days is None or day in days]
     if not wanted:
@@ -69,7 +70,8 @@ def volume_metadata(judged: list[volume.DayVolume]) -> "dict[str, dg.RawMetadata
 )
 def feedback_volume(context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings) -> dg.AssetCheckResult:
     with explained_failures():
-        judged = day_volumes(feedback_settings.settings, days_of_run(context.run.tags))
+        store = PartitionStore(feedback_settings.storage())
+        judged = day_volumes(feedback_settings.settings, store, days_of_run(context.run.tags))
     for day in judged:
         if day.odd:
             context.log.warning(f"feedback_volume: {day.describe()}")

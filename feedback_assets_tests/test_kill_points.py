@@ -52,7 +52,7 @@ import dagster as dg
 import pytest
 
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets.files import TEMP_PREFIX
+from feedback_assets.storage.local import TEMP_PREFIX
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 from feedback_assets_tests.processes import BIN_DIR, Processes
 

@@ -16,6 +16,7 @@ from polars.testing import assert_frame_equal
 from feedback_assets.connections import APPLICATION_NAME, SourceUnreachableError, is_transient, postgres_arrow_session
 from feedback_assets.settings import ConfigError, parse_source_url
 from feedback_assets.source import FeedbackSource, _arrow_batches
+from feedback_assets.storage import storage_for
 from feedback_assets.transforms import SourceFrames
 from feedback_assets_tests.crafted_source import write_crafted_source
 
@@ -35,7 +36,7 @@ def assert_same_rows(ours: SourceFrames, theirs: SourceFrames) -> None:
 
 
 def _run_slices(source: FeedbackSource, tmp_path: Path, with_history: bool) -> list[SourceFrames]:
-    with source.reading_run(FIRST, END, with_history=with_history, scratch_root=tmp_path) as read:
+    with source.reading_run(FIRST, END, with_history=with_history, scratch_root=storage_for(tmp_path)) as read:
         return [read(FIRST, SPLIT), read(SPLIT, END)]
 
 
@@ -133,7 +134,7 @@ def test_a_slice_whose_arrow_session_is_lost_is_read_again_from_a_new_snapshot(
     write_crafted_source(postgres_url)
     faults: list[str] = []
     source = FeedbackSource(parse_source_url(postgres_url), include_image_urls=True, log=faults.append)
-    with source.reading_run(FIRST, END, with_history=True, scratch_root=tmp_path) as read:
+    with source.reading_run(FIRST, END, with_history=True, scratch_root=storage_for(tmp_path)) as read:
         first = read(FIRST, SPLIT)
         # The two Arrow sessions: both read dimension tables, the first then reads the slices.
         backends = _pipeline_arrow_backends(postgres_url)
