@@ -16,15 +16,14 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from benchmarks.object_storage import pointed_at
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.storage import storage_for
 from feedback_assets_tests.daemon import free_port
@@ -91,20 +90,6 @@ def day_keys(rng: np.random.Generator, day: dt.date, n: int) -> pl.DataFrame:
     return pl.DataFrame({"dedupe_key": keys, "partition": [day] * n})
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=365)
@@ -116,7 +101,7 @@ def main() -> None:
     days = [first + dt.timedelta(days=i) for i in range(args.days + args.stale_days + 1)]
     with tempfile.TemporaryDirectory() as logs, running_s3_server(Path(logs)) as server:
         bucket = server.new_bucket()
-        with environment(server.environment()):
+        with pointed_at(server.environment()):
             state = DedupeStateStore(storage_for(f"s3://{bucket}/storage"), "exact", "bench")
             for start in range(0, args.days, 31):
                 state.write({d.isoformat(): day_keys(rng, d, args.keys_per_day) for d in days[start : start + 31]})
@@ -128,7 +113,7 @@ def main() -> None:
         port = int(server.endpoint.rpartition(":")[2])
         with (
             CountingProxy(port) as proxy,
-            environment({**server.environment(), "AWS_ENDPOINT_URL": f"http://{HOST}:{proxy.port}"}),
+            pointed_at({**server.environment(), "AWS_ENDPOINT_URL": f"http://{HOST}:{proxy.port}"}),
         ):
             state = DedupeStateStore(storage_for(f"s3://{bucket}/storage"), "exact", "bench")
             before = proxy.counted()

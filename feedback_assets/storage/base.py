@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Generic, Protocol, Self, TypeVar
 
 import polars as pl
 
@@ -124,6 +124,46 @@ class Storage(Protocol):
     def remove_abandoned_scratch(self, warn: Warn) -> None:
         """Remove the scratch directories of killed steps; those of running steps stay."""
         ...
+
+
+class _Location(Protocol):
+    """What a storage's root is: a local Path or an ObjectPath, both joined with `/`."""
+
+    def __truediv__(self, name: str) -> Self: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+Root = TypeVar("Root", bound=_Location)
+
+
+class Rooted(Generic[Root]):
+    """What both storages are besides their files: a root, the modes, and a storage's identity."""
+
+    def __init__(self, root: Root, modes: Modes = PRIVATE) -> None:
+        self.root = root
+        # Object storage has none, but a child directory is still made as its parent was.
+        self.modes = modes
+
+    def __truediv__(self, name: str) -> Self:
+        return type(self)(self.root / name, self.modes)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and isinstance(other, Rooted) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
 
 
 def write_bytes(storage: Storage, name: str, data: bytes, mode: int | None = None) -> None:

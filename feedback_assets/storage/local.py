@@ -17,7 +17,7 @@ from typing import BinaryIO
 import polars as pl
 
 from feedback_assets.files import OutputWriteError, ensure_dir
-from feedback_assets.storage.base import PRIVATE, Modes, Warn, ignore
+from feedback_assets.storage.base import Rooted, Warn, ignore
 from feedback_assets.storage.scratch import SCRATCH_DIR, private_scratch, remove_abandoned_scratch, writer_id
 
 TEMP_PREFIX = ".tmp-"
@@ -60,30 +60,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-class LocalStorage:
-    def __init__(self, root: Path, modes: Modes = PRIVATE) -> None:
-        self.root = root
-        self.modes = modes
-
-    def __truediv__(self, name: str) -> LocalStorage:
-        return LocalStorage(self.root / name, self.modes)
-
-    def __repr__(self) -> str:
-        return f"LocalStorage({str(self.root)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, LocalStorage) and other.root == self.root
-
-    def __hash__(self) -> int:
-        return hash(self.root)
-
-    def __str__(self) -> str:
-        return str(self.root)
-
-    @property
-    def name(self) -> str:
-        return self.root.name
-
+class LocalStorage(Rooted[Path]):
     def path(self, name: str = "") -> Path:
         """A file's path on this disk, for what only a local file can do (and the tests)."""
         return self.root / name if name else self.root

@@ -19,7 +19,7 @@ import polars as pl
 
 from feedback_assets.files import PRIVATE_DIR_MODE, OutputWriteError, ensure_dir
 from feedback_assets.object_storage import ENV_PREFIXES, ERRORS, ObjectPath, reason
-from feedback_assets.storage.base import PRIVATE, Modes, Warn, ignore
+from feedback_assets.storage.base import Rooted, Warn, ignore
 from feedback_assets.storage.scratch import SCRATCH_DIR, private_scratch, refuse_shared_temp, remove_abandoned_scratch
 
 
@@ -34,31 +34,7 @@ def _local_scratch_root() -> Path:
     return Path(tempfile.gettempdir()) / f"feedback_assets-{os.getuid()}" / SCRATCH_DIR
 
 
-class ObjectStorage:
-    def __init__(self, root: ObjectPath, modes: Modes = PRIVATE) -> None:
-        self.root = root
-        # Kept only so a child directory is made as its parent was: objects have no modes.
-        self.modes = modes
-
-    def __truediv__(self, name: str) -> ObjectStorage:
-        return ObjectStorage(self.root / name, self.modes)
-
-    def __repr__(self) -> str:
-        return f"ObjectStorage({str(self.root)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ObjectStorage) and other.root == self.root
-
-    def __hash__(self) -> int:
-        return hash(self.root)
-
-    def __str__(self) -> str:
-        return str(self.root)
-
-    @property
-    def name(self) -> str:
-        return self.root.name
-
+class ObjectStorage(Rooted[ObjectPath]):
     def _object(self, name: str) -> ObjectPath:
         return self.root / name
 
