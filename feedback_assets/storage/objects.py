@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 import polars as pl
 
@@ -22,11 +22,19 @@ from feedback_assets.object_storage import ENV_PREFIXES, ERRORS, ObjectPath, rea
 from feedback_assets.storage.base import Rooted, Warn, ignore
 from feedback_assets.storage.scratch import SCRATCH_DIR, private_scratch, refuse_shared_temp, remove_abandoned_scratch
 
+# obstore's client never reads a profile; Polars would take one as its own credential source and
+# refuses it beside other settings (aws_allow_http among them), so it is left out for both to agree.
+_NOT_OBSTORES: Final = frozenset({"AWS_PROFILE"})
+
 
 def storage_options() -> dict[str, str]:
     """The store's configuration for Polars, as obstore reads it: object_store's own keys are the
     environment variables' names in lower case (aws_endpoint_url, aws_allow_http, ...)."""
-    return {name.lower(): value for name, value in os.environ.items() if name.startswith(ENV_PREFIXES)}
+    return {
+        name.lower(): value
+        for name, value in os.environ.items()
+        if name.startswith(ENV_PREFIXES) and name not in _NOT_OBSTORES
+    }
 
 
 def _local_scratch_root() -> Path:
