@@ -8,36 +8,17 @@ and per HMAC key id, because keys made under another scope or key mean nothing h
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable
 from itertools import pairwise
-from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import NoReturn
 
 import polars as pl
 
-from feedback_assets.files import (
-    OBJECT_STORE_ERRORS,
-    PARQUET_COMPRESSION,
-    PRIVATE_DIR_MODE,
-    PRIVATE_FILE_MODE,
-    StoragePath,
-    concurrently,
-    ensure_dir,
-    first_line_of,
-    parquet_columns,
-    readable,
-    readable_all,
-    remove_stale_temp_files,
-    temp_path_for,
-    versions,
-    write_atomically,
-    write_parquet_atomically,
-)
-from feedback_assets.object_storage import ObjectPath
+from feedback_assets.files import OBJECT_STORE_ERRORS, concurrently, first_line_of
 from feedback_assets.schemas import STATE_SCHEMA
+from feedback_assets.storage import Storage
+from feedback_assets.storage.base import sink_parquet, write_parquet
 
 # Each key is stored with its first 15 hex digits as an integer: a lookup reads that 8-byte column
 # of every day instead of the 64-character keys, then the keys of the few days that may match
@@ -57,6 +38,8 @@ SHARED_BATCH_DAYS = 31
 # directly the index is rebuilt (docs/decisions.md, "An index of the state").
 INDEX_STALE_DAYS = 31
 INDEX_SCHEMA = pl.Schema({"key_prefix": pl.Int64(), "partition": pl.Date(), "day": pl.String(), "version": pl.String()})
+# In a directory of its own: `partitions()` lists only the files directly in the state's directory.
+INDEX_DIR, INDEX_FILE = "index", "prefixes.parquet"
 
 
 def key_prefix(keys: pl.Expr) -> pl.Expr:
@@ -92,10 +75,6 @@ def repair_of(shared: pl.DataFrame) -> str:
     return repair
 
 
-def _scan(files: list[StoragePath]) -> pl.LazyFrame:
-    return pl.scan_parquet(readable_all(files), schema=STORED_SCHEMA)
-
-
 class DedupeStateError(RuntimeError):
     """The dedupe state a run needs is missing or unreadable; the message says how to rebuild it."""
 
@@ -111,17 +90,24 @@ def _rebuild_hint(partitions: Iterable[str]) -> str:
 
 
 class DedupeStateStore:
-    def __init__(self, root: StoragePath, scope: str, key_id: str, index_stale_days: int = INDEX_STALE_DAYS) -> None:
-        self.directory = root / "seen_pair_hashes" / f"scope={scope}" / f"key_id={key_id}"
-        # Not a day file: `partitions()` lists only the files directly in the directory.
-        self.index_path = self.directory / "index" / "prefixes.parquet"
+    def __init__(self, storage: Storage, scope: str, key_id: str, index_stale_days: int = INDEX_STALE_DAYS) -> None:
+        self.directory = storage / "seen_pair_hashes" / f"scope={scope}" / f"key_id={key_id}"
+        self.index = self.directory / INDEX_DIR
         self.index_stale_days = index_stale_days
 
-    def path(self, partition: str) -> StoragePath:
-        return self.directory / f"{partition}.parquet"
+    @staticmethod
+    def file(partition: str) -> str:
+        """The name of a day's file in `directory`."""
+        return f"{partition}.parquet"
 
     def partitions(self) -> list[str]:
-        return sorted(p.stem for p in self.directory.glob("*.parquet")) if self.directory.is_dir() else []
+        return [name.removesuffix(".parquet") for name in self.directory.names() if name.endswith(".parquet")]
+
+    def has_index(self) -> bool:
+        return self.index.exists(INDEX_FILE)
+
+    def _scan(self, days: Collection[str]) -> pl.LazyFrame:
+        return self.directory.scan_parquet([self.file(day) for day in days], schema=STORED_SCHEMA)
 
     def verify(self, materialized: Collection[str], excluding: Collection[str] = ()) -> None:
         """Fail if a day Dagster records as materialized has no state file here: reading on without
@@ -136,20 +122,15 @@ class DedupeStateStore:
                 + _rebuild_hint(missing)
             )
 
-    def _files(self, excluding: Collection[str]) -> list[StoragePath]:
-        skip = set(excluding)
-        return [self.path(p) for p in self.partitions() if p not in skip]
-
-    def _scan(self, excluding: Collection[str]) -> pl.LazyFrame | None:
-        files = self._files(excluding)
-        return _scan(files) if files else None
+    def _scan_all(self) -> pl.LazyFrame | None:
+        days = self.partitions()
+        return self._scan(days) if days else None
 
     def _upgrade(self) -> None:
         """Give state files written before the key prefix existed their prefix column."""
         for partition in self.partitions():
-            path = self.path(partition)
-            if "key_prefix" not in parquet_columns(path):
-                self.write({partition: pl.read_parquet(readable(path))})
+            if "key_prefix" not in self.directory.parquet_columns(self.file(partition)):
+                self.write({partition: self.directory.scan_parquet([self.file(partition)]).collect()})
 
     def _collect(self, frame: pl.LazyFrame) -> pl.DataFrame:
         # Streaming: the state grows with every exported key; a lookup reads it in batches, so its
@@ -166,20 +147,20 @@ class DedupeStateStore:
 
     def _raise_unreadable(self, exc: BaseException) -> NoReturn:
         damaged = self._damaged_files()
-        which = ", ".join(str(path) for path in damaged) if damaged else "the damaged day's file"
+        which = ", ".join(damaged) if damaged else "the damaged day's file"
         raise DedupeStateError(
             f"the dedupe state under {self.directory} cannot be read ({type(exc).__name__}: "
             f"{first_line_of(exc)}); delete {which} and " + _rebuild_hint(self.partitions())
         ) from None
 
-    def _damaged_files(self) -> list[StoragePath]:
-        """The state files that cannot be read on their own: looked for only once a read has failed."""
+    def _damaged_files(self) -> list[str]:
+        """Where the state files are that cannot be read on their own: looked for only once a read has failed."""
         damaged = []
         for partition in self.partitions():
             try:
-                pl.read_parquet(readable(self.path(partition)))
+                self.directory.scan_parquet([self.file(partition)]).collect()
             except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS):
-                damaged.append(self.path(partition))
+                damaged.append(self.directory.location(self.file(partition)))
         return damaged
 
     def owners(self, keys: pl.Series, excluding: Collection[str]) -> pl.DataFrame:
@@ -193,7 +174,7 @@ class DedupeStateStore:
     def _owners_among(self, days: list[str], keys: pl.Series) -> pl.DataFrame:
         if not days:
             return STATE_SCHEMA.to_frame()
-        found = _scan([self.path(day) for day in days])
+        found = self._scan(days)
         return self._collect(found.filter(pl.col("dedupe_key").is_in(keys.implode())).select(STATE_SCHEMA.names()))
 
     def _candidate_days(self, prefixes: pl.Series, excluding: Collection[str]) -> list[str]:
@@ -210,16 +191,13 @@ class DedupeStateStore:
         unread = sorted(set(current) - covered)
         if unread:
             direct = self._collect(
-                _scan([self.path(day) for day in unread])
-                .filter(pl.col("key_prefix").is_in(prefixes.implode()))
-                .select("partition")
-                .unique()
+                self._scan(unread).filter(pl.col("key_prefix").is_in(prefixes.implode())).select("partition").unique()
             )
             found |= {day.isoformat() for day in direct["partition"].to_list()}
         return sorted(found)
 
     def _versions(self) -> dict[str, str]:
-        return {name.removesuffix(".parquet"): v for name, v in versions(self.directory, ".parquet").items()}
+        return {name.removesuffix(".parquet"): v for name, v in self.directory.versions(".parquet").items()}
 
     def _read_index(self, prefixes: pl.Series | None) -> tuple[pl.DataFrame, dict[str, str]]:
         """The index's rows for `prefixes` (none when None) and the day versions it was built from.
@@ -229,10 +207,9 @@ class DedupeStateStore:
         """
         rows = INDEX_SCHEMA.to_frame().select("key_prefix", "partition")
         try:
-            if not self.index_path.is_file():
+            if not self.has_index():
                 return rows, {}
-            source = readable(self.index_path)
-            index = pl.scan_parquet(source, schema=INDEX_SCHEMA)
+            index = self.index.scan_parquet([INDEX_FILE], schema=INDEX_SCHEMA)
             days = index.select("day", "version").filter(pl.col("day").is_not_null()).collect()
             if prefixes is not None:
                 wanted = pl.col("key_prefix").is_in(prefixes.implode())
@@ -254,19 +231,21 @@ class DedupeStateStore:
         """
         current = self._versions()
         if not current:
-            self.index_path.unlink(missing_ok=True)
+            self.index.delete(INDEX_FILE)
             return
         days = sorted(current)
         listed = pl.LazyFrame({"day": days, "version": [current[day] for day in days]})
-        ensure_dir(self.index_path.parent, PRIVATE_DIR_MODE)
-        remove_stale_temp_files(self.index_path.parent)
-        with self._pinned_index() as old:
+        self.index.ensure()
+        self.index.remove_stale_temp_files()
+        # The index as it is now, whatever another writer renames over it meanwhile: the rows taken
+        # over must be those of the versions compared.
+        with self.index.pinned_parquet(INDEX_FILE, INDEX_SCHEMA) as old:
             indexed = self._index_versions(old)
             kept = [dt.date.fromisoformat(day) for day in days if indexed.get(day) == current[day]]
             parts = [self._scan_prefixes([day for day in days if indexed.get(day) != current[day]])]
             if old is not None and kept:
                 wanted = pl.col("day").is_null() & pl.col("partition").is_in(pl.Series(kept, dtype=pl.Date()).implode())
-                parts.append(pl.scan_parquet(old, schema=INDEX_SCHEMA).filter(wanted).select("key_prefix", "partition"))
+                parts.append(old.filter(wanted).select("key_prefix", "partition"))
             try:
                 self._write_index(pl.concat([*parts, listed], how="diagonal"))
                 return
@@ -283,46 +262,18 @@ class DedupeStateStore:
     def _scan_prefixes(self, days: list[str]) -> pl.LazyFrame:
         if not days:
             return INDEX_SCHEMA.to_frame().lazy().select("key_prefix", "partition")
-        return _scan([self.path(day) for day in days]).select("key_prefix", "partition")
+        return self._scan(days).select("key_prefix", "partition")
 
     def _write_index(self, index: pl.LazyFrame) -> None:
-        def sink(handle: BinaryIO) -> None:
-            shaped = index.select(INDEX_SCHEMA.names()).cast(INDEX_SCHEMA)
-            shaped.sink_parquet(handle, compression=PARQUET_COMPRESSION, engine="streaming")
+        sink_parquet(self.index, INDEX_FILE, index.select(INDEX_SCHEMA.names()).cast(INDEX_SCHEMA))
 
-        write_atomically(self.index_path, sink, PRIVATE_FILE_MODE)
-
-    @contextlib.contextmanager
-    def _pinned_index(self) -> Iterator[Path | bytes | None]:
-        """The index as it is now, whatever another writer renames over it meanwhile (the rows taken
-        over must be those of the versions compared): a hard link to it on a local disk, its bytes
-        on object storage; None when there is none."""
-        path = self.index_path
-        if isinstance(path, ObjectPath):
-            data: bytes | None
-            try:
-                data = path.read_bytes() if path.is_file() else None
-            except OBJECT_STORE_ERRORS:
-                data = None
-            yield data
-            return
-        link = temp_path_for(path)
-        try:
-            os.link(path, link)
-        except FileNotFoundError:
-            yield None
-            return
-        try:
-            yield link
-        finally:
-            link.unlink(missing_ok=True)
-
-    def _index_versions(self, index: Path | bytes | None) -> dict[str, str]:
+    @staticmethod
+    def _index_versions(index: pl.LazyFrame | None) -> dict[str, str]:
         """The day versions an index was built from; none when there is none or it cannot be read."""
         if index is None:
             return {}
         try:
-            days = pl.scan_parquet(index, schema=INDEX_SCHEMA).select("day", "version").drop_nulls("day").collect()
+            days = index.select("day", "version").drop_nulls("day").collect()
         except pl.exceptions.PolarsError:
             return {}
         return dict(zip(days["day"].to_list(), days["version"].to_list(), strict=True))
@@ -330,8 +281,8 @@ class DedupeStateStore:
     def write(self, owned: dict[str, pl.DataFrame]) -> None:
         """Replace the state of each given partition with the keys it now owns; rebuild the index
         once more than `index_stale_days` days are not in it as they are."""
-        ensure_dir(self.directory, PRIVATE_DIR_MODE)
-        remove_stale_temp_files(self.directory)
+        self.directory.ensure()
+        self.directory.remove_stale_temp_files()
         concurrently(lambda day: self._write_day(*day), owned.items())
         _, index_versions = self._read_index(None)
         stale = sum(index_versions.get(day) != version for day, version in self._versions().items())
@@ -340,24 +291,24 @@ class DedupeStateStore:
 
     def _write_day(self, partition: str, owned: pl.DataFrame) -> None:
         data = owned.select(STATE_SCHEMA.names()).with_columns(key_prefix(pl.col("dedupe_key"))).sort("dedupe_key")
-        write_parquet_atomically(self.path(partition), data, PRIVATE_FILE_MODE)
+        write_parquet(self.directory, self.file(partition), data)
 
     def all_keys(self) -> pl.DataFrame:
-        scan = self._scan(())
+        scan = self._scan_all()
         return self._collect(scan.select(STATE_SCHEMA.names())) if scan is not None else STATE_SCHEMA.to_frame()
 
     def _shared_with(self, days: list[str]) -> pl.DataFrame:
         """The keys of `days` that another day (of the run or not), a second day among them or a
         second row of the same day owns too, with each owning day and how many times its file holds
         the key: rows of `dedupe_key`, `partition`, `copies`."""
-        owned = _scan([self.path(day) for day in days])
+        owned = self._scan(days)
         # A key can only be shared if its prefix is: prefixes first (8 bytes a key, not 64), then
         # the whole keys of the few prefixes seen twice here or held by another day.
         prefixes = self._collect(owned.select("key_prefix"))["key_prefix"]
         candidates = [prefixes.filter(prefixes.is_duplicated())]
         elsewhere = self._candidate_days(prefixes, excluding=days)
         if elsewhere:
-            held = _scan([self.path(day) for day in elsewhere]).filter(pl.col("key_prefix").is_in(prefixes.implode()))
+            held = self._scan(elsewhere).filter(pl.col("key_prefix").is_in(prefixes.implode()))
             candidates.append(self._collect(held.select("key_prefix"))["key_prefix"])
         suspects = pl.concat(candidates).unique()
         if suspects.is_empty():
@@ -373,7 +324,7 @@ class DedupeStateStore:
 
     def key_count(self) -> int:
         """How many keys the whole state holds, counted without loading them."""
-        scan = self._scan(())
+        scan = self._scan_all()
         return int(self._collect(scan.select(pl.len())).item()) if scan is not None else 0
 
     def shared_keys(self, among: Collection[str] | None = None) -> pl.DataFrame:
@@ -385,7 +336,7 @@ class DedupeStateStore:
         """
         empty = pl.DataFrame(schema={"dedupe_key": pl.String, "partitions": pl.List(pl.Date)})
         if among is None:
-            scan = self._scan(())
+            scan = self._scan_all()
             if scan is None:
                 return empty
             repeated = scan.group_by("key_prefix").len().filter(pl.col("len") > 1).select("key_prefix")

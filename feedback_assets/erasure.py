@@ -25,24 +25,14 @@ import polars as pl
 
 from feedback_assets import k_anonymity, transforms
 from feedback_assets.dedupe_state import DedupeStateStore
-from feedback_assets.files import (
-    EXPORT_FILE_MODE,
-    PRIVATE_DIR_MODE,
-    PRIVATE_FILE_MODE,
-    StoragePath,
-    children,
-    ensure_dir,
-    parquet_columns,
-    readable,
-    reading,
-    rematerialize_command,
-    write_bytes_atomically,
-)
+from feedback_assets.files import reading, rematerialize_command
 from feedback_assets.schemas import STATE_SCHEMA
-from feedback_assets.storage import PartitionStore
-from feedback_assets.training_csv import csv_bytes, manifest_bytes, manifest_path, training_files
+from feedback_assets.storage import PartitionStore, Storage
+from feedback_assets.storage.base import files_matching, read_text, write_bytes
+from feedback_assets.training_csv import csv_bytes, manifest_bytes, manifest_name, training_files
 
-AUDIT_FILE = "audit/erasures.jsonl"
+AUDIT_DIR = "audit"
+AUDIT_FILE = f"{AUDIT_DIR}/erasures.jsonl"
 ROW_KINDS = ("training_csv", "raw_feedback", "anonymized_pairs", "deduplicated_pairs", "seen_pair_hashes")
 PARTITION_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.parquet")
 # Why rows leave the files (docs/privacy.md): the audit log records each cause in entries of its own.
@@ -179,26 +169,26 @@ def audit_entry(
     }
 
 
-def _partition_files(directory: StoragePath, days: Collection[str] | None) -> Iterator[tuple[str, StoragePath]]:
+def _partition_files(directory: Storage, days: Collection[str] | None) -> Iterator[tuple[str, str]]:
     # Matching the whole name skips temporary files and the statistics beside the partitions.
-    for path in children(directory):
-        match = PARTITION_FILE.fullmatch(path.name)
-        if match and (days is None or match.group(1) in days):
-            yield match.group(1), path
+    for name, match in files_matching(directory, PARTITION_FILE):
+        if days is None or match.group(1) in days:
+            yield match.group(1), name
 
 
 def _repair(asset: str, day: str) -> str:
     return f"rebuild it with {rematerialize_command(asset, day)}, then run erase_subjects again"
 
 
-def _split(path: StoragePath, column: str, erased: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+def _split(directory: Storage, name: str, column: str, erased: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     """The partition's remaining and erased rows, or None when it holds no erased row."""
-    with reading(path, _repair(path.parent.name, path.stem)):
-        data = readable(path)
-        hits = pl.scan_parquet(data).select(is_erased(column, erased).sum()).collect().item()
+    with reading(directory.location(name), _repair(directory.name, name.removesuffix(".parquet"))):
+        scan = directory.scan_parquet([name])
+        # The one column first: most files hold none of the subjects' rows.
+        hits = scan.select(is_erased(column, erased).sum()).collect().item()
         if not hits:
             return None
-        frame = pl.read_parquet(data)
+        frame = scan.collect()
     mask = is_erased(column, erased)
     return frame.filter(~mask), frame.filter(mask)
 
@@ -212,9 +202,11 @@ class _Rewrites:
     """
 
     def __init__(
-        self, storage_dir: StoragePath, state: DedupeStateStore, dry_run: bool, days: Collection[str] | None
+        self, storage: Storage, exports: Storage, state: DedupeStateStore, dry_run: bool, days: Collection[str] | None
     ) -> None:
-        self.store = PartitionStore(storage_dir)
+        self.storage = storage
+        self.store = PartitionStore(storage)
+        self.exports = exports
         self.state = state
         self.dry_run = dry_run
         # The days whose files may hold the subjects (the record of subjects says which); None: every day.
@@ -245,15 +237,15 @@ class _Rewrites:
     def read_stats(self, asset: str, day: str) -> dict[str, int] | None:
         if (asset, day) in self._stats:
             return self._stats[asset, day]
-        return self.store.read_stats(asset, day) if self.store.stats_path(asset, day).is_file() else None
+        return self.store.read_stats(asset, day) if self.store.has_stats(asset, day) else None
 
     def state_keys(self, day: str, owned: pl.DataFrame) -> None:
         if not self.dry_run:
             self.state.write({day: owned})
 
-    def export_file(self, path: StoragePath, data: bytes) -> None:
+    def export_file(self, name: str, data: bytes) -> None:
         if not self.dry_run:
-            write_bytes_atomically(path, data, EXPORT_FILE_MODE)
+            write_bytes(self.exports, name, data)
 
     def owners(self, keys: pl.Series) -> pl.DataFrame:
         """The state rows of `keys`, whichever day's file holds them."""
@@ -262,18 +254,20 @@ class _Rewrites:
         # The store's lookup gives files written before the key prefix existed their prefix column,
         # a rewrite a dry run must not make: those states are searched file by file instead.
         found = []
+        directory = self.state.directory
         for day in self.state.partitions():
-            path = self.state.path(day)
-            with reading(path, _repair("deduplicated_pairs", day)):
-                owned = pl.read_parquet(readable(path), columns=STATE_SCHEMA.names())
+            name = self.state.file(day)
+            with reading(directory.location(name), _repair("deduplicated_pairs", day)):
+                owned = directory.scan_parquet([name]).select(STATE_SCHEMA.names()).collect()
             found.append(owned.filter(is_erased("dedupe_key", keys)))
         return pl.concat(found)
 
     def _legacy_state(self) -> bool:
+        directory = self.state.directory
         for day in self.state.partitions():
-            path = self.state.path(day)
-            with reading(path, _repair("deduplicated_pairs", day)):
-                if "key_prefix" not in parquet_columns(path):
+            name = self.state.file(day)
+            with reading(directory.location(name), _repair("deduplicated_pairs", day)):
+                if "key_prefix" not in directory.parquet_columns(name):
                     return True
         return False
 
@@ -283,20 +277,21 @@ def _erase_state_keys(rewrites: _Rewrites, keys: pl.Series) -> None:
     owned = rewrites.owners(keys.unique())
     for (partition,), found in owned.partition_by("partition", as_dict=True).items():
         day = partition.isoformat()
-        current = pl.read_parquet(readable(rewrites.state.path(day)))
+        current = rewrites.state.directory.scan_parquet([rewrites.state.file(day)]).collect()
         # The file stays even when empty: a missing file means lost state to the next run.
         rewrites.state_keys(day, without_erased(current, "dedupe_key", found["dedupe_key"]))
         rewrites.changed("seen_pair_hashes", day, found.height)
     # The state's index still holds the erased keys' prefixes: made anew from the cleaned files.
-    if not owned.is_empty() and not rewrites.dry_run and rewrites.state.index_path.is_file():
+    if not owned.is_empty() and not rewrites.dry_run and rewrites.state.has_index():
         rewrites.state.rebuild_index()
 
 
 def _erase_deduplicated(rewrites: _Rewrites, pseudonyms: pl.Series) -> None:
     """Clean deduplicated_pairs and the dedupe state."""
     splits: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}
-    for day, path in _partition_files(rewrites.store.root / "deduplicated_pairs", rewrites.only):
-        split = _split(path, "analysis_hash", pseudonyms)
+    directory = rewrites.storage / "deduplicated_pairs"
+    for day, name in _partition_files(directory, rewrites.only):
+        split = _split(directory, name, "analysis_hash", pseudonyms)
         if split is not None:
             splits[day] = split
     if not splits:
@@ -313,8 +308,9 @@ def _erase_deduplicated(rewrites: _Rewrites, pseudonyms: pl.Series) -> None:
 
 def _erase_anonymized(rewrites: _Rewrites, pseudonyms: pl.Series) -> None:
     """Clean anonymized_pairs, counting its erased window rows as excluded."""
-    for day, path in _partition_files(rewrites.store.root / "anonymized_pairs", rewrites.only):
-        split = _split(path, "analysis_hash", pseudonyms)
+    directory = rewrites.storage / "anonymized_pairs"
+    for day, name in _partition_files(directory, rewrites.only):
+        split = _split(directory, name, "analysis_hash", pseudonyms)
         if split is None:
             continue
         remaining, gone = split
@@ -328,8 +324,9 @@ def _erase_anonymized(rewrites: _Rewrites, pseudonyms: pl.Series) -> None:
 
 def _erase_raw(rewrites: _Rewrites, user_ids: pl.Series) -> None:
     """Clean raw_feedback, history rows included."""
-    for day, path in _partition_files(rewrites.store.root / "raw_feedback", rewrites.only):
-        split = _split(path, "user_id", user_ids)
+    directory = rewrites.storage / "raw_feedback"
+    for day, name in _partition_files(directory, rewrites.only):
+        split = _split(directory, name, "user_id", user_ids)
         if split is not None:
             rewrites.partition("raw_feedback", day, split[0])
             rewrites.changed("raw_feedback", day, split[1].height)
@@ -362,53 +359,52 @@ def _rewritten_manifest(
     return manifest_bytes(csv_name, erasure.data, erasure.rows, facts)
 
 
-def _erase_csvs(
-    export_dir: StoragePath, rewrites: _Rewrites, pseudonyms: CsvPseudonyms, suppression: Suppression | None
-) -> None:
+def _erase_csvs(rewrites: _Rewrites, pseudonyms: CsvPseudonyms, suppression: Suppression | None) -> None:
     """Clean every CSV holding an erased row, and rewrite its manifest and those of the days whose
     statistics changed although their CSV may not have (an erased duplicate)."""
     restated = rewrites.days("deduplicated_pairs", "seen_pair_hashes", "anonymized_pairs")
-    for day, path in training_files(export_dir).items():
+    exports = rewrites.exports
+    for day, name in training_files(exports).items():
         if rewrites.only is not None and day not in rewrites.only and day not in restated:
             continue
-        data = path.read_bytes()
-        with reading(path, _repair("training_csv", day)):
+        data = exports.read_bytes(name)
+        with reading(exports.location(name), _repair("training_csv", day)):
             erasure = erase_from_csv(data, pseudonyms(day), suppression)
         if erasure.removed:
-            rewrites.export_file(path, erasure.data)
+            rewrites.export_file(name, erasure.data)
             rewrites.changed("training_csv", day, erasure.removed)
         elif day in restated:
             # The file stays as it is, whatever suppression would make of it now; only its counts change.
             erasure = CsvErasure(data, erasure.rows + erasure.suppressed, removed=0, suppressed=0)
         else:
             continue
-        manifest = manifest_path(export_dir, day)
-        if manifest.is_file():
+        manifest = manifest_name(day)
+        if exports.exists(manifest):
             stats_counts = _counts_from_stored_stats(rewrites, day, erasure.rows, suppression is not None)
-            with reading(manifest, _repair("training_csv", day)):
-                written = json.loads(manifest.read_text())
-            rewritten = _rewritten_manifest(written, path.name, erasure, stats_counts)
+            with reading(exports.location(manifest), _repair("training_csv", day)):
+                written = json.loads(read_text(exports, manifest))
+            rewritten = _rewritten_manifest(written, name, erasure, stats_counts)
             if rewritten is not None:
                 rewrites.export_file(manifest, rewritten)
                 # A day whose manifest alone changes is still a changed day of training_csv.
                 rewrites.changed("training_csv", day, 0)
 
 
-def append_audit_entry(storage_dir: StoragePath, entry: Mapping[str, object]) -> StoragePath:
-    """Append one JSON line to the audit log, rewriting the file atomically."""
-    path = storage_dir / AUDIT_FILE
-    ensure_dir(path.parent, PRIVATE_DIR_MODE)
-    existing = path.read_bytes() if path.is_file() else b""
+def append_audit_entry(storage: Storage, entry: Mapping[str, object]) -> str:
+    """Append one JSON line to the audit log, rewriting the file atomically; where the log is."""
+    directory, name = storage / AUDIT_DIR, AUDIT_FILE.rpartition("/")[2]
+    directory.ensure()
+    existing = directory.read_bytes(name) if directory.exists(name) else b""
     if existing and not existing.endswith(b"\n"):
         existing += b"\n"
-    write_bytes_atomically(path, existing + json.dumps(entry, sort_keys=True).encode() + b"\n", PRIVATE_FILE_MODE)
-    return path
+    write_bytes(directory, name, existing + json.dumps(entry, sort_keys=True).encode() + b"\n")
+    return directory.location(name)
 
 
 def erase(
     *,
-    storage_dir: StoragePath,
-    export_dir: StoragePath,
+    storage: Storage,
+    exports: Storage,
     state: DedupeStateStore,
     user_ids: pl.Series,
     pseudonyms: pl.Series,
@@ -429,13 +425,13 @@ def erase(
     only the files of those days are looked at (and the state files and manifests the removal
     touches); `cause` is what the audit entry says made the rows go.
     """
-    rewrites = _Rewrites(storage_dir, state, dry_run, days)
+    rewrites = _Rewrites(storage, exports, state, dry_run, days)
     if not user_ids.is_empty():
         # Intermediates first: the manifests' counts are read from the updated statistics.
         _erase_deduplicated(rewrites, pseudonyms)
         _erase_anonymized(rewrites, pseudonyms)
         _erase_raw(rewrites, user_ids)
-        _erase_csvs(export_dir, rewrites, csv_pseudonyms, suppression)
+        _erase_csvs(rewrites, csv_pseudonyms, suppression)
     by_partition = rewrites.by_partition()
     summary = ErasureSummary(
         subjects=user_ids.n_unique(),
@@ -447,7 +443,5 @@ def erase(
         audit_entry_id=None if dry_run else uuid.uuid4().hex,
     )
     if not dry_run:
-        append_audit_entry(
-            storage_dir, audit_entry(now or dt.datetime.now(dt.UTC), run_id, hmac_key_id, summary, cause)
-        )
+        append_audit_entry(storage, audit_entry(now or dt.datetime.now(dt.UTC), run_id, hmac_key_id, summary, cause))
     return summary

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from feedback_assets.files import StoragePath, readable_all
 from feedback_assets.settings import SENSITIVE_ATTRIBUTE
+from feedback_assets.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,10 @@ def suppress_small_groups(
     return kept, rows.height - kept.height
 
 
-def exported_cells(files: Sequence[StoragePath], quasi_identifiers: Sequence[str]) -> pl.LazyFrame:
-    """The quasi-identifier and sensitive columns of every row of `files`, as text."""
+def exported_cells(exports: Storage, files: Sequence[str], quasi_identifiers: Sequence[str]) -> pl.LazyFrame:
+    """The quasi-identifier and sensitive columns of every row of the CSVs `files` in `exports`, as
+    text, scanned file by file: a year of files is never fetched or held at once."""
     names = [*quasi_identifiers, SENSITIVE_ATTRIBUTE]
     if not files:
         return pl.LazyFrame(schema=dict.fromkeys(names, pl.String))
-    return pl.scan_csv(readable_all(files), infer_schema=False).select(names)
+    return exports.scan_csv(files).select(names)

@@ -12,17 +12,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
-from feedback_assets.files import (
-    PRIVATE_FILE_MODE,
-    StoragePath,
-    ensure_dir,
-    reading,
-    remove_stale_temp_files,
-    write_bytes_atomically,
-)
+from feedback_assets.files import PRIVATE_FILE_MODE, reading
+from feedback_assets.storage import Storage
+from feedback_assets.storage.base import read_text, write_bytes
 
 MARKER_NAME = ".feedback_key.json"
 FINGERPRINT_LABEL = b"feedback_assets key fingerprint v1"
@@ -45,48 +40,46 @@ def fingerprint(key: bytes) -> str:
 
 
 def ensure_same_key(
-    directories: Mapping[StoragePath, int],
+    directories: Sequence[tuple[Storage, Mapping[str, str]]],
     key_id: str,
     key: bytes,
-    formats: Mapping[StoragePath, Mapping[str, str]] | None = None,
 ) -> None:
-    """Fail if any directory was written with another key or, for those in `formats`, files of
-    another format (setting name in lower case: value); mark unmarked ones with this run's.
+    """Fail if any directory was written with another key or files of another format (each
+    directory's: setting name in lower case, value); mark unmarked ones with this run's.
 
-    `directories` maps each directory to the mode it gets if it has to be created. All are checked
-    before any marker is written, so a refused run writes nothing.
+    All are checked before any marker is written, so a refused run writes nothing; a directory
+    made for its marker gets its storage's mode, the marker owner-only.
     """
     key_facts = {"hmac_key_id": key_id, "key_fingerprint": fingerprint(key)}
-    to_write: list[tuple[StoragePath, bytes]] = []
-    for directory in directories:
-        marker = directory / MARKER_NAME
-        mine = {**key_facts, **(formats or {}).get(directory, {})}
+    to_write: list[tuple[Storage, bytes]] = []
+    for directory, formats in directories:
+        mine = {**key_facts, **formats}
         data = json.dumps(mine, sort_keys=True).encode()
-        if not marker.is_file():
-            to_write.append((marker, data))
+        if not directory.exists(MARKER_NAME):
+            to_write.append((directory, data))
             continue
         with reading(
-            marker,
+            directory.location(MARKER_NAME),
             "it records the key id and key fingerprint (and, for the export directory, the timestamp precision "
             "and pseudonym scope) the directory's files were made with: if they were made with this run's, "
             "delete it and run again, which writes it anew; otherwise move the directory aside and backfill every day",
         ):
-            theirs = json.loads(marker.read_text())
+            theirs = json.loads(read_text(directory, MARKER_NAME))
             if not isinstance(theirs, dict):
                 raise ValueError("not a JSON object")
         if {name: theirs.get(name) for name in key_facts} != key_facts:
             _refuse_other_key(directory, theirs, key_id)
         _ensure_same_format(directory, theirs, mine)
         if theirs != mine:
-            to_write.append((marker, data))
-    for directory in directories:
-        remove_stale_temp_files(directory)
-    for marker, data in to_write:
-        ensure_dir(marker.parent, directories[marker.parent])
-        write_bytes_atomically(marker, data, PRIVATE_FILE_MODE)
+            to_write.append((directory, data))
+    for directory, _ in directories:
+        directory.remove_stale_temp_files()
+    for directory, data in to_write:
+        directory.ensure()
+        write_bytes(directory, MARKER_NAME, data, PRIVATE_FILE_MODE)
 
 
-def _refuse_other_key(directory: StoragePath, theirs: Mapping[str, object], key_id: str) -> NoReturn:
+def _refuse_other_key(directory: Storage, theirs: Mapping[str, object], key_id: str) -> NoReturn:
     if theirs.get("hmac_key_id") != key_id:
         what = f"HMAC key id {theirs.get('hmac_key_id')!r}; this run uses key id {key_id!r}"
     else:
@@ -99,7 +92,7 @@ def _refuse_other_key(directory: StoragePath, theirs: Mapping[str, object], key_
     )
 
 
-def _ensure_same_format(directory: StoragePath, theirs: Mapping[str, object], mine: Mapping[str, str]) -> None:
+def _ensure_same_format(directory: Storage, theirs: Mapping[str, object], mine: Mapping[str, str]) -> None:
     for name, value in FORMAT_BEFORE_SETTINGS.items():
         if name not in mine:
             continue

@@ -32,7 +32,7 @@ from obstore.store import ObjectStore, from_url
 SCHEMES: Final = ("s3", "gs", "az")
 
 # What a store is built from besides its URL: the environment its credentials and endpoint come from.
-_ENV_PREFIXES: Final = ("AWS_", "GOOGLE_", "AZURE_")
+ENV_PREFIXES: Final = ("AWS_", "GOOGLE_", "AZURE_")
 
 # Errors of the object store a read or write can meet: a missing object, a refused request, a
 # network failure. obstore raises FileNotFoundError for a missing object, and its own BaseError
@@ -59,7 +59,7 @@ def _store(root: str, environment: frozenset[tuple[str, str]]) -> ObjectStore:
 
 
 def _environment() -> frozenset[tuple[str, str]]:
-    return frozenset((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES))
+    return frozenset((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIXES))
 
 
 @dataclass(frozen=True, order=True)

@@ -14,13 +14,13 @@ from pydantic import Field, PrivateAttr, create_model
 
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.failures import EXPLAINED_ERRORS
-from feedback_assets.files import EXPORT_DIR_MODE, PRIVATE_DIR_MODE, storage_lock
+from feedback_assets.files import storage_lock
 from feedback_assets.key_guard import ensure_same_key
 from feedback_assets.partitions import load_problems
 from feedback_assets.settings import ExportSettings, check_output_dirs
 from feedback_assets.settings_fields import ConfigError, Setting, SettingValue, declared, read, read_setting
 from feedback_assets.source import FeedbackSource, open_source
-from feedback_assets.storage import PartitionStore
+from feedback_assets.storage import EXPORT, PRIVATE, PartitionStore, Storage, storage_for
 
 UNSET = (
     "{} as the code location loaded it (docs/contract.md, section 2); "
@@ -92,16 +92,14 @@ class FeedbackSettings(_Fields):
             for warning in check_output_dirs(settings):
                 if context.log is not None:
                     context.log.warning(warning)
+            export_format = {
+                "timestamp_precision": settings.timestamp_precision,
+                "pseudonym_scope": settings.pseudonym_scope,
+            }
             ensure_same_key(
-                {settings.export_dir: EXPORT_DIR_MODE, settings.storage_dir: PRIVATE_DIR_MODE},
+                [(storage_for(settings.export_dir, EXPORT), export_format), (storage_for(settings.storage_dir), {})],
                 settings.hmac_key_id,
                 settings.hmac_key,
-                formats={
-                    settings.export_dir: {
-                        "timestamp_precision": settings.timestamp_precision,
-                        "pseudonym_scope": settings.pseudonym_scope,
-                    }
-                },
             )
         except EXPLAINED_ERRORS as exc:
             self._problem = str(exc)
@@ -144,17 +142,25 @@ class FeedbackSettings(_Fields):
             on_wait=lambda: log("waiting for the export steps now running to finish with the stored files"),
         )
 
+    def storage(self) -> Storage:
+        """The private storage dir: partitions, dedupe state, subjects, audit log."""
+        return storage_for(self.settings.storage_dir, PRIVATE)
+
+    def exports(self) -> Storage:
+        """The export directory of the training CSVs, readable by the data science team's group."""
+        return storage_for(self.settings.export_dir, EXPORT)
+
     def partition_store(self) -> PartitionStore:
         """The daily partitions' files; every export step opens them first, so a setting the code
         location could not read when it loaded (partitions.load_problems) fails exactly those runs."""
         problems = load_problems()
         if problems:
             raise dg.Failure(description=problems[0], allow_retries=False)
-        return PartitionStore(self.settings.storage_dir)
+        return PartitionStore(self.storage())
 
     def dedupe_state(self) -> DedupeStateStore:
         settings = self.settings
-        return DedupeStateStore(settings.storage_dir, settings.dedupe_scope, settings.hmac_key_id)
+        return DedupeStateStore(self.storage(), settings.dedupe_scope, settings.hmac_key_id)
 
 
 def _shown(value: object) -> SettingValue:

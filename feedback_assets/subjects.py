@@ -18,20 +18,9 @@ from collections.abc import Iterable, Mapping
 
 import polars as pl
 
-from feedback_assets.files import (
-    PRIVATE_DIR_MODE,
-    PRIVATE_FILE_MODE,
-    StoragePath,
-    children,
-    concurrently,
-    ensure_dir,
-    readable,
-    reading,
-    rematerialize_command,
-    remove_stale_temp_files,
-    write_parquet_atomically,
-)
-from feedback_assets.storage import PartitionStore
+from feedback_assets.files import concurrently, reading, rematerialize_command
+from feedback_assets.storage import Storage
+from feedback_assets.storage.base import files_matching, write_parquet
 
 SUBJECTS_DIR = "subjects"
 DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.parquet")
@@ -57,49 +46,51 @@ def subjects_of(raw: pl.DataFrame) -> pl.DataFrame:
 class SubjectRecord:
     """The record's files in the storage dir; writers hold the storage lock like the partitions' writers."""
 
-    def __init__(self, storage_dir: StoragePath) -> None:
-        self.directory = storage_dir / SUBJECTS_DIR
-        self.partitions = PartitionStore(storage_dir)
-
-    def path(self, day: str) -> StoragePath:
-        return self.directory / f"{day}.parquet"
+    def __init__(self, storage: Storage) -> None:
+        self.directory = storage / SUBJECTS_DIR
+        self.raw_feedback = storage / "raw_feedback"
 
     def days(self) -> list[str]:
         return days_in(self.directory)
 
     def _read_day(self, day: str) -> pl.DataFrame:
-        path = self.path(day)
-        with reading(path, f"delete it and run erase_subjects again, which makes it anew from raw_feedback {day}"):
-            return pl.read_parquet(readable(path)).cast(RECORD_SCHEMA)
+        name = _file(day)
+        with reading(
+            self.directory.location(name),
+            f"delete it and run erase_subjects again, which makes it anew from raw_feedback {day}",
+        ):
+            return self.directory.scan_parquet([name]).collect().cast(RECORD_SCHEMA)
 
     def write(self, raw_parts: Mapping[str, pl.DataFrame]) -> None:
         """The record of each day of `raw_parts`, the days' raw_feedback rows as written."""
         found = _by_day(subjects_of(pl.concat(list(raw_parts.values())))) if raw_parts else {}
-        ensure_dir(self.directory, PRIVATE_DIR_MODE)
+        self.directory.ensure()
         # A killed step's temporary files, as PartitionStore.write removes them from the partitions'.
-        remove_stale_temp_files(self.directory)
+        self.directory.remove_stale_temp_files()
         concurrently(lambda day: self._write(day, found.get(day, pl.DataFrame(schema=RECORD_SCHEMA))), list(raw_parts))
 
     def replace(self, day: str, record: pl.DataFrame) -> None:
         """Write what the record says of `day` (erasure and withdrawal, once the files hold it)."""
-        ensure_dir(self.directory, PRIVATE_DIR_MODE)
+        self.directory.ensure()
         self._write(day, record.select(RECORD_SCHEMA.names()).cast(RECORD_SCHEMA).sort("user_id"))
 
     def _write(self, day: str, record: pl.DataFrame) -> None:
-        write_parquet_atomically(self.path(day), record, PRIVATE_FILE_MODE)
+        write_parquet(self.directory, _file(day), record)
 
     def unrecorded_raw_days(self) -> list[str]:
         """Days whose raw_feedback was written before the record existed."""
         recorded = set(self.days())
-        return [day for day in days_in(self.partitions.root / "raw_feedback") if day not in recorded]
+        return [day for day in days_in(self.raw_feedback) if day not in recorded]
 
     def derived(self, days: Iterable[str]) -> dict[str, pl.DataFrame]:
         """The record of `days` made from their raw_feedback files, reading only the columns it needs."""
 
         def derive(day: str) -> pl.DataFrame:
-            path = self.partitions.path("raw_feedback", day)
-            with reading(path, f"rebuild it with {rematerialize_command('raw_feedback', day)}"):
-                raw = pl.read_parquet(readable(path), columns=list(RAW_COLUMNS))
+            name = _file(day)
+            with reading(
+                self.raw_feedback.location(name), f"rebuild it with {rematerialize_command('raw_feedback', day)}"
+            ):
+                raw = self.raw_feedback.scan_parquet([name]).select(RAW_COLUMNS).collect()
             return _by_day(subjects_of(raw)).get(day, pl.DataFrame(schema=RECORD_SCHEMA))
 
         wanted = list(days)
@@ -123,6 +114,10 @@ def _by_day(found: pl.DataFrame) -> dict[str, pl.DataFrame]:
     }
 
 
-def days_in(directory: StoragePath) -> list[str]:
+def _file(day: str) -> str:
+    return f"{day}.parquet"
+
+
+def days_in(directory: Storage) -> list[str]:
     # Matching the whole name skips temporary files and the statistics beside the partitions.
-    return [m.group(1) for m in (DAY_FILE.fullmatch(p.name) for p in children(directory)) if m]
+    return [match.group(1) for _, match in files_matching(directory, DAY_FILE)]

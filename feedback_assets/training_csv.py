@@ -13,15 +13,9 @@ from dataclasses import dataclass
 import polars as pl
 
 from feedback_assets import k_anonymity, transforms
-from feedback_assets.files import (
-    EXPORT_DIR_MODE,
-    EXPORT_FILE_MODE,
-    StoragePath,
-    children,
-    ensure_dir,
-    write_bytes_atomically,
-)
 from feedback_assets.settings import ExportSettings
+from feedback_assets.storage import Storage
+from feedback_assets.storage.base import files_matching, write_bytes
 
 TRAINING_FILE = re.compile(r"feedback_training_(\d{4})(\d{2})(\d{2})\.csv")
 
@@ -72,14 +66,13 @@ def export_day(
     return DayExport(rows, counts)
 
 
-def csv_path(export_dir: StoragePath, partition: str) -> StoragePath:
-    return export_dir / f"feedback_training_{partition.replace('-', '')}.csv"
+def csv_name(partition: str) -> str:
+    return f"feedback_training_{partition.replace('-', '')}.csv"
 
 
-def training_files(export_dir: StoragePath) -> dict[str, StoragePath]:
-    """The exported training CSVs by day (YYYY-MM-DD), oldest first; temporary files never match."""
-    matches = (TRAINING_FILE.fullmatch(path.name) for path in children(export_dir))
-    return {"-".join(m.groups()): export_dir / m.group(0) for m in matches if m}
+def training_files(exports: Storage) -> dict[str, str]:
+    """The names of the exported training CSVs by day (YYYY-MM-DD), oldest first; temporary files never match."""
+    return {"-".join(match.groups()): name for name, match in files_matching(exports, TRAINING_FILE)}
 
 
 def csv_bytes(rows: pl.DataFrame) -> bytes:
@@ -94,8 +87,8 @@ def csv_bytes(rows: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def manifest_path(export_dir: StoragePath, partition: str) -> StoragePath:
-    return export_dir / f"feedback_training_{partition.replace('-', '')}.manifest.json"
+def manifest_name(partition: str) -> str:
+    return f"feedback_training_{partition.replace('-', '')}.manifest.json"
 
 
 def manifest_bytes(csv_name: str, data: bytes, row_count: int, facts: Mapping[str, object]) -> bytes:
@@ -103,19 +96,15 @@ def manifest_bytes(csv_name: str, data: bytes, row_count: int, facts: Mapping[st
     return json.dumps(manifest, sort_keys=True, indent=2).encode() + b"\n"
 
 
-def write_training_csv(
-    export_dir: StoragePath, partition: str, rows: pl.DataFrame, facts: Mapping[str, object]
-) -> StoragePath:
+def write_training_csv(exports: Storage, partition: str, rows: pl.DataFrame, facts: Mapping[str, object]) -> str:
     """Write the day's CSV, then its manifest (row count, SHA-256 and `facts`), each atomically.
 
     The manifest comes second: a manifest always describes the CSV beside it, and a reader that
     finds an older manifest beside a newer CSV sees the mismatch through the SHA-256.
     """
-    ensure_dir(export_dir, EXPORT_DIR_MODE)
-    path = csv_path(export_dir, partition)
+    exports.ensure()
+    name = csv_name(partition)
     data = csv_bytes(rows)
-    write_bytes_atomically(path, data, EXPORT_FILE_MODE)
-    write_bytes_atomically(
-        manifest_path(export_dir, partition), manifest_bytes(path.name, data, rows.height, facts), EXPORT_FILE_MODE
-    )
-    return path
+    write_bytes(exports, name, data)
+    write_bytes(exports, manifest_name(partition), manifest_bytes(name, data, rows.height, facts))
+    return name

@@ -14,10 +14,11 @@ COUNTED_BY = "anonymized_pairs"
 SOURCE_ROWS = "total_feedback_records"
 
 
-def day_volumes(settings: ExportSettings, days: set[str] | None = None) -> list[volume.DayVolume]:
+def day_volumes(
+    settings: ExportSettings, store: PartitionStore, days: set[str] | None = None
+) -> list[volume.DayVolume]:
     """`days` (all days with statistics when None) judged against the days before them; reads one
     small statistics file per day, never the partitions."""
-    store = PartitionStore(settings.storage_dir)
     known = store.stats_days(COUNTED_BY)
     wanted = [day for day in known if days is None or day in days]
     if not wanted:

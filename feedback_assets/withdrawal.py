@@ -23,17 +23,11 @@ from feedback_assets.erasure import (
     append_audit_entry,
     is_erased,
 )
-from feedback_assets.files import (
-    EXPORT_FILE_MODE,
-    StoragePath,
-    readable,
-    reading,
-    rematerialize_command,
-    write_bytes_atomically,
-)
+from feedback_assets.files import reading, rematerialize_command
 from feedback_assets.schemas import IMAGE_URL_COLUMN
-from feedback_assets.storage import PartitionStore
-from feedback_assets.training_csv import csv_bytes, manifest_bytes, manifest_path, training_files
+from feedback_assets.storage import PartitionStore, Storage
+from feedback_assets.storage.base import read_text, write_bytes
+from feedback_assets.training_csv import csv_bytes, manifest_bytes, manifest_name, training_files
 
 # The files that can hold an image URL, by the column that names whose row it is.
 IMAGE_KINDS = {"raw_feedback": "user_id", "anonymized_pairs": "analysis_hash", "deduplicated_pairs": "analysis_hash"}
@@ -124,8 +118,8 @@ def blank_in_csv(data: bytes, pseudonyms: pl.Series) -> tuple[bytes, int]:
 
 def blank_image_urls(
     *,
-    storage_dir: StoragePath,
-    export_dir: StoragePath,
+    storage: Storage,
+    exports: Storage,
     user_ids: pl.Series,
     pseudonyms: pl.Series,
     csv_pseudonyms: CsvPseudonyms,
@@ -134,35 +128,38 @@ def blank_image_urls(
 ) -> BlankingSummary:
     """Blank the users' image URLs in the stored partitions and CSVs of `days` (their manifests'
     SHA-256 follows); nothing else in the files changes. The caller audits and updates the record."""
-    store = PartitionStore(storage_dir)
     found: dict[str, dict[str, int]] = {kind: {} for kind in IMAGE_ROW_KINDS}
     for kind, column in IMAGE_KINDS.items():
         whose = user_ids if column == "user_id" else pseudonyms
+        directory = storage / kind
         for day in sorted(days):
-            path = store.path(kind, day)
-            if not path.is_file():
+            name = f"{day}.parquet"
+            if not directory.exists(name):
                 continue
-            with reading(path, f"rebuild it with {rematerialize_command(kind, day)}, then run erase_subjects again"):
-                frame = pl.read_parquet(readable(path))
+            with reading(
+                directory.location(name),
+                f"rebuild it with {rematerialize_command(kind, day)}, then run erase_subjects again",
+            ):
+                frame = directory.scan_parquet([name]).collect()
             if IMAGE_URL_COLUMN not in frame.columns:
                 continue
             blanked_frame, blanked = blank_in_frame(frame, column, whose)
             if blanked:
                 found[kind][day] = blanked
                 if not dry_run:
-                    store.write(kind, {day: blanked_frame})
-    csv_files = training_files(export_dir)
+                    PartitionStore(storage).write(kind, {day: blanked_frame})
+    csv_files = training_files(exports)
     for day in sorted(set(days) & set(csv_files)):
-        path = csv_files[day]
-        data = path.read_bytes()
-        with reading(path, f"rebuild it with {rematerialize_command('training_csv', day)}"):
+        name = csv_files[day]
+        data = exports.read_bytes(name)
+        with reading(exports.location(name), f"rebuild it with {rematerialize_command('training_csv', day)}"):
             new, blanked = blank_in_csv(data, csv_pseudonyms(day))
         if not blanked:
             continue
         found["training_csv"][day] = blanked
         if not dry_run:
-            write_bytes_atomically(path, new, EXPORT_FILE_MODE)
-            _restate_manifest(export_dir, day, path.name, new, blanked)
+            write_bytes(exports, name, new)
+            _restate_manifest(exports, day, name, new, blanked)
     return BlankingSummary(
         subjects=user_ids.n_unique(),
         partitions=sorted({day for by_day in found.values() for day in by_day}),
@@ -172,24 +169,24 @@ def blank_image_urls(
     )
 
 
-def _restate_manifest(export_dir: StoragePath, day: str, csv_name: str, data: bytes, blanked: int) -> None:
+def _restate_manifest(exports: Storage, day: str, csv_name: str, data: bytes, blanked: int) -> None:
     """The manifest of a CSV whose image URLs were blanked: same rows and counts, its new SHA-256."""
-    path = manifest_path(export_dir, day)
-    if not path.is_file():
+    name = manifest_name(day)
+    if not exports.exists(name):
         return
-    with reading(path, f"rebuild it with {rematerialize_command('training_csv', day)}"):
-        old: dict[str, object] = json.loads(path.read_text())
+    with reading(exports.location(name), f"rebuild it with {rematerialize_command('training_csv', day)}"):
+        old: dict[str, object] = json.loads(read_text(exports, name))
         row_count = old["row_count"]
         if not isinstance(row_count, int):
             raise ValueError("row_count is not a number")
     facts = {k: v for k, v in old.items() if k not in ("csv", "row_count", "sha256")}
     previously = old.get("image_urls_blanked_after_export", 0)
     facts["image_urls_blanked_after_export"] = (previously if isinstance(previously, int) else 0) + blanked
-    write_bytes_atomically(path, manifest_bytes(csv_name, data, row_count, facts), EXPORT_FILE_MODE)
+    write_bytes(exports, name, manifest_bytes(csv_name, data, row_count, facts))
 
 
 def audit_blanking(
-    storage_dir: StoragePath, at: str, run_id: str, hmac_key_id: str, summary: BlankingSummary
+    storage: Storage, at: str, run_id: str, hmac_key_id: str, summary: BlankingSummary
 ) -> Mapping[str, object]:
     """Append the audit entry of an image-consent withdrawal: counts and days, never a subject."""
     entry = {
@@ -203,5 +200,5 @@ def audit_blanking(
         "image_urls_blanked": summary.blanked,
         "image_urls_blanked_by_partition": summary.blanked_by_partition,
     }
-    append_audit_entry(storage_dir, entry)
+    append_audit_entry(storage, entry)
     return entry

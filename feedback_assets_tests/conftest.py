@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import TypedDict
 import dagster as dg
 import psycopg2
 import pytest
+from dagster._core.storage.defs_state.base import set_defs_state_storage
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from feedback_assets.object_storage import ObjectPath
@@ -82,6 +84,23 @@ def hmac_key(monkeypatch: pytest.MonkeyPatch) -> str:
 
     monkeypatch.setenv("FEEDBACK_HMAC_KEY", KEY_HEX)
     return KEY_HEX
+
+
+@pytest.fixture(autouse=True)
+def no_earlier_instance_left_current() -> Iterator[None]:
+    """Each test starts with no Dagster instance of an earlier test as the "current" one.
+
+    Dagster keeps the entered instance's definitions-state storage in a context variable, and a
+    context Dagster built with an ephemeral instance of its own (an op, asset or resource context
+    made outside a run) leaves it only when the garbage collector finalises that context. Collected
+    in a later test, it put back an earlier test's storage whose instance was gone, and the later
+    test's `dg.materialize` failed with "Attempted to resolve undefined DagsterInstance weakref"
+    (seen twice in whole-file runs, never alone). Collecting here, before this test enters its own
+    instance, finalises such leftovers while nothing depends on the variable.
+    """
+    gc.collect()
+    with set_defs_state_storage(None):
+        yield
 
 
 @pytest.fixture

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from feedback_assets.files import TEMP_PREFIX
 from feedback_assets.resources import FeedbackSettings
+from feedback_assets.storage.local import TEMP_PREFIX
 from feedback_assets_tests.graph import materialize
 
 MARKER = "KILLPOINT"

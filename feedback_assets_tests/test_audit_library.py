@@ -17,9 +17,8 @@ import pytest
 
 from feedback_assets.defs.audit import audit_history
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets.training_csv import training_files
 from feedback_assets_tests.graph import materialize, settings_for
-from feedback_assets_tests.paths import on_disk
+from feedback_assets_tests.paths import exported_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PYCANON_PYTHON = REPO_ROOT / ".venv-pycanon" / "bin" / "python"
@@ -75,10 +74,10 @@ def test_k_and_l_equal_pycanons_on_generated_data(
     # Two runs: the check looks at its run's days only, the audit at every file.
     materialize(instance, settings, FIRST, "2025-03-02")
     last_run = materialize(instance, settings, "2025-03-03", LAST)
-    files = training_files(tmp_path / "export")
+    files = exported_files(tmp_path / "export")
 
     in_run = check_metadata(last_run)
-    theirs = pycanon([on_disk(files["2025-03-03"]), on_disk(files[LAST])], quasi_identifiers)
+    theirs = pycanon([files["2025-03-03"], files[LAST]], quasi_identifiers)
     assert theirs["rows"] > 500, "too few rows for the groups to mean anything"
     if groups_of_many:
         assert theirs["k"] > 1 and theirs["l"] > 1, theirs
@@ -91,7 +90,7 @@ def test_k_and_l_equal_pycanons_on_generated_data(
     overall = audit_metadata(
         audit_history.execute_in_process(instance=instance, resources={"feedback_settings": settings})
     )
-    everything = pycanon([on_disk(path) for path in files.values()], quasi_identifiers)
+    everything = pycanon([path for path in files.values()], quasi_identifiers)
     assert (overall["rows_overall"], overall["smallest_group_overall"], overall["l_diversity_overall"]) == (
         everything["rows"],
         everything["k"],
@@ -108,7 +107,7 @@ def test_suppressed_files_are_k_anonymous_by_pycanons_measure(
     quasi_identifiers = "age_range,feedback_created_at,analysis_created_at"
     settings = settings_for(tmp_path, url, k_anonymity_suppress="true")
     result = materialize(instance, settings, FIRST, LAST)
-    files = [on_disk(path) for path in training_files(tmp_path / "export").values()]
+    files = [path for path in exported_files(tmp_path / "export").values()]
     theirs = pycanon(files, quasi_identifiers)
     metadata = check_metadata(result)
     assert metadata["rows_below_threshold_in_run"] == 0

@@ -21,6 +21,7 @@ from feedback_assets.defs.erasure import EraseConfig, erase_subjects
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import FeedbackSettings
+from feedback_assets.storage import storage_for
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 
 pytestmark = pytest.mark.slow
@@ -71,7 +72,7 @@ def test_simultaneous_runs_on_neighbouring_days_keep_every_key_once(tmp_path: Pa
             worker.join(timeout=300)
         assert [worker.exitcode for worker in workers] == [0, 0], f"round {pair} failed"
 
-    state = DedupeStateStore(shared / "storage", SCOPE, "k1")
+    state = DedupeStateStore(storage_for(shared / "storage"), SCOPE, "k1")
     assert state.shared_keys().is_empty()
     assert state.partitions() == DAYS
 
@@ -81,7 +82,7 @@ def test_simultaneous_runs_on_neighbouring_days_keep_every_key_once(tmp_path: Pa
     with dg.instance_for_test(temp_dir=str(sequential_home)) as instance:
         for day in DAYS:
             assert materialize(instance, settings_for(sequential, source_url, dedupe_scope=SCOPE), day).success
-    expected_state = DedupeStateStore(sequential / "storage", SCOPE, "k1").all_keys().sort("dedupe_key")
+    expected_state = DedupeStateStore(storage_for(sequential / "storage"), SCOPE, "k1").all_keys().sort("dedupe_key")
     assert state.all_keys().sort("dedupe_key").equals(expected_state)
     for day in DAYS:
         name = f"feedback_training_{day.replace('-', '')}.csv"

@@ -19,9 +19,9 @@ from feedback_assets.defs.assets import rejected_feedback
 from feedback_assets.defs.audit import audit_history
 from feedback_assets.defs.checks import k_anonymity_of_exports
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets.storage import PartitionStore
+from feedback_assets.storage import PartitionStore, storage_for
 from feedback_assets_tests.graph import latest_metadata, materialize, selection, settings_for
-from feedback_assets_tests.paths import on_disk
+from feedback_assets_tests.paths import index_file, on_disk, state_file
 from feedback_assets_tests.sources import write_source
 from feedback_assets_tests.test_erasure import erase_pseudonym_a
 
@@ -30,7 +30,7 @@ SCOPES = ["exact", "first_per_pair"]
 
 
 def state_of(tmp_path: Path, scope: str) -> DedupeStateStore:
-    return DedupeStateStore(tmp_path / "storage", scope, "k1")
+    return DedupeStateStore(storage_for(tmp_path / "storage"), scope, "k1")
 
 
 def csv_bytes(tmp_path: Path) -> dict[str, bytes]:
@@ -83,7 +83,7 @@ def test_a_lost_state_file_stops_the_next_run_with_the_rebuild_command(
 ) -> None:
     settings = settings_for(tmp_path, demo_source(tmp_path))
     assert materialize(instance, settings, DAYS[0], DAYS[1]).success
-    state_of(tmp_path, "exact").path(DAYS[0]).unlink()
+    state_file(state_of(tmp_path, "exact"), DAYS[0]).unlink()
 
     with pytest.raises(dg.Failure) as raised:
         materialize(instance, settings, DAYS[2])
@@ -103,7 +103,7 @@ def test_a_lost_state_file_stops_the_next_run_with_the_rebuild_command(
 def test_an_unreadable_state_file_is_named(tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance) -> None:
     settings = settings_for(tmp_path, demo_source(tmp_path))
     assert materialize(instance, settings, DAYS[0]).success
-    state_of(tmp_path, "exact").path(DAYS[0]).write_bytes(b"not parquet")
+    state_file(state_of(tmp_path, "exact"), DAYS[0]).write_bytes(b"not parquet")
 
     with pytest.raises(dg.Failure, match=r"the dedupe state under .* cannot be read"):
         materialize(instance, settings, DAYS[1])
@@ -173,7 +173,7 @@ def materialize_allowing_failure(instance: dg.DagsterInstance, settings: object,
 def test_state_files_hold_only_keys_and_days(tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance) -> None:
     settings = settings_for(tmp_path, demo_source(tmp_path))
     assert materialize(instance, settings, DAYS[0]).success
-    frame = pl.read_parquet(on_disk(state_of(tmp_path, "exact").path(DAYS[0])))
+    frame = pl.read_parquet(state_file(state_of(tmp_path, "exact"), DAYS[0]))
     # Besides the key and its day, only the key's own first 15 hex digits, as the lookup index.
     assert frame.schema == pl.Schema({"dedupe_key": pl.String, "partition": pl.Date, "key_prefix": pl.Int64})
     assert frame["dedupe_key"].str.len_chars().unique().to_list() == [64]
@@ -181,14 +181,14 @@ def test_state_files_hold_only_keys_and_days(tmp_path: Path, hmac_key: str, inst
 
 
 def test_state_written_before_the_key_prefix_is_upgraded_and_found(tmp_path: Path) -> None:
-    state = DedupeStateStore(tmp_path, "exact", "k1")
+    state = DedupeStateStore(storage_for(tmp_path), "exact", "k1")
     on_disk(state.directory).mkdir(parents=True)
     keys = ["a" * 64, "b" * 64, "0" * 63 + "1"]
     day = dt.date(2025, 10, 20)
-    pl.DataFrame({"dedupe_key": keys, "partition": [day] * 3}).write_parquet(on_disk(state.path("2025-10-20")))
+    pl.DataFrame({"dedupe_key": keys, "partition": [day] * 3}).write_parquet(state_file(state, "2025-10-20"))
     found = state.owners(pl.Series(["b" * 64, "c" * 64]), excluding=())
     assert_frame_equal(found, pl.DataFrame({"dedupe_key": ["b" * 64], "partition": [day]}))
-    assert "key_prefix" in pl.read_parquet_schema(on_disk(state.path("2025-10-20")))
+    assert "key_prefix" in pl.read_parquet_schema(state_file(state, "2025-10-20"))
     assert state.shared_keys().is_empty()
     state.write({"2025-10-21": pl.DataFrame({"dedupe_key": ["b" * 64], "partition": [day + dt.timedelta(days=1)]})})
     shared = state.shared_keys(among=["2025-10-21"])
@@ -201,7 +201,7 @@ def test_a_key_shared_between_two_days_of_a_run_is_found_once_whatever_the_batch
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("feedback_assets.dedupe_state.SHARED_BATCH_DAYS", 1)
-    state = DedupeStateStore(tmp_path, "exact", "k1")
+    state = DedupeStateStore(storage_for(tmp_path), "exact", "k1")
     days = [dt.date(2025, 10, 20), dt.date(2025, 10, 21), dt.date(2025, 10, 22)]
     state.write(
         {
@@ -221,7 +221,7 @@ def test_keys_that_share_only_their_prefix_are_not_shared_and_a_shared_key_is_fo
 ) -> None:
     """The run's check looks at key prefixes first: a prefix held twice (on two days, or twice on one)
     must still be settled by the whole keys, and a key held by a day outside the run found."""
-    state = DedupeStateStore(tmp_path, "exact", "k1")
+    state = DedupeStateStore(storage_for(tmp_path), "exact", "k1")
     twins = ["a" * 15 + digit * 49 for digit in "012"]
     shared_key = "b" * 64
     days = ["2025-10-20", "2025-10-21", "2025-10-22"]
@@ -250,7 +250,7 @@ def hex_keys(rng: random.Random, n: int) -> list[str]:
 
 def owners_from_the_files(state: DedupeStateStore, keys: list[str], excluding: set[str]) -> pl.DataFrame:
     """What a lookup must return, read from every day file without the index."""
-    files = [on_disk(state.path(day)) for day in state.partitions() if day not in excluding]
+    files = [state_file(state, day) for day in state.partitions() if day not in excluding]
     if not files:
         return pl.DataFrame(schema={"dedupe_key": pl.String, "partition": pl.Date})
     return (
@@ -265,13 +265,13 @@ def test_lookups_through_the_index_find_exactly_what_the_day_files_hold(tmp_path
     removed, a new day and a damaged index are all found as the files say."""
     rng = random.Random(8)
     # No rebuild by the writes here: the index is the one made after the first six days.
-    state = DedupeStateStore(tmp_path, "exact", "k1", index_stale_days=1000)
+    state = DedupeStateStore(storage_for(tmp_path), "exact", "k1", index_stale_days=1000)
     first = dt.date(2025, 10, 1)
     days = [(first + dt.timedelta(days=i)).isoformat() for i in range(8)]
     keys = {day: hex_keys(rng, 50) for day in days}
     for day in days[:6]:
         state.write(owned(day, keys[day]))
-    assert not on_disk(state.index_path).exists()
+    assert not index_file(state).exists()
     state.rebuild_index()
     assert state.partitions() == days[:6]
 
@@ -290,12 +290,12 @@ def test_lookups_through_the_index_find_exactly_what_the_day_files_hold(tmp_path
         check(excluding)
     assert set(state.owners(pl.Series([moved]), excluding=())["partition"].to_list()) == {dt.date(2025, 10, 3)}
     assert state.owners(pl.Series([keys[days[3]][0]]), excluding=()).is_empty()
-    on_disk(state.index_path).write_bytes(b"PAR1 damaged")
+    index_file(state).write_bytes(b"PAR1 damaged")
     check(set())
     # A write that leaves more days than the limit unread makes it anew from the files.
-    limited = DedupeStateStore(tmp_path, "exact", "k1", index_stale_days=2)
+    limited = DedupeStateStore(storage_for(tmp_path), "exact", "k1", index_stale_days=2)
     limited.write(owned(days[4], [keys[days[4]][0]]))
-    assert pl.read_parquet(on_disk(state.index_path))["day"].drop_nulls().to_list() == days[:7]
+    assert pl.read_parquet(index_file(state))["day"].drop_nulls().to_list() == days[:7]
     assert limited.owners(pl.Series([keys[days[4]][0], keys[days[4]][1]]), excluding=()).height == 1
     check(set())
 
@@ -305,14 +305,14 @@ def test_a_rebuild_reads_only_the_days_the_index_does_not_hold_as_they_are(tmp_p
     is unchanged is taken from the index unread (here its bytes are made unreadable behind an
     unchanged version, which a read would fail on); a day replaced since is read again."""
     rng = random.Random(20)
-    state = DedupeStateStore(tmp_path, "exact", "k1", index_stale_days=1000)
+    state = DedupeStateStore(storage_for(tmp_path), "exact", "k1", index_stale_days=1000)
     days = ["2025-10-01", "2025-10-02", "2025-10-03"]
     keys = {day: hex_keys(rng, 30) for day in days}
     for day in days[:2]:
         state.write(owned(day, keys[day]))
     state.rebuild_index()
 
-    unread = on_disk(state.path(days[0]))
+    unread = state_file(state, days[0])
     before = unread.stat()
     with unread.open("r+b") as file:
         file.write(b"X" * before.st_size)
@@ -322,7 +322,7 @@ def test_a_rebuild_reads_only_the_days_the_index_does_not_hold_as_they_are(tmp_p
     state.write(owned(days[2], keys[days[2]]))
     state.rebuild_index()
 
-    index = pl.read_parquet(on_disk(state.index_path))
+    index = pl.read_parquet(index_file(state))
     prefixes = index.filter(pl.col("day").is_null()).group_by("partition").agg(pl.col("key_prefix").sort())
     expected = {
         dt.date.fromisoformat(day): sorted(int(key[:15], 16) for key in day_keys)
@@ -333,27 +333,27 @@ def test_a_rebuild_reads_only_the_days_the_index_does_not_hold_as_they_are(tmp_p
 
 
 def test_a_rebuild_names_a_damaged_day_file_and_leaves_no_file_of_its_own(tmp_path: Path) -> None:
-    state = DedupeStateStore(tmp_path, "exact", "k1", index_stale_days=1000)
+    state = DedupeStateStore(storage_for(tmp_path), "exact", "k1", index_stale_days=1000)
     days = ["2025-10-01", "2025-10-02", "2025-10-03"]
     for day, keys in zip(days, hex_keys(random.Random(21), 3), strict=True):
         state.write(owned(day, [keys]))
     state.rebuild_index()
-    on_disk(state.path(days[1])).write_bytes(b"PAR1 damaged")
+    state_file(state, days[1]).write_bytes(b"PAR1 damaged")
     with pytest.raises(DedupeStateError, match=rf"delete \S+{days[1]}\.parquet and rebuild it"):
         state.rebuild_index()
-    assert [path.name for path in on_disk(state.index_path).parent.iterdir()] == ["prefixes.parquet"]
+    assert [path.name for path in index_file(state).parent.iterdir()] == ["prefixes.parquet"]
 
 
 def test_erasure_leaves_no_erased_key_prefix_in_the_index(tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     # Never rebuilt by a write here, so only erasure itself can clean it.
-    state = DedupeStateStore(storage, "exact", "k1", index_stale_days=1000)
+    state = DedupeStateStore(storage_for(storage), "exact", "k1", index_stale_days=1000)
     erased_key, kept_key = "9" * 64, "2" * 64
     state.write(owned("2025-10-25", [erased_key, kept_key]))
     state.rebuild_index()
-    prefixes = pl.read_parquet(on_disk(state.index_path))["key_prefix"].drop_nulls().to_list()
+    prefixes = pl.read_parquet(index_file(state))["key_prefix"].drop_nulls().to_list()
     assert int("9" * 15, 16) in prefixes
-    PartitionStore(storage).write(
+    PartitionStore(storage_for(storage)).write(
         "deduplicated_pairs",
         {
             "2025-10-25": owned("2025-10-25", [erased_key, kept_key])["2025-10-25"].with_columns(
@@ -362,4 +362,4 @@ def test_erasure_leaves_no_erased_key_prefix_in_the_index(tmp_path: Path) -> Non
         },
     )
     erase_pseudonym_a(storage, tmp_path / "export", state, "r", dry_run=False)
-    assert pl.read_parquet(on_disk(state.index_path))["key_prefix"].drop_nulls().to_list() == [int("2" * 15, 16)]
+    assert pl.read_parquet(index_file(state))["key_prefix"].drop_nulls().to_list() == [int("2" * 15, 16)]

@@ -17,8 +17,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from feedback_assets import files
 from feedback_assets.resources import FeedbackSettings
+from feedback_assets.storage import local
 from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import materialize, settings_for
 
@@ -38,7 +38,7 @@ def snapshot(root: Path) -> dict[Path, bytes]:
 
 
 def temp_files(root: Path) -> list[Path]:
-    return [path for path in root.rglob(f"{files.TEMP_PREFIX}*")]
+    return [path for path in root.rglob(f"{local.TEMP_PREFIX}*")]
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_a_full_export_disk_keeps_the_previous_file_and_names_the_dir(
 
 
 class RefusingOs(types.ModuleType):
-    """The `os` module as feedback_assets.files sees it, except that syncing a file under `refused`
+    """The `os` module as feedback_assets.storage.local sees it, except that syncing a file under `refused`
     fails with `code`: the disk's refusal arrives in the middle of the project's own write."""
 
     def __init__(self, refused: Path, code: int) -> None:
@@ -127,7 +127,7 @@ def test_a_refused_write_keeps_the_previous_files_and_names_the_dir_and_errno(
 ) -> None:
     settings = exported_once(tmp_path, instance)
     before = snapshot(tmp_path / "export") | snapshot(tmp_path / "storage")
-    monkeypatch.setattr(files, "os", RefusingOs(tmp_path / directory, code))
+    monkeypatch.setattr(local, "os", RefusingOs(tmp_path / directory, code))
 
     with pytest.raises(dg.Failure) as raised:
         materialize(instance, settings, DAY)

@@ -27,13 +27,14 @@ from feedback_assets import erasure
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.definitions import defs
 from feedback_assets.defs.erasure import ASSET_OF_KIND, DRY_RUN_NOTE, DRY_RUN_TAG, erase_subjects
-from feedback_assets.files import LOCK_NAME, SCRATCH_DIR
+from feedback_assets.files import LOCK_NAME
 from feedback_assets.resources import FeedbackSettings
-from feedback_assets.storage import PartitionStore
+from feedback_assets.storage import EXPORT, PartitionStore, storage_for
+from feedback_assets.storage.scratch import SCRATCH_DIR
 from feedback_assets.training_csv import csv_bytes, write_training_csv
 from feedback_assets_tests.crafted_source import HEADER
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
-from feedback_assets_tests.paths import on_disk
+from feedback_assets_tests.paths import on_disk, state_file
 from feedback_assets_tests.sources import at, rating, write_source
 
 # A raw id no count, date or digest is likely to contain, so finding it anywhere means a leak.
@@ -597,10 +598,10 @@ def test_the_audit_entry_holds_counts_and_days_only(tmp_path: Path) -> None:
     }
     with pytest.raises(ValueError, match="dry run"):
         erasure.audit_entry(at, "run-1", "k1", dataclasses.replace(summary, dry_run=True, audit_entry_id=None))
-    path = erasure.append_audit_entry(tmp_path, entry)
-    erasure.append_audit_entry(tmp_path, {**entry, "run_id": "run-2"})
+    path = Path(erasure.append_audit_entry(storage_for(tmp_path), entry))
+    erasure.append_audit_entry(storage_for(tmp_path), {**entry, "run_id": "run-2"})
     assert [json.loads(line)["run_id"] for line in path.read_text().splitlines()] == ["run-1", "run-2"]
-    assert on_disk(path).stat().st_mode & 0o777 == 0o600
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
 def erase_pseudonym_a(
@@ -608,8 +609,8 @@ def erase_pseudonym_a(
 ) -> erasure.ErasureSummary:
     """Erase user ERASED, whose pseudonym in these hand-made files is 64 a's."""
     return erasure.erase(
-        storage_dir=storage,
-        export_dir=export,
+        storage=storage_for(storage),
+        exports=storage_for(export, EXPORT),
         state=state,
         user_ids=pl.Series([ERASED]),
         pseudonyms=pl.Series(["a" * 64]),
@@ -625,10 +626,10 @@ def test_a_csv_whose_intermediates_are_gone_is_still_cleaned(tmp_path: Path) -> 
     """Only the export dir holds the day: the CSV is cleaned and the manifest's own counts adjusted."""
     export, storage = tmp_path / "export", tmp_path / "storage"
     facts = {"partition": "2025-10-25", "run_id": "r", "counts": COUNTS}
-    write_training_csv(export, "2025-10-25", AWKWARD_ROWS, facts)
+    write_training_csv(storage_for(export, EXPORT), "2025-10-25", AWKWARD_ROWS, facts)
     before = file_hashes(tmp_path)
 
-    state = DedupeStateStore(storage, "exact", "k1")
+    state = DedupeStateStore(storage_for(storage), "exact", "k1")
     planned = erase_pseudonym_a(storage, export, state, "r2", dry_run=True)
     assert file_hashes(tmp_path) == before and not storage.exists()
     summary = erase_pseudonym_a(storage, export, state, "r2", dry_run=False)
@@ -652,11 +653,11 @@ def test_a_dry_run_leaves_a_dedupe_state_of_the_old_format_as_it_is(tmp_path: Pa
     must not, and still counts the keys a real run removes."""
     storage = tmp_path / "storage"
     day = dt.date(2025, 10, 25)
-    state = DedupeStateStore(storage, "exact", "k1")
+    state = DedupeStateStore(storage_for(storage), "exact", "k1")
     on_disk(state.directory).mkdir(parents=True)
     keys = ["1" * 64, "2" * 64, "3" * 64]
-    pl.DataFrame({"dedupe_key": keys, "partition": [day] * 3}).write_parquet(on_disk(state.path("2025-10-25")))
-    PartitionStore(storage).write(
+    pl.DataFrame({"dedupe_key": keys, "partition": [day] * 3}).write_parquet(state_file(state, "2025-10-25"))
+    PartitionStore(storage_for(storage)).write(
         "deduplicated_pairs",
         {
             "2025-10-25": pl.DataFrame(
@@ -668,7 +669,7 @@ def test_a_dry_run_leaves_a_dedupe_state_of_the_old_format_as_it_is(tmp_path: Pa
 
     planned = erase_pseudonym_a(storage, tmp_path / "export", state, "r", dry_run=True)
     assert file_hashes(tmp_path) == before
-    assert "key_prefix" not in pl.read_parquet_schema(on_disk(state.path("2025-10-25")))
+    assert "key_prefix" not in pl.read_parquet_schema(state_file(state, "2025-10-25"))
     summary = erase_pseudonym_a(storage, tmp_path / "export", state, "r", dry_run=False)
 
     assert summary.rows_removed_by_partition == {
@@ -677,7 +678,7 @@ def test_a_dry_run_leaves_a_dedupe_state_of_the_old_format_as_it_is(tmp_path: Pa
         "seen_pair_hashes": {"2025-10-25": 2},
     }
     assert planned == dataclasses.replace(summary, dry_run=True, audit_entry_id=None)
-    assert pl.read_parquet(on_disk(state.path("2025-10-25")))["dedupe_key"].to_list() == ["2" * 64]
+    assert pl.read_parquet(state_file(state, "2025-10-25"))["dedupe_key"].to_list() == ["2" * 64]
 
 
 def test_each_kind_of_erased_file_is_observed_on_an_asset_of_the_code_location() -> None:

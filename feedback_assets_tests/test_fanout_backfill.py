@@ -18,6 +18,7 @@ import pytest
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets.object_storage import ObjectPath
+from feedback_assets.storage import storage_for
 from feedback_assets_tests.daemon import (
     GraphQL,
     clear_feedback_settings,
@@ -137,7 +138,7 @@ def test_a_backfill_fanned_out_over_runs_of_five_days_gives_the_files_of_one_run
         assert all(len(content.splitlines()) > 1 for content in files.values())
         assert files == exported(reference / "export")
         assert not (tmp_path / "unused").exists()
-        state = DedupeStateStore(fanned_storage, "first_per_pair", "k1")
+        state = DedupeStateStore(storage_for(fanned_storage), "first_per_pair", "k1")
         assert state.partitions() == DAYS
         assert state.shared_keys().is_empty()
     except BaseException:

@@ -52,7 +52,7 @@ import dagster as dg
 import pytest
 
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets.files import TEMP_PREFIX
+from feedback_assets.storage.local import TEMP_PREFIX
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 from feedback_assets_tests.processes import BIN_DIR, Processes
 
@@ -337,7 +337,7 @@ def problems_after_kill(
         path = PurePosixPath(name)
         match = TEMP_NAME.fullmatch(path.name)
         if match is None:
-            problems.append(f"{name}: a temporary file not named as files.temp_path_for names them")
+            problems.append(f"{name}: a temporary file not named as storage.local.temp_path_for names them")
         elif int(match["pid"]) not in dead:
             problems.append(f"{name}: a temporary file of process {match['pid']}, which was not killed")
         if path.name.endswith((".csv", ".json", ".parquet")) or not path.name.startswith("."):

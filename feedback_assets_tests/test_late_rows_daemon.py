@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from feedback_assets.defs.source_watch import REASON_TAG
-from feedback_assets.training_csv import csv_path, manifest_path
+from feedback_assets.training_csv import csv_name, manifest_name
 from feedback_assets_tests.daemon import clear_feedback_settings, logs, server_env, start_daemon
 from feedback_assets_tests.graph import materialize, settings_for
 from feedback_assets_tests.late_rows import insert_late_row, row, write_rows
@@ -44,8 +44,8 @@ def _recommendations(path: Path) -> set[str]:
 
 def _written(export: Path, day: dt.date) -> tuple[int, str]:
     """The CSV's modification time and the run that wrote it, from its manifest."""
-    manifest = json.loads(Path(str(manifest_path(export, day.isoformat()))).read_text())
-    return Path(str(csv_path(export, day.isoformat()))).stat().st_mtime_ns, str(manifest["run_id"])
+    manifest = json.loads((export / manifest_name(day.isoformat())).read_text())
+    return (export / csv_name(day.isoformat())).stat().st_mtime_ns, str(manifest["run_id"])
 
 
 @pytest.mark.usefixtures("hmac_key")
@@ -76,7 +76,7 @@ def test_a_late_row_reaches_its_days_csv_with_only_the_daemon_running(
         with Processes(tmp_path, env) as processes:
             daemon = start_daemon(processes, tmp_path)
             deadline = written_at + DEADLINE_SECONDS
-            while f"rec_{LATE_ID}" not in _recommendations(Path(str(csv_path(export, D2.isoformat())))):
+            while f"rec_{LATE_ID}" not in _recommendations(export / csv_name(D2.isoformat())):
                 assert daemon.poll() is None, f"dagster-daemon exited with {daemon.returncode}"
                 assert time.monotonic() < deadline, f"the late row was not exported within {DEADLINE_SECONDS:.0f} s"
                 time.sleep(POLL_SECONDS)
@@ -99,4 +99,4 @@ def test_a_late_row_reaches_its_days_csv_with_only_the_daemon_running(
     after = {day: _written(export, day) for day in (OLD, D1, D2, D3)}
     assert after[D2][1] == runs[0].run_id
     assert {day: after[day] for day in (OLD, D1, D3)} == {day: before[day] for day in (OLD, D1, D3)}
-    assert f"rec_{LATE_ID + 1}" not in _recommendations(Path(str(csv_path(export, OLD.isoformat()))))
+    assert f"rec_{LATE_ID + 1}" not in _recommendations(export / csv_name(OLD.isoformat()))

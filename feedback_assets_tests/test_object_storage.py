@@ -25,11 +25,13 @@ import pytest
 
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets.files import OutputWriteError, write_bytes_atomically
+from feedback_assets.files import OutputWriteError
 from feedback_assets.key_guard import MARKER_NAME
 from feedback_assets.object_storage import ObjectPath, storage_lease
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import FeedbackSettings
+from feedback_assets.storage import storage_for
+from feedback_assets.storage.base import write_bytes
 from feedback_assets_tests.daemon import free_port
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 from feedback_assets_tests.processes import BIN_DIR, Processes
@@ -82,7 +84,7 @@ def test_an_object_over_the_multipart_size_is_stored_whole(s3_bucket: ObjectPath
     """Over 5 MB obstore uploads in parts and completes the upload last; what is listed is the whole object."""
     data = random.Random(3).randbytes(11 * 1024 * 1024)
     big = s3_bucket / "export" / "feedback_training_20251007.csv"
-    write_bytes_atomically(big, data, 0o640)
+    write_bytes(storage_for(s3_bucket / "export"), big.name, data)
     assert [p.name for p in (s3_bucket / "export").objects()] == [big.name]
     assert big.read_bytes() == data
 
@@ -90,7 +92,7 @@ def test_an_object_over_the_multipart_size_is_stored_whole(s3_bucket: ObjectPath
 def test_a_refused_write_names_the_object_and_leaves_what_was_there(s3_bucket: ObjectPath) -> None:
     missing_bucket = ObjectPath("s3://no-such-bucket-for-feedback", "export") / "feedback_training_20251007.csv"
     with pytest.raises(OutputWriteError) as refused:
-        write_bytes_atomically(missing_bucket, b"a,b\n", 0o640)
+        write_bytes(storage_for(missing_bucket.parent), missing_bucket.name, b"a,b\n")
     message = str(refused.value)
     assert message.startswith(
         "[Errno 5] cannot write feedback_training_20251007.csv under s3://no-such-bucket-for-feedback/export: "
@@ -235,7 +237,7 @@ def test_the_graph_on_object_storage_writes_byte_for_byte_what_it_writes_on_loca
         stored = s3_server.objects(storage)
         assert {name.split("/")[0] for name in stored} >= {"raw_feedback", "deduplicated_pairs", "seen_pair_hashes"}
         assert comparable(stored) == comparable(local_storage)
-        assert DedupeStateStore(storage, "first_per_pair", "k1").shared_keys().is_empty()
+        assert DedupeStateStore(storage_for(storage), "first_per_pair", "k1").shared_keys().is_empty()
 
         # Erasure rewrites the objects as it rewrites the files.
         subject, subject_pseudonym = an_exported_user(source, exported)

@@ -24,10 +24,11 @@ from feedback_assets.schemas import REPEATED_IDS_SCHEMA
 from feedback_assets.settings import parse_source_url
 from feedback_assets.source import open_source
 from feedback_assets.source.parsing import erasure_ids
+from feedback_assets.storage import storage_for
 from feedback_assets_tests.crafted_source import HEADER, h, write_crafted_source
 from feedback_assets_tests.frames import analyses, feedback, own, owned_by, records, source, users, utc
 from feedback_assets_tests.graph import latest_metadata, materialize, selection, settings_for
-from feedback_assets_tests.paths import on_disk
+from feedback_assets_tests.paths import state_file
 from feedback_assets_tests.sources import at, rating, write_keyless_source, write_source
 from feedback_assets_tests.test_docs import REPO_ROOT, contract_section
 from feedback_assets_tests.text_copy import text_erasure_requests, text_read_window
@@ -359,7 +360,7 @@ def test_repeated_ids_and_erasure_requests_read_as_the_text_copy_reads_them(tmp_
     location = parse_source_url(postgres_url)
     source = open_source(location, include_image_urls=False)
     day, next_day = at(f"{DAY} 00:00:00"), at(f"{NEXT} 00:00:00")
-    with source.reading_run(day, next_day, with_history=True, scratch_root=tmp_path) as read:
+    with source.reading_run(day, next_day, with_history=True, scratch_root=storage_for(tmp_path)) as read:
         run = read(day, next_day)
     alone = source.read_window(day, next_day, with_history=True)
     text = text_read_window(location, day, next_day, with_history=True, include_image_urls=False)
@@ -387,7 +388,7 @@ def owned_twice(day: str, keys: list[str]) -> dict[str, pl.DataFrame]:
 
 
 def test_a_key_one_day_holds_twice_is_owned_twice_and_its_repair_says_why(tmp_path: Path) -> None:
-    state = DedupeStateStore(tmp_path, "exact", "k1")
+    state = DedupeStateStore(storage_for(tmp_path), "exact", "k1")
     state.write({**owned_twice(DAY, ["a" * 64, "a" * 64, "b" * 64]), **owned_twice(NEXT, ["c" * 64])})
     day = dt.date.fromisoformat(DAY)
     for among in ([DAY], [DAY, NEXT], None):
@@ -415,8 +416,8 @@ def test_the_check_and_the_audit_fail_on_a_day_holding_a_key_twice(
     settings = settings_for(tmp_path, url)
     assert materialize(instance, settings, DAY).success
     # What a run before ids held twice were rejected could leave: the day's file holds a key twice.
-    state = DedupeStateStore(tmp_path / "storage", "exact", "k1")
-    keys = pl.read_parquet(on_disk(state.path(DAY)))["dedupe_key"].to_list()
+    state = DedupeStateStore(storage_for(tmp_path / "storage"), "exact", "k1")
+    keys = pl.read_parquet(state_file(state, DAY))["dedupe_key"].to_list()
     state.write(owned_twice(DAY, [*keys, keys[0]]))
 
     # The check alone, for the day: a run of the day's seen_pair_hashes would first write its state anew.
@@ -449,7 +450,7 @@ def test_raw_rows_stored_before_the_rules_are_refused_with_the_command_to_rebuil
     write_crafted_source(url)
     settings = settings_for(tmp_path, url)
     assert materialize(instance, settings, DAY, assets=("raw_feedback",)).success
-    stored = on_disk(tmp_path / "storage" / "raw_feedback" / f"{DAY}.parquet")
+    stored = tmp_path / "storage" / "raw_feedback" / f"{DAY}.parquet"
     pl.read_parquet(stored).drop(*j.OWNERSHIP_FLAGS).write_parquet(stored)
 
     with pytest.raises(dg.Failure, match=r"stored before the ambiguous, mismatched rule\(s\) existed; re-run it: "):

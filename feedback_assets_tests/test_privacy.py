@@ -24,10 +24,9 @@ from feedback_assets.defs.erasure import EraseConfig, erase_subjects
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets.key_guard import MARKER_NAME, fingerprint
 from feedback_assets.pseudonyms import pseudonym, scoped_pseudonyms
-from feedback_assets.training_csv import training_files
 from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
-from feedback_assets_tests.paths import on_disk
+from feedback_assets_tests.paths import exported_files
 
 # What erases: without it, erase_subjects only reports what it would remove.
 CONFIRM = dg.RunConfig(ops={"erase_requested_subjects": EraseConfig(confirm=True)})
@@ -162,11 +161,8 @@ def test_month_pseudonyms_link_rows_within_a_month_only_and_erasure_finds_them(
     data = write_demo_source(url, end_date=dt.date(2025, 11, 2), days=5, rows_per_day=80, users=20, seed=3)
     settings = settings_for(tmp_path, url, pseudonym_scope="month")
     assert materialize(instance, settings, "2025-10-29", "2025-11-02").success
-    files = training_files(tmp_path / "export")
-    hashes = {
-        day: set(pl.read_csv(on_disk(path), infer_schema=False)["analysis_hash"].to_list())
-        for day, path in files.items()
-    }
+    files = exported_files(tmp_path / "export")
+    hashes = {day: set(pl.read_csv(path, infer_schema=False)["analysis_hash"].to_list()) for day, path in files.items()}
     october = hashes["2025-10-29"] | hashes["2025-10-30"] | hashes["2025-10-31"]
     november = hashes["2025-11-01"] | hashes["2025-11-02"]
     assert hashes["2025-10-29"] & hashes["2025-10-31"], "20 users over three days: someone returns within the month"
@@ -190,7 +186,7 @@ def test_month_pseudonyms_link_rows_within_a_month_only_and_erasure_finds_them(
         instance=instance, resources={"feedback_settings": settings}, run_config=CONFIRM
     ).success
     for day, path in files.items():
-        left = set(pl.read_csv(on_disk(path), infer_schema=False)["analysis_hash"].to_list())
+        left = set(pl.read_csv(path, infer_schema=False)["analysis_hash"].to_list())
         assert month_hash(erased, day) not in left, day
         assert left == hashes[day] - {month_hash(erased, day)}, day
 

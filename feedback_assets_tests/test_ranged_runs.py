@@ -11,7 +11,7 @@ import pytest
 
 from feedback_assets import slices
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets.files import SCRATCH_DIR
+from feedback_assets.storage.scratch import SCRATCH_DIR
 from feedback_assets_tests.graph import ALL_ASSETS, latest_metadata, materialize, settings_for
 
 FIRST = dt.date(2025, 10, 20)

@@ -13,26 +13,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from feedback_assets.files import (
-    ABANDONED_UNLOCKED_SCRATCH_SECONDS,
-    LOCK_NAME,
-    PRIVATE_DIR_MODE,
-    SCRATCH_DIR,
-    TEMP_PREFIX,
-    UnexpectedEntryError,
-    private_scratch,
-    remove_abandoned_scratch,
-    remove_stale_temp_files,
-    storage_lock,
-    temp_path_for,
-)
-from feedback_assets.object_storage import ObjectPath
+from feedback_assets.files import LOCK_NAME, PRIVATE_DIR_MODE, UnexpectedEntryError, storage_lock
+from feedback_assets.storage import storage_for
+from feedback_assets.storage.local import TEMP_PREFIX, temp_path_for
+from feedback_assets.storage.scratch import ABANDONED_UNLOCKED_SCRATCH_SECONDS, SCRATCH_DIR
 from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import materialize, settings_for
 
 
 def test_the_scratch_directory_is_private_and_removed_with_the_step(tmp_path: Path) -> None:
-    with private_scratch(tmp_path) as scratch:
+    with storage_for(tmp_path).scratch() as scratch:
         (scratch / "users.parquet").write_bytes(b"rows")
         assert scratch.parent == tmp_path / SCRATCH_DIR
         assert scratch.stat().st_mode & 0o777 == PRIVATE_DIR_MODE
@@ -60,7 +50,7 @@ def test_a_killed_steps_scratch_is_removed_and_a_live_ones_kept(tmp_path: Path) 
     holder = os.open(live / LOCK_NAME, os.O_RDWR)
     fcntl.flock(holder, fcntl.LOCK_EX)
     try:
-        with private_scratch(tmp_path) as scratch:
+        with storage_for(tmp_path).scratch() as scratch:
             assert sorted(path.name for path in root.iterdir()) == sorted([live.name, being_made.name, scratch.name])
     finally:
         os.close(holder)
@@ -73,7 +63,7 @@ def test_with_storage_on_a_bucket_the_scratch_is_a_private_local_directory(
     """Source rows never go to the bucket: the scratch is in the machine's temporary space."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     parent = tmp_path / f"feedback_assets-{os.getuid()}"
-    with private_scratch(ObjectPath("s3://pipeline-state", "storage")) as scratch:
+    with storage_for("s3://pipeline-state/storage").scratch() as scratch:
         (scratch / "users.parquet").write_bytes(b"rows")
         assert scratch.parent == parent / SCRATCH_DIR
         assert {path.stat().st_mode & 0o777 for path in (parent, parent / SCRATCH_DIR, scratch)} == {PRIVATE_DIR_MODE}
@@ -87,7 +77,7 @@ def test_a_scratch_parent_others_can_open_is_refused(tmp_path: Path, monkeypatch
     parent.chmod(0o777)
     with (
         pytest.raises(PermissionError, match="is not a private directory of this user"),
-        private_scratch(ObjectPath("s3://pipeline-state", "storage")),
+        storage_for("s3://pipeline-state/storage").scratch(),
     ):
         pass
     assert list(parent.iterdir()) == []
@@ -110,7 +100,7 @@ def test_a_symlinked_scratch_is_never_followed_to_delete_or_create_anything(tmp_
     (storage / SCRATCH_DIR).symlink_to(elsewhere, target_is_directory=True)
     warnings: list[str] = []
 
-    remove_abandoned_scratch(storage, warnings.append)
+    storage_for(storage).remove_abandoned_scratch(warnings.append)
     assert (victim / "keep.txt").read_bytes() == b"someone else's"
     assert warnings == [
         f"{storage / SCRATCH_DIR} is not the scratch directory the pipeline makes (a symbolic link "
@@ -118,7 +108,7 @@ def test_a_symlinked_scratch_is_never_followed_to_delete_or_create_anything(tmp_
     ]
     with (
         pytest.raises(UnexpectedEntryError, match=r"\.scratch is not the scratch directory .* remove it"),
-        private_scratch(storage, warnings.append),
+        storage_for(storage).scratch(warnings.append),
     ):
         pass
     assert sorted(path.name for path in elsewhere.iterdir()) == [victim.name]
@@ -141,7 +131,7 @@ def test_a_stray_file_or_link_in_scratch_is_named_and_left_alone(tmp_path: Path)
     (planted / LOCK_NAME).symlink_to(tmp_path / "lock_target")
     warnings: list[str] = []
 
-    with private_scratch(tmp_path, warnings.append) as scratch:
+    with storage_for(tmp_path).scratch(warnings.append) as scratch:
         (scratch / "users.parquet").write_bytes(b"rows")
     assert stray.read_bytes() == b"not the pipeline's"
     assert link.is_symlink() and (outside / "keep.txt").read_bytes() == b"kept"
@@ -185,7 +175,7 @@ def test_only_temporary_files_the_pipeline_names_are_reaped(tmp_path: Path) -> N
     other = directory / f"{TEMP_PREFIX}someone-elses-file"
     other.write_bytes(b"kept")
 
-    assert remove_stale_temp_files(directory) == 1
+    assert storage_for(directory).remove_stale_temp_files() == 1
     assert not dead_writer.exists()
     assert link.is_symlink() and target.read_bytes() == b"kept" and other.read_bytes() == b"kept"
 

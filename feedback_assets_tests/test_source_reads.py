@@ -19,6 +19,7 @@ from feedback_assets.settings import ConfigError, parse_source_url
 from feedback_assets.source import FeedbackSource, open_source
 from feedback_assets.source.postgres_sessions import arrow_batches
 from feedback_assets.source_join import SourceFrames
+from feedback_assets.storage import storage_for
 from feedback_assets_tests.crafted_source import write_crafted_source
 from feedback_assets_tests.text_copy import text_read_window
 
@@ -38,7 +39,7 @@ def assert_same_rows(ours: SourceFrames, theirs: SourceFrames) -> None:
 
 
 def _run_slices(source: FeedbackSource, tmp_path: Path, with_history: bool) -> list[SourceFrames]:
-    with source.reading_run(FIRST, END, with_history=with_history, scratch_root=tmp_path) as read:
+    with source.reading_run(FIRST, END, with_history=with_history, scratch_root=storage_for(tmp_path)) as read:
         return [read(FIRST, SPLIT), read(SPLIT, END)]
 
 
@@ -152,7 +153,7 @@ def test_a_slice_whose_arrow_session_is_lost_is_read_again_from_a_new_snapshot(
     write_crafted_source(postgres_url)
     faults: list[str] = []
     source = open_source(parse_source_url(postgres_url), include_image_urls=True, log=faults.append)
-    with source.reading_run(FIRST, END, with_history=True, scratch_root=tmp_path) as read:
+    with source.reading_run(FIRST, END, with_history=True, scratch_root=storage_for(tmp_path)) as read:
         first = read(FIRST, SPLIT)
         # The two Arrow sessions: both read dimension tables, the first then reads the slices.
         backends = _pipeline_arrow_backends(postgres_url)

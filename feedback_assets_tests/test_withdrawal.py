@@ -26,6 +26,7 @@ from feedback_assets.definitions import defs
 from feedback_assets.defs.erasure import DRY_RUN_NOTE, NOTHING_TO_DO_NOTE, SCHEDULED_TAGS, erase_subjects
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import FeedbackSettings
+from feedback_assets.storage import storage_for
 from feedback_assets.subjects import SUBJECTS_DIR, SubjectRecord, subjects_of
 from feedback_assets.training_csv import csv_bytes
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
@@ -147,7 +148,7 @@ def test_a_user_who_withdraws_consent_is_in_no_file_after_the_scheduled_erasure(
     settings = exported(tmp_path, source_url, instance)
     assert holding(tmp_path, [h(WITHDRAWS)], WITHDRAWS), "the export holds the user before"
     # The export itself recorded whose rows each day holds.
-    record = SubjectRecord(tmp_path / "storage").read()
+    record = SubjectRecord(storage_for(tmp_path / "storage")).read()
     assert sorted(record.filter(pl.col("user_id") == WITHDRAWS)["partition"].to_list()) == DAYS
     kept_rows = csv_rows(tmp_path).filter(pl.col("analysis_hash") != h(WITHDRAWS))
 
@@ -224,7 +225,7 @@ def test_image_consent_withdrawal_blanks_image_urls_everywhere_and_leaves_the_re
     }
     seen = observations(instance, result.run_id)
     assert {obs["cause"] for days in seen.values() for obs in days.values()} == {erasure.IMAGE_CONSENT_WITHDRAWN}
-    record = SubjectRecord(tmp_path / "storage").read()
+    record = SubjectRecord(storage_for(tmp_path / "storage")).read()
     assert record.filter(pl.col("user_id") == IMAGE_OFF)["image_url"].to_list() == [False] * 3
     # The next night has nothing left to do.
     assert output_metadata(scheduled_erasure(instance, settings))["nothing_to_do"] is True
@@ -287,7 +288,7 @@ def test_the_record_of_subjects_is_derived_for_days_exported_before_it_existed_a
     for key in ("rows_removed_by_day", "image_urls_blanked_training_csv", "rows_removed_raw_feedback"):
         assert done_metadata[key] == planned[key], key
     # The record is made for every day, without the withdrawn user and the blanked images.
-    record = SubjectRecord(storage)
+    record = SubjectRecord(storage_for(storage))
     assert record.days() == DAYS
     expected = subjects_of(pl.read_parquet(storage / "raw_feedback" / "*.parquet")).with_columns(
         partition=pl.col("partition").dt.to_string()

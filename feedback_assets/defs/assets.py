@@ -30,19 +30,13 @@ from feedback_assets.asset_runs import (
 )
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.failures import explained_failures
-from feedback_assets.files import (
-    WritesBehind,
-    concurrently,
-    location,
-    rematerialize_command,
-    remove_stale_temp_files,
-)
+from feedback_assets.files import WritesBehind, concurrently, rematerialize_command
 from feedback_assets.fingerprint import FINGERPRINT_METADATA, watched_days
 from feedback_assets.partitions import backfill_policy, daily_partitions, window_of
 from feedback_assets.pseudonyms import PseudonymCache
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.settings import CONTRACT_VERSION, DedupeScope, ExportSettings
-from feedback_assets.storage import MissingPartitionError, PartitionStore, split_by_partition
+from feedback_assets.storage import MissingPartitionError, PartitionStore, Storage, split_by_partition
 from feedback_assets.subjects import SubjectRecord
 from feedback_assets.training_csv import csv_format_of, export_day, write_training_csv
 
@@ -59,7 +53,8 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     run = SlicedRun(context)
     settings = feedback_settings.settings
     source, store = feedback_settings.source(context.log.warning), feedback_settings.partition_store()
-    subjects = SubjectRecord(settings.storage_dir)
+    storage = feedback_settings.storage()
+    subjects = SubjectRecord(storage)
     with_history = settings.dedupe_scope == "first_per_pair"
     context.log.info(f"reading {len(context.partition_keys)} day(s) from the {settings.source.describe()}")
     with explained_failures():
@@ -76,7 +71,7 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
 
     with (
         run.writing(feedback_settings) as behind,
-        source.reading_run(*run_window, with_history=with_history, scratch_root=settings.storage_dir) as read_window,
+        source.reading_run(*run_window, with_history=with_history, scratch_root=storage) as read_window,
     ):
 
         def read(days: list[str]) -> int:
@@ -288,8 +283,8 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     12 columns of docs/contract.md section 4, one row per exported pair."""
     run = SlicedRun(context)
     settings = feedback_settings.settings
-    store = feedback_settings.partition_store()
-    remove_stale_temp_files(settings.export_dir)
+    store, exports = feedback_settings.partition_store(), feedback_settings.exports()
+    exports.remove_stale_temp_files()
 
     def export(days: list[str]) -> int:
         with explained_failures():
@@ -301,7 +296,7 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
             }
             written = behind.submit(
                 lambda: concurrently(
-                    lambda day: _export_day(context.run.run_id, settings, day[0], day[1], upstream[day[0]]),
+                    lambda day: _export_day(context.run.run_id, settings, exports, day[0], day[1], upstream[day[0]]),
                     rows.items(),
                 )
             )
@@ -317,7 +312,7 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
 
 
 def _export_day(
-    run_id: str, settings: ExportSettings, key: str, rows: pl.DataFrame, upstream: dict[str, int]
+    run_id: str, settings: ExportSettings, exports: Storage, key: str, rows: pl.DataFrame, upstream: dict[str, int]
 ) -> dict[str, Any]:
     """Write one day's CSV and manifest; the day's metadata."""
     suppress_below = settings.k_anonymity_threshold if settings.suppress_small_groups else None
@@ -335,13 +330,13 @@ def _export_day(
         "timestamp_precision": settings.timestamp_precision,
         "pseudonym_scope": settings.pseudonym_scope,
     }
-    path = write_training_csv(
-        settings.export_dir, key, day.rows, {"partition": key, "run_id": run_id, "counts": day.counts, **facts}
+    name = write_training_csv(
+        exports, key, day.rows, {"partition": key, "run_id": run_id, "counts": day.counts, **facts}
     )
     return {
         "dagster/row_count": day.rows.height,
         "dagster/column_schema": catalog.csv_schema(tuple(day.rows.columns)),
-        "path": dg.MetadataValue.path(location(path)),
+        "path": dg.MetadataValue.path(exports.location(name)),
         **facts,
         **day.counts,
     }

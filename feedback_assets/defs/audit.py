@@ -14,6 +14,7 @@ from feedback_assets import k_anonymity
 from feedback_assets.dedupe_state import days_holding_a_key_twice, days_to_rerun, repair_of
 from feedback_assets.failures import explained_failures
 from feedback_assets.resources import FeedbackSettings
+from feedback_assets.storage import PartitionStore
 from feedback_assets.training_csv import training_files
 from feedback_assets.volume_stats import day_volumes
 
@@ -26,11 +27,13 @@ def audit_exported_history(context: dg.OpExecutionContext, feedback_settings: Fe
     settings = feedback_settings.settings
     with explained_failures():
         shared = feedback_settings.dedupe_state().shared_keys()
-    files = list(training_files(settings.export_dir).values())
+    exports = feedback_settings.exports()
+    files = list(training_files(exports).values())
     qis = settings.quasi_identifiers
-    every_day = k_anonymity.measure(k_anonymity.exported_cells(files, qis), settings.k_anonymity_threshold, qis)
+    cells = k_anonymity.exported_cells(exports, files, qis)
+    every_day = k_anonymity.measure(cells, settings.k_anonymity_threshold, qis)
     days = days_to_rerun(shared)
-    volumes = day_volumes(settings)
+    volumes = day_volumes(settings, PartitionStore(feedback_settings.storage()))
     odd_volumes = [day for day in volumes if day.odd]
     metadata: dict[str, dg.RawMetadataValue] = {
         "keys_owned_twice": shared.height,

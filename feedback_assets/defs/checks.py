@@ -14,6 +14,7 @@ from feedback_assets.dedupe_state import days_to_rerun, repair_of
 from feedback_assets.failures import explained_failures
 from feedback_assets.partitions import days_of_run
 from feedback_assets.resources import FeedbackSettings
+from feedback_assets.storage import PartitionStore
 from feedback_assets.training_csv import training_files
 from feedback_assets.volume_stats import day_volumes, volume_metadata
 
@@ -59,9 +60,10 @@ def k_anonymity_of_exports(
     settings = feedback_settings.settings
     threshold = settings.k_anonymity_threshold
     run_days = days_of_run(context.run.tags)
-    run_files = [path for day, path in training_files(settings.export_dir).items() if day in run_days]
+    exports = feedback_settings.exports()
+    run_files = [name for day, name in training_files(exports).items() if day in run_days]
     qis = settings.quasi_identifiers
-    these_days = k_anonymity.measure(k_anonymity.exported_cells(run_files, qis), threshold, qis)
+    these_days = k_anonymity.measure(k_anonymity.exported_cells(exports, run_files, qis), threshold, qis)
     return dg.AssetCheckResult(
         passed=these_days.rows_below_threshold == 0,
         severity=dg.AssetCheckSeverity.WARN,
@@ -90,7 +92,8 @@ def k_anonymity_of_exports(
 )
 def feedback_volume(context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings) -> dg.AssetCheckResult:
     with explained_failures():
-        judged = day_volumes(feedback_settings.settings, days_of_run(context.run.tags))
+        store = PartitionStore(feedback_settings.storage())
+        judged = day_volumes(feedback_settings.settings, store, days_of_run(context.run.tags))
     for day in judged:
         if day.odd:
             context.log.warning(f"feedback_volume: {day.describe()}")

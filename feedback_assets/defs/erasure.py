@@ -30,10 +30,10 @@ from feedback_assets.asset_runs import (
     TRAINING_CSV,
 )
 from feedback_assets.failures import explained_failures
-from feedback_assets.files import location, remove_abandoned_scratch
 from feedback_assets.pseudonyms import pseudonymize_user_ids, scoped_pseudonyms
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.settings import ExportSettings
+from feedback_assets.storage import Storage
 from feedback_assets.subjects import SubjectRecord, days_in
 from feedback_assets.training_csv import training_files
 
@@ -109,10 +109,9 @@ def _blanking_observations(summary: withdrawal.BlankingSummary, run_id: str) -> 
     ]
 
 
-def _unrecorded_days(settings: ExportSettings, recorded: set[str]) -> list[str]:
+def _unrecorded_days(storage: Storage, exports: Storage, recorded: set[str]) -> list[str]:
     """Days with files whose raw_feedback is gone, so no record says whose rows they hold."""
-    storage = settings.storage_dir
-    days = set(training_files(settings.export_dir))
+    days = set(training_files(exports))
     for kind in ("anonymized_pairs", "deduplicated_pairs"):
         days |= set(days_in(storage / kind))
     return sorted(days - recorded)
@@ -163,7 +162,8 @@ def erase_requested_subjects(
         read = source.read_erasure_requests()
     # Requests whose user id cannot be read fail the run, once everything else is done.
     unreadable, requests = read.null_count(), read.drop_nulls()
-    record = SubjectRecord(settings.storage_dir)
+    storage, exports = feedback_settings.storage(), feedback_settings.exports()
+    record = SubjectRecord(storage)
 
     # A dry run only reads, so it shares the lock as export steps do: it waits for an erasure in
     # progress instead of counting from files half of which are already erased.
@@ -171,13 +171,13 @@ def erase_requested_subjects(
     with explained_failures(), lock(context.log.info):
         if not dry_run:
             # A killed raw_feedback step's copies of source rows (docs/privacy.md, Erasure).
-            remove_abandoned_scratch(settings.storage_dir, context.log.warning)
+            storage.remove_abandoned_scratch(context.log.warning)
         # Days exported before the record existed: their record is made once, from raw_feedback.
         derived = record.derived(record.unrecorded_raw_days())
         held = record.read(extra=derived)
         consent = source.read_user_consent(held["user_id"].unique())
         work = withdrawal.plan(held, consent, requests)
-        unrecorded = _unrecorded_days(settings, set(record.days()) | set(derived)) if len(requests) else []
+        unrecorded = _unrecorded_days(storage, exports, set(record.days()) | set(derived)) if len(requests) else []
         if unrecorded:
             context.log.warning(
                 f"{len(unrecorded)} day(s) ({unrecorded[0]} to {unrecorded[-1]}) have exported files but no "
@@ -190,8 +190,8 @@ def erase_requested_subjects(
         def erase(users: pl.Series, days: set[str], cause: str) -> erasure.ErasureSummary:
             pseudonyms = pseudonymize_user_ids(users, settings.hmac_key)
             return erasure.erase(
-                storage_dir=settings.storage_dir,
-                export_dir=settings.export_dir,
+                storage=storage,
+                exports=exports,
                 state=feedback_settings.dedupe_state(),
                 user_ids=pseudonyms["user_id"],
                 pseudonyms=pseudonyms["analysis_hash"],
@@ -222,8 +222,8 @@ def erase_requested_subjects(
         if not work.images.is_empty():
             image_pseudonyms = pseudonymize_user_ids(work.images["user_id"].unique(), settings.hmac_key)
             blanked = withdrawal.blank_image_urls(
-                storage_dir=settings.storage_dir,
-                export_dir=settings.export_dir,
+                storage=storage,
+                exports=exports,
                 user_ids=image_pseudonyms["user_id"],
                 pseudonyms=image_pseudonyms["analysis_hash"],
                 csv_pseudonyms=_csv_pseudonyms(settings, image_pseudonyms),
@@ -232,13 +232,13 @@ def erase_requested_subjects(
             )
             if not dry_run:
                 at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-                withdrawal.audit_blanking(settings.storage_dir, at, context.run_id, settings.hmac_key_id, blanked)
+                withdrawal.audit_blanking(storage, at, context.run_id, settings.hmac_key_id, blanked)
         if not dry_run and not (work.nothing_to_do and not derived):
             # Last, once the files hold what it says: a run killed before it finds the same work again.
             after = _record_after(held, work)
             for day in sorted(_days(work.requested) | _days(work.withdrawn) | _days(work.images) | set(derived)):
                 record.replace(day, after.filter(pl.col("partition") == day))
-    _report(context, settings, dry_run, held, work, nothing_to_do, erased, withdrawn, blanked, len(requests))
+    _report(context, storage, dry_run, held, work, nothing_to_do, erased, withdrawn, blanked, len(requests))
     if unreadable:
         raise dg.Failure(
             description=f"{unreadable} erasure request(s) have a user id that does not read as a number, so those "
@@ -262,7 +262,7 @@ def _csv_pseudonyms(settings: ExportSettings, pseudonyms: pl.DataFrame) -> erasu
 
 def _report(
     context: dg.OpExecutionContext,
-    settings: ExportSettings,
+    storage: Storage,
     dry_run: bool,
     held: pl.DataFrame,
     work: withdrawal.Withdrawals,
@@ -325,13 +325,13 @@ def _report(
     if blanked is not None:
         for observation in _blanking_observations(blanked, context.run_id):
             context.log_event(observation)
-    audit_log = settings.storage_dir / erasure.AUDIT_FILE
+    audit_log = storage.location(erasure.AUDIT_FILE)
     if entries:
         context.log.info(
             f"{who}; removed {rows} and blanked {images}; audit entries {', '.join(entries)} in {audit_log}"
         )
         metadata["audit_entry"] = ", ".join(entries)
-        metadata["audit_log"] = dg.MetadataValue.path(location(audit_log))
+        metadata["audit_log"] = dg.MetadataValue.path(audit_log)
     context.add_output_metadata(metadata)
 
 

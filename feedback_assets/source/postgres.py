@@ -10,7 +10,6 @@ from contextlib import contextmanager
 import polars as pl
 
 from feedback_assets.connections import postgres_arrow_session, postgres_connection
-from feedback_assets.files import StoragePath, private_scratch
 from feedback_assets.source import postgres_sessions as pg
 from feedback_assets.source.parsing import consent_frame, erasure_ids, fingerprints_from_digests, source_frames
 from feedback_assets.source.reader import SourceReader, WindowReader, columns_by_table, consent_chunks
@@ -28,6 +27,7 @@ from feedback_assets.source.sql import (
     repeated_ids_query,
 )
 from feedback_assets.source_join import SourceFrames
+from feedback_assets.storage import Storage
 
 
 class PostgresSource(SourceReader):
@@ -58,10 +58,10 @@ class PostgresSource(SourceReader):
 
     @contextmanager
     def reading_run(
-        self, start: dt.datetime, end: dt.datetime, *, with_history: bool, scratch_root: StoragePath
+        self, start: dt.datetime, end: dt.datetime, *, with_history: bool, scratch_root: Storage
     ) -> Iterator[WindowReader]:
         """Every slice from one snapshot, the dimension tables read once for the run (`RunSnapshot`)."""
-        with private_scratch(scratch_root, self.retry.log) as scratch:
+        with scratch_root.scratch(self.retry.log) as scratch:
             run = RunSnapshot(
                 self.location,
                 self.include_image_urls,

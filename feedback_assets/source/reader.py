@@ -10,13 +10,13 @@ from typing import Protocol
 
 import polars as pl
 
-from feedback_assets.files import StoragePath
 from feedback_assets.schemas import READS, SOURCE_TABLES
 from feedback_assets.source.parsing import fingerprints_of
 from feedback_assets.source.retry import RetryPolicy
 from feedback_assets.source.sql import CONSENT_IDS_PER_QUERY
 from feedback_assets.source_join import SourceFrames
 from feedback_assets.source_url import SourceLocation
+from feedback_assets.storage import Storage
 
 # The tables and columns a source must have: those the reader reads.
 REQUIRED_COLUMNS: Mapping[str, tuple[str, ...]] = {
@@ -51,7 +51,7 @@ class FeedbackSource(Protocol):
         `with_history` the earlier feedback rows of the same (user, recommendation) pairs."""
 
     def reading_run(
-        self, start: dt.datetime, end: dt.datetime, *, with_history: bool, scratch_root: StoragePath
+        self, start: dt.datetime, end: dt.datetime, *, with_history: bool, scratch_root: Storage
     ) -> AbstractContextManager[WindowReader]:
         """A reader of windows within [start, end), one run's whole range, for a run that reads it
         a slice at a time; its working files, if any, under `scratch_root`."""

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 import polars as pl
 
 from feedback_assets.connections import sqlite_connection
-from feedback_assets.files import StoragePath
 from feedback_assets.schemas import READS
 from feedback_assets.source.parsing import (
     consent_frame,
@@ -34,6 +33,7 @@ from feedback_assets.source.sql import (
 )
 from feedback_assets.source_join import SourceFrames
 from feedback_assets.source_url import SourceLocation
+from feedback_assets.storage import Storage
 
 
 def id_is_key(db: sqlite3.Connection) -> bool:
@@ -72,7 +72,7 @@ class SqliteSource(SourceReader):
 
     @contextmanager
     def reading_run(
-        self, start: dt.datetime, end: dt.datetime, *, with_history: bool, scratch_root: StoragePath
+        self, start: dt.datetime, end: dt.datetime, *, with_history: bool, scratch_root: Storage
     ) -> Iterator[WindowReader]:
         """Each window read on its own (`read_window`): no scratch, no run-wide state."""
         yield lambda first, last: self.read_window(first, last, with_history=with_history)
