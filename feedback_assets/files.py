@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, Final, TypeVar
 import polars as pl
 
 from feedback_assets.object_storage import ERRORS as OBJECT_STORE_ERRORS
-from feedback_assets.object_storage import ObjectPath, storage_lease
+from feedback_assets.object_storage import ObjectPath, check_writes, storage_lease
 from feedback_assets.object_storage import reason as object_storage_reason
 
 # Where a setting's directory is: this machine's disk, or object storage.
@@ -265,6 +265,7 @@ def write_atomically(path: StoragePath, write: Callable[[BinaryIO], object], mod
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        check_writes()
         os.replace(temp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
