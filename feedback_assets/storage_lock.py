@@ -77,7 +77,7 @@ class _Keeper:
 
     def check(self) -> None:
         if self._lost is None and time.monotonic() - self._confirmed_at > self.deadline:
-            self._lost = f"it could not be renewed for {self.deadline:.0f} s"
+            self._lost = f"it could not be confirmed for {self.deadline:.0f} s"
         if self._lost is not None:
             raise LockLostError(
                 f"the storage lock ({self.name}) was lost: {self._lost}. Another run may hold it now, so "
@@ -195,11 +195,14 @@ class _Lease:
     key: str
     holder: str
     e_tag: str | None = None
+    # When the request that made the present version was sent: its holder's deadline counts from then.
+    sent: float = 0.0
     _renewals: int = 0
 
     def body(self) -> bytes:
         # A new body each time: S3's entity tag is the body's MD5, and a renewal must change it.
         self._renewals += 1
+        self.sent = time.monotonic()
         return f"{self.holder} {self._renewals}".encode()
 
     def create(self) -> bool:
@@ -228,6 +231,7 @@ class _Lease:
             lease_seconds / 4,
             lease_seconds / 2,
             gone=(PreconditionError, FileNotFoundError),
+            _confirmed_at=self.sent,
         )
 
 

@@ -24,6 +24,8 @@ from feedback_assets.storage_lock import advisory_key, storage_lock
 from feedback_assets_tests.processes import Processes
 from feedback_assets_tests.s3_server import S3Server, running_s3_server
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 30.0
 LEASE_SECONDS = 3.0
