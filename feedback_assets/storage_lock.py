@@ -168,6 +168,7 @@ def advisory_lock(
                 ),
                 key,
             ).scalar()
+            # Asked of pg_locks, not just answered: a session SQLAlchemy reconnected holds nothing.
             if not held:
                 raise LockLostError("the database no longer has it")
 
@@ -182,8 +183,9 @@ def advisory_lock(
             with keeper.kept():
                 yield
         finally:
-            # Released at once, not when the connection closes: a pooled connection would keep it.
-            with contextlib.suppress(sa.exc.DBAPIError):
+            # Released at once, not when the connection closes: a pooled connection would keep it. A
+            # session that ended has nothing to release, and its error must not hide why the step failed.
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
                 session.execute(sa.text(f"SELECT pg_advisory_unlock{suffix}(:key)"), key)
 
 

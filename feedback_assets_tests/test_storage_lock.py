@@ -20,7 +20,7 @@ import pytest
 from dagster_postgres.run_storage import PostgresRunStorage
 
 from feedback_assets.object_storage import ObjectPath
-from feedback_assets.storage_lock import advisory_key, storage_lock
+from feedback_assets.storage_lock import ADVISORY_CHECK_SECONDS, advisory_key, storage_lock
 from feedback_assets_tests.processes import Processes
 from feedback_assets_tests.s3_server import S3Server, running_s3_server
 
@@ -219,6 +219,37 @@ def test_an_advisory_lock_holder_killed_outright_releases_it(tmp_path: Path, ins
         assert holders.exit_code("next") == 0, holders.logs()
         assert in_and_out(holders.events()) == ["killed in", "next in", "next out"]
     assert advisory_lock_free(instance_database, location)
+
+
+def test_an_advisory_lock_holder_whose_session_was_ended_fails(tmp_path: Path, instance_database: str) -> None:
+    """The server ending the session (a restart, a DBA) frees the lock at once; the holder learns it
+    at its next look (storage_lock.ADVISORY_CHECK_SECONDS) and its step fails."""
+    location = str(tmp_path / "storage")
+    with Holders(tmp_path, {}) as holders:
+        holders.start("ended", location, "--database", with_psycopg2(instance_database), "--exclusive")
+        holders.reached("ended in")
+        with contextlib.closing(psycopg2.connect(instance_database)) as connection:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND objid::bigint = %s & 4294967295",
+                    (advisory_key(location),),
+                )
+                assert cursor.fetchall() == [(True,)]
+        # pg_terminate_backend only signals the backend; it frees the lock as it exits.
+        deadline = time.monotonic() + 5
+        while not advisory_lock_free(instance_database, location):
+            assert time.monotonic() < deadline, "the ended session's lock was not freed"
+            time.sleep(0.1)
+        time.sleep(ADVISORY_CHECK_SECONDS + 2)
+        holders.release("ended")
+        holders.reached("ended lost")
+        assert holders.exit_code("ended") == 3
+        (lost,) = [line for line in holders.events() if line.startswith("ended lost")]
+        assert f"the storage lock (advisory lock {advisory_key(location)}) was lost: " in lost
+        # psycopg2 says the server ended or closed the connection, depending on when it reads it.
+        assert "(psycopg2.OperationalError) " in lost and "run it again" in lost
 
 
 def test_shared_advisory_holders_coexist_and_an_exclusive_one_waits_for_them(
