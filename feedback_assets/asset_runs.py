@@ -96,7 +96,11 @@ class SlicedRun:
     def writing(self, feedback_settings: FeedbackSettings) -> Iterator[WritesBehind]:
         """Domain errors become plain Failures; erasure waits while this is held; every write
         submitted behind has landed (or raised) when this ends."""
-        with explained_failures(), feedback_settings.writing(self.context.log.info), WritesBehind() as behind:
+        with (
+            explained_failures(),
+            feedback_settings.writing(self.context.log.info, self.context.instance),
+            WritesBehind() as behind,
+        ):
             yield behind
 
     def over_slices(self, work: Callable[[list[str]], int], days: Sequence[str] | None = None) -> None:

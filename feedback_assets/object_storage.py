@@ -39,6 +39,16 @@ ENV_PREFIXES: Final = ("AWS_", "GOOGLE_", "AZURE_")
 # family (with builtin OSError subclasses for some) for the rest.
 ERRORS: Final = (BaseError, OSError)
 
+# Run before every request that changes a stored file, here and in files.write_atomically: the
+# storage lock adds its holder's check while held (storage_lock.py), so a process whose lock was
+# lost writes nothing more.
+WRITE_CHECKS: list[Callable[[], None]] = []
+
+
+def check_writes() -> None:
+    for check in tuple(WRITE_CHECKS):
+        check()
+
 
 _ERROR_CODE: Final = re.compile(r"<Code>([^<]+)</Code>")
 
@@ -149,10 +159,12 @@ class ObjectPath:
     def write_bytes(self, data: bytes) -> None:
         """One PUT, or for a large object a multipart upload the store completes last: a reader sees
         the old object or the new one, never a part, and no temporary object is ever listed."""
+        check_writes()
         obstore.put(self._store, self.key, data)
 
     def create(self, data: bytes) -> bool:
         """Write the object only if none is there (a conditional PUT); False if one was."""
+        check_writes()
         try:
             obstore.put(self._store, self.key, data, mode="create")
         except AlreadyExistsError:
@@ -172,6 +184,7 @@ class ObjectPath:
     def unlink(self, missing_ok: bool = False) -> None:
         if not missing_ok and not self.is_file():
             raise FileNotFoundError(f"no object at {self}")
+        check_writes()
         obstore.delete(self._store, self.key)
 
     def last_modified(self) -> dt.datetime | None:

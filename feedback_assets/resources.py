@@ -14,13 +14,13 @@ from pydantic import Field, PrivateAttr, create_model
 
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.failures import EXPLAINED_ERRORS
-from feedback_assets.files import storage_lock
 from feedback_assets.key_guard import ensure_same_key
 from feedback_assets.partitions import load_problems
 from feedback_assets.settings import ExportSettings, check_output_dirs
 from feedback_assets.settings_fields import ConfigError, Setting, SettingValue, declared, read, read_setting
 from feedback_assets.source import FeedbackSource, open_source
 from feedback_assets.storage import EXPORT, PRIVATE, PartitionStore, Storage, storage_for
+from feedback_assets.storage_lock import storage_lock
 
 UNSET = (
     "{} as the code location loaded it (docs/contract.md, section 2); "
@@ -126,17 +126,20 @@ class FeedbackSettings(_Fields):
             settings.source, settings.include_image_urls, retry_seconds=settings.source_retry_seconds, log=log
         )
 
-    def writing(self, log: Callable[[str], None]) -> AbstractContextManager[None]:
-        """Held by every export step while it reads and writes the stored files (erasure waits)."""
+    def writing(self, log: Callable[[str], None], instance: dg.DagsterInstance) -> AbstractContextManager[None]:
+        """Held by every export step while it reads and writes the stored files (erasure waits); in
+        the instance's database when that is PostgreSQL (storage_lock.py)."""
         return storage_lock(
+            instance,
             self.settings.storage_dir,
             exclusive=False,
             on_wait=lambda: log("waiting for an erase_subjects run to finish with the stored files"),
         )
 
-    def erasing(self, log: Callable[[str], None]) -> AbstractContextManager[None]:
+    def erasing(self, log: Callable[[str], None], instance: dg.DagsterInstance) -> AbstractContextManager[None]:
         """Held by erasure while it rewrites the stored and exported files (export steps wait)."""
         return storage_lock(
+            instance,
             self.settings.storage_dir,
             exclusive=True,
             on_wait=lambda: log("waiting for the export steps now running to finish with the stored files"),

@@ -22,6 +22,12 @@ from feedback_assets_tests.daemon import free_port
 from feedback_assets_tests.processes import BIN_DIR, Processes
 
 START_TIMEOUT = 30.0
+_SERIAL_MOTO = (
+    "import sys; from werkzeug.serving import make_server; "
+    "from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app; "
+    "make_server('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False, "
+    "request_handler=MotoRequestHandler).serve_forever()"
+)
 # moto checks no signature; these only have to be present, and the tests assert they are never shown.
 ACCESS_KEY_ID = "AKIAFEEDBACKTESTS0001"
 SECRET_ACCESS_KEY = "feedback-tests-secret-access-key-never-shown"
@@ -77,12 +83,16 @@ def files_under(root: Path) -> dict[str, bytes]:
 
 
 @contextmanager
-def running_s3_server(logs_dir: Path) -> Iterator[S3Server]:
+def running_s3_server(logs_dir: Path, *, one_request_at_a_time: bool = False) -> Iterator[S3Server]:
+    """`one_request_at_a_time`: moto served without threads. moto_server answers requests on threads
+    and checks a PUT's If-Match or If-None-Match before it stores the object without a lock, so two
+    conditional PUTs at once can both succeed; served one at a time, they are as atomic as on S3."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     with Processes(logs_dir, environment) as processes:
         port = free_port()
+        command = [str(BIN_DIR / "python"), "-c", _SERIAL_MOTO, str(port)] if one_request_at_a_time else []
         server = processes.start(
-            [str(BIN_DIR / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], logs_dir / "moto_server.log"
+            command or [str(BIN_DIR / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], logs_dir / "moto_server.log"
         )
         endpoint = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT

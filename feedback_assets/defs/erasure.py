@@ -168,7 +168,7 @@ def erase_requested_subjects(
     # A dry run only reads, so it shares the lock as export steps do: it waits for an erasure in
     # progress instead of counting from files half of which are already erased.
     lock = feedback_settings.writing if dry_run else feedback_settings.erasing
-    with explained_failures(), lock(context.log.info):
+    with explained_failures(), lock(context.log.info, context.instance):
         if not dry_run:
             # A killed raw_feedback step's copies of source rows (docs/privacy.md, Erasure).
             storage.remove_abandoned_scratch(context.log.warning)

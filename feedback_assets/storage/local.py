@@ -17,6 +17,7 @@ from typing import BinaryIO
 import polars as pl
 
 from feedback_assets.files import OutputWriteError, ensure_dir
+from feedback_assets.object_storage import check_writes
 from feedback_assets.storage.base import Rooted, Warn, ignore
 from feedback_assets.storage.scratch import SCRATCH_DIR, private_scratch, remove_abandoned_scratch, writer_id
 
@@ -106,6 +107,8 @@ class LocalStorage(Rooted[Path]):
                 write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
+            # A holder that lost the storage lock must not commit (storage_lock.py).
+            check_writes()
             os.replace(temp, path)
         except BaseException as exc:
             with contextlib.suppress(OSError):
