@@ -18,7 +18,7 @@ from typing import Any, Final, TypeVar
 import polars as pl
 
 from feedback_assets.object_storage import ERRORS as OBJECT_STORE_ERRORS
-from feedback_assets.object_storage import ObjectPath, storage_lease
+from feedback_assets.object_storage import ObjectPath
 
 # Where a setting's directory is: this machine's disk, or object storage.
 StoragePath = Path | ObjectPath
@@ -62,20 +62,15 @@ LOCK_NAME = ".feedback.lock"
 
 
 @contextlib.contextmanager
-def storage_lock(storage_dir: StoragePath, *, exclusive: bool, on_wait: Callable[[], None]) -> Iterator[None]:
+def storage_lock(storage_dir: Path, *, exclusive: bool, on_wait: Callable[[], None]) -> Iterator[None]:
     """Hold the storage dir's lock: shared by the export steps, exclusive for erasure.
 
     Erasure rewrites the files the export steps write; with the lock, an erasure never runs while a
     step is between reading and writing them, so no step writes back rows erasure removed, and two
     erasures never interleave their audit entries. `on_wait` is called once if the lock is taken.
     An flock lives as long as its open file, so a killed process never leaves it held. It covers the
-    processes of one machine; runs on several machines also share the dedupe-state pool. On object
-    storage the lock is a lease (object_storage.storage_lease), which covers every machine.
+    processes of one machine; storage_lock.py picks this form for a local storage dir.
     """
-    if isinstance(storage_dir, ObjectPath):
-        with storage_lease(storage_dir, exclusive=exclusive, on_wait=on_wait):
-            yield
-        return
     ensure_dir(storage_dir, PRIVATE_DIR_MODE)
     fd = _open_lock_file(storage_dir / LOCK_NAME, create=True)
     mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH

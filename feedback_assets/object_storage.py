@@ -9,16 +9,11 @@ AZURE_* likewise), read by obstore itself: this module never holds, logs or show
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import fnmatch
 import functools
 import os
 import re
-import socket
-import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -198,100 +193,3 @@ class ObjectPath:
         for batch in obstore.list(self._store, self._prefix):
             for meta in batch:
                 yield ObjectPath(self.root, meta["path"])
-
-
-# A lease holder rewrites its lease object every LEASE_SECONDS / 4; one not rewritten for
-# LEASE_SECONDS belongs to a holder that was killed (a pod evicted mid-step) and is ignored.
-LEASE_SECONDS: Final = 120.0
-LEASE_POLL_SECONDS: Final = 1.0
-
-
-def _expired(lease: ObjectPath, lease_seconds: float) -> bool:
-    written = lease.last_modified()
-    return written is None or (dt.datetime.now(dt.UTC) - written).total_seconds() > lease_seconds
-
-
-@contextlib.contextmanager
-def _renewed(lease: ObjectPath, body: bytes, lease_seconds: float) -> Iterator[None]:
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(lease_seconds / 4):
-            with contextlib.suppress(*ERRORS):
-                lease.write_bytes(body)
-
-    thread = threading.Thread(target=renew, name=f"lease {lease.name}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        with contextlib.suppress(*ERRORS):
-            lease.unlink(missing_ok=True)
-
-
-def _live_shared_leases(directory: ObjectPath, lease_seconds: float) -> bool:
-    """Whether a shared lease is held; the lapsed leases of killed holders are removed on the way."""
-    live = False
-    for lease in directory.objects():
-        if _expired(lease, lease_seconds):
-            lease.unlink(missing_ok=True)
-        else:
-            live = True
-    return live
-
-
-@contextlib.contextmanager
-def storage_lease(
-    directory: ObjectPath,
-    *,
-    exclusive: bool,
-    on_wait: Callable[[], None],
-    lease_seconds: float = LEASE_SECONDS,
-) -> Iterator[None]:
-    """The object-storage form of the storage dir's lock: shared by export steps, exclusive for erasure.
-
-    Object storage has no file locks, so this is a readers-writer lock of lease objects under
-    `.locks/`, on a store with strong read-after-write consistency (S3, GCS and Azure Blob all are):
-    an exclusive holder creates `.locks/exclusive` with a conditional PUT (only one can), then waits
-    for every shared lease to go; a shared holder writes its own lease, then backs off while an
-    exclusive lease exists. Each writes before it looks, so of two that start together at least one
-    sees the other. Leases are renewed while held; a killed holder's lapses after `lease_seconds`,
-    judged by the store's timestamps against this machine's clock, so clocks must agree to well
-    within that. `on_wait` is called once if the lease has to be waited for.
-    """
-    locks = directory / ".locks"
-    exclusive_lease = locks / "exclusive"
-    holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
-    body = holder.encode()
-    waited = False
-
-    def wait() -> None:
-        nonlocal waited
-        if not waited:
-            on_wait()
-            waited = True
-        time.sleep(min(LEASE_POLL_SECONDS, lease_seconds / 4))
-
-    if exclusive:
-        mine = exclusive_lease
-        while not exclusive_lease.create(body):
-            if _expired(exclusive_lease, lease_seconds):
-                exclusive_lease.unlink(missing_ok=True)
-                continue
-            wait()
-        with _renewed(mine, body, lease_seconds):
-            while _live_shared_leases(locks / "shared", lease_seconds):
-                wait()
-            yield
-    else:
-        mine = locks / "shared" / holder
-        while True:
-            mine.write_bytes(body)
-            if not exclusive_lease.is_file() or _expired(exclusive_lease, lease_seconds):
-                break
-            mine.unlink(missing_ok=True)
-            wait()
-        with _renewed(mine, body, lease_seconds):
-            yield
