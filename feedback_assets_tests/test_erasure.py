@@ -23,7 +23,7 @@ import psycopg2
 import pytest
 from polars.testing import assert_frame_equal
 
-from feedback_assets import erasure
+from feedback_assets import erasure, erasure_rules
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.definitions import defs
 from feedback_assets.defs.erasure import ASSET_OF_KIND, DRY_RUN_NOTE, DRY_RUN_TAG, erase_subjects
@@ -481,28 +481,28 @@ def test_the_cli_runs_the_job(tmp_path: Path, hmac_key: str, instance: dg.Dagste
 
 def test_erased_rows_are_dropped_and_null_ids_kept() -> None:
     frame = pl.DataFrame({"user_id": [1, None, 3, 1], "n": [10, 20, 30, 40]})
-    kept = erasure.without_erased(frame, "user_id", pl.Series([1, 7], dtype=pl.Int64))
+    kept = erasure_rules.without_erased(frame, "user_id", pl.Series([1, 7], dtype=pl.Int64))
     assert_frame_equal(kept, pl.DataFrame({"user_id": [None, 3], "n": [20, 30]}))
-    empty = erasure.without_erased(frame, "user_id", pl.Series([], dtype=pl.Int64))
+    empty = erasure_rules.without_erased(frame, "user_id", pl.Series([], dtype=pl.Int64))
     assert_frame_equal(empty, frame)
 
 
 def test_anonymized_statistics_count_erased_rows_as_excluded() -> None:
     stats = {"total_feedback_records": 10, "anonymized_records": 6, "excluded_records": 1, "excluded_erased": 0}
-    after = erasure.anonymized_stats_after(stats, window_rows_left=4)
+    after = erasure_rules.anonymized_stats_after(stats, window_rows_left=4)
     assert after == {"total_feedback_records": 10, "anonymized_records": 4, "excluded_records": 3, "excluded_erased": 2}
     # Applied again to what the file holds, it changes nothing: a re-run never counts twice.
-    assert erasure.anonymized_stats_after(after, window_rows_left=4) == after
+    assert erasure_rules.anonymized_stats_after(after, window_rows_left=4) == after
 
 
 def test_deduplicated_statistics_are_recounted_from_the_remaining_rows() -> None:
     day = dt.date(2025, 10, 25)
     remaining = pl.DataFrame({"partition": [day, day, day], "kept": [True, False, True]})
-    after = erasure.deduplicated_stats_after(
+    after = erasure_rules.deduplicated_stats_after(
         {"exported_records": 3, "deduplicated_records": 2}, remaining, "2025-10-25"
     )
     assert after == {"exported_records": 2, "deduplicated_records": 1}
-    empty = erasure.deduplicated_stats_after(
+    empty = erasure_rules.deduplicated_stats_after(
         {"exported_records": 1, "deduplicated_records": 0}, remaining.clear(), "2025-10-25"
     )
     assert empty == {"exported_records": 0, "deduplicated_records": 0}
@@ -522,10 +522,10 @@ HEADER_AWKWARD = b"analysis_hash,conditions,helpful_rating,age_range\n"
 
 def test_the_csv_loses_exactly_the_erased_rows_in_the_pipelines_format() -> None:
     data = csv_bytes(AWKWARD_ROWS)
-    unchanged = erasure.erase_from_csv(data, pl.Series(["f" * 64]), None)
+    unchanged = erasure_rules.erase_from_csv(data, pl.Series(["f" * 64]), None)
     assert (unchanged.data, unchanged.rows, unchanged.removed, unchanged.suppressed) == (data, 4, 0, 0)
 
-    erased = erasure.erase_from_csv(data, pl.Series(["a" * 64]), None)
+    erased = erasure_rules.erase_from_csv(data, pl.Series(["a" * 64]), None)
 
     assert erased.data == csv_bytes(AWKWARD_ROWS[[1, 3]])
     assert (erased.rows, erased.removed, erased.suppressed) == (2, 2, 0)
@@ -533,7 +533,7 @@ def test_the_csv_loses_exactly_the_erased_rows_in_the_pipelines_format() -> None
 
 def test_the_csv_suppresses_groups_the_erasure_leaves_too_small() -> None:
     data = csv_bytes(AWKWARD_ROWS.with_columns(conditions=pl.lit("acne"), age_range=pl.lit("25-35")))
-    erased = erasure.erase_from_csv(data, pl.Series(["a" * 64]), erasure.Suppression(3, ("age_range",)))
+    erased = erasure_rules.erase_from_csv(data, pl.Series(["a" * 64]), erasure_rules.Suppression(3, ("age_range",)))
     assert (erased.rows, erased.removed, erased.suppressed) == (0, 2, 2)
     assert erased.data == HEADER_AWKWARD
 
@@ -552,7 +552,7 @@ COUNTS = {
 
 
 def test_manifest_counts_after_erasure() -> None:
-    after = erasure.counts_after_erasure(COUNTS, removed=2, suppressed=1)
+    after = erasure_rules.counts_after_erasure(COUNTS, removed=2, suppressed=1)
     assert after == {
         **COUNTS,
         "anonymized_records": 4,
@@ -565,15 +565,15 @@ def test_manifest_counts_after_erasure() -> None:
         k: v for k, v in COUNTS.items() if k not in ("exported_records", "deduplicated_records", "suppressed_records")
     }
     deduplicated = {"exported_records": 4, "deduplicated_records": 2}
-    assert erasure.counts_from_stats(anonymized, deduplicated, rows=4, suppression=False) == COUNTS
-    assert erasure.counts_from_stats(anonymized, deduplicated, rows=3, suppression=True) == {
+    assert erasure_rules.counts_from_stats(anonymized, deduplicated, rows=4, suppression=False) == COUNTS
+    assert erasure_rules.counts_from_stats(anonymized, deduplicated, rows=3, suppression=True) == {
         **COUNTS,
         "exported_records": 3,
         "suppressed_records": 1,
     }
     # Statistics that describe another file than the CSV are not used.
-    assert erasure.counts_from_stats(anonymized, deduplicated, rows=3, suppression=False) is None
-    assert erasure.counts_from_stats(anonymized, deduplicated, rows=5, suppression=True) is None
+    assert erasure_rules.counts_from_stats(anonymized, deduplicated, rows=3, suppression=False) is None
+    assert erasure_rules.counts_from_stats(anonymized, deduplicated, rows=5, suppression=True) is None
 
 
 def test_the_audit_entry_holds_counts_and_days_only(tmp_path: Path) -> None:
@@ -643,7 +643,7 @@ def test_a_csv_whose_intermediates_are_gone_is_still_cleaned(tmp_path: Path) -> 
     assert csv_path.read_bytes() == csv_bytes(AWKWARD_ROWS[[1, 3]])
     written = json.loads((export / "feedback_training_20251025.manifest.json").read_text())
     assert written["row_count"] == 2 and written["erased_after_export"] == 2 and written["run_id"] == "r"
-    assert written["counts"] == erasure.counts_after_erasure(COUNTS, removed=2, suppressed=0)
+    assert written["counts"] == erasure_rules.counts_after_erasure(COUNTS, removed=2, suppressed=0)
     assert [e["rows_removed"] for e in audit_entries(tmp_path)] == [summary.rows_removed]
     assert [e["entry_id"] for e in audit_entries(tmp_path)] == [summary.audit_entry_id]
 

@@ -20,7 +20,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from feedback_assets import erasure, withdrawal
+from feedback_assets import erasure, erasure_rules, withdrawal
 from feedback_assets.asset_runs import (
     ANONYMIZED_PAIRS,
     DEDUPE_STATE_POOL,
@@ -197,7 +197,7 @@ def erase_requested_subjects(
                 pseudonyms=pseudonyms["analysis_hash"],
                 csv_pseudonyms=_csv_pseudonyms(settings, pseudonyms),
                 suppression=(
-                    erasure.Suppression(settings.k_anonymity_threshold, settings.quasi_identifiers)
+                    erasure_rules.Suppression(settings.k_anonymity_threshold, settings.quasi_identifiers)
                     if settings.suppress_small_groups
                     else None
                 ),
@@ -249,7 +249,7 @@ def erase_requested_subjects(
         )
 
 
-def _csv_pseudonyms(settings: ExportSettings, pseudonyms: pl.DataFrame) -> erasure.CsvPseudonyms:
+def _csv_pseudonyms(settings: ExportSettings, pseudonyms: pl.DataFrame) -> erasure_rules.CsvPseudonyms:
     """The users' pseudonyms as a day's file spells them (they differ by day with a pseudonym scope
     other than `stable`)."""
 

@@ -1,0 +1,104 @@
+"""What erasing a subject leaves in each kind of file, as pure functions on frames, statistics and
+bytes (docs/privacy.md, "Erasure"); erasure.py applies them to the stored and exported files."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import polars as pl
+
+from feedback_assets import k_anonymity, transforms
+from feedback_assets.training_csv import csv_bytes
+
+
+@dataclass(frozen=True)
+class CsvErasure:
+    """A training CSV after erasure: its new bytes and what changed."""
+
+    data: bytes
+    rows: int
+    removed: int
+    suppressed: int
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """FEEDBACK_K_ANONYMITY_SUPPRESS in effect: groups below `threshold` over these columns are dropped."""
+
+    threshold: int
+    quasi_identifiers: tuple[str, ...]
+
+
+# The pseudonyms of the erased users as a day's file spells them (they differ by day with a
+# pseudonym scope other than `stable`).
+CsvPseudonyms = Callable[[str], pl.Series]
+
+
+def is_erased(column: str, erased: pl.Series) -> pl.Expr:
+    """True where `column` holds one of `erased`; false, not null, where the column is null."""
+    return pl.col(column).is_in(erased.implode()).fill_null(False)
+
+
+def without_erased(frame: pl.DataFrame, column: str, erased: pl.Series) -> pl.DataFrame:
+    """The rows of `frame` whose `column` is not among `erased` (rows with a null there stay)."""
+    return frame.filter(~is_erased(column, erased))
+
+
+def anonymized_stats_after(stats: Mapping[str, int], window_rows_left: int) -> dict[str, int]:
+    """anonymized_pairs statistics once `window_rows_left` eligible rows remain; the others are excluded (erased)."""
+    # Derived from what the file still holds rather than from what this run removed, so a re-run
+    # after a crash between the statistics and the file does not count the same rows twice.
+    gone = stats["anonymized_records"] - window_rows_left
+    return {
+        **stats,
+        "anonymized_records": window_rows_left,
+        "excluded_records": stats["excluded_records"] + gone,
+        "excluded_erased": stats["excluded_erased"] + gone,
+    }
+
+
+def deduplicated_stats_after(stats: Mapping[str, int], remaining: pl.DataFrame, partition: str) -> dict[str, int]:
+    """deduplicated_pairs statistics recomputed from the rows of `partition` that remain."""
+    return {**stats, **transforms.dedupe_counts(remaining, [partition])[partition]}
+
+
+def erase_from_csv(data: bytes, pseudonyms: pl.Series, suppression: Suppression | None) -> CsvErasure:
+    """The training CSV without the rows of `pseudonyms`, byte for byte as the pipeline writes it.
+
+    The file is its own source: it only ever loses rows, whatever the intermediates hold now. With
+    `suppression`, groups that the erasure leaves too small are
+    suppressed too, which gives the same rows as suppressing the day's rows afresh.
+    """
+    rows = pl.read_csv(io.BytesIO(data), infer_schema=False)
+    kept = without_erased(rows, "analysis_hash", pseudonyms)
+    removed = rows.height - kept.height
+    suppressed = 0
+    if suppression is not None:
+        kept, suppressed = k_anonymity.suppress_small_groups(kept, suppression.threshold, suppression.quasi_identifiers)
+    return CsvErasure(csv_bytes(kept), kept.height, removed, suppressed)
+
+
+def counts_from_stats(
+    anonymized: Mapping[str, int], deduplicated: Mapping[str, int], rows: int, suppression: bool
+) -> dict[str, int] | None:
+    """The counts training_csv reports for a day of `rows` exported rows, or None if the statistics
+    do not describe such a file."""
+    suppressed = deduplicated["exported_records"] - rows
+    counts = {**anonymized, **deduplicated, "exported_records": rows, "suppressed_records": suppressed}
+    if suppressed < 0 or (suppressed and not suppression) or transforms.unaccounted_rows(counts):
+        return None
+    return counts
+
+
+def counts_after_erasure(before: Mapping[str, int], removed: int, suppressed: int) -> dict[str, int]:
+    """A manifest's counts once `removed` exported rows are erased and `suppressed` more are suppressed."""
+    return {
+        **before,
+        "exported_records": before["exported_records"] - removed - suppressed,
+        "suppressed_records": before.get("suppressed_records", 0) + suppressed,
+        "anonymized_records": before["anonymized_records"] - removed,
+        "excluded_records": before["excluded_records"] + removed,
+        "excluded_erased": before["excluded_erased"] + removed,
+    }
