@@ -27,18 +27,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import dagster as dg
 import obstore
 import sqlalchemy as sa
 from dagster_postgres.run_storage import PostgresRunStorage
 from obstore.exceptions import AlreadyExistsError, PreconditionError
-from obstore.store import ObjectStore, from_url
+from obstore.store import ObjectStore
 
-from feedback_assets import files
-from feedback_assets.object_storage import ERRORS, WRITE_CHECKS, ObjectPath, reason
+from feedback_assets.object_storage import ERRORS, WRITE_CHECKS, reason
+
+if TYPE_CHECKING:
+    # The storage package takes its lease from here: naming its types at run time would be a cycle.
+    from feedback_assets.storage import ObjectStorage, Storage
 
 # A lease holder renews every LEASE_SECONDS / 4 and stops writing LEASE_SECONDS / 2 after the last
 # renewal it sent that the store confirmed; a waiter takes a lease over only once it has seen the
@@ -115,22 +117,20 @@ class _Keeper:
 @contextlib.contextmanager
 def storage_lock(
     instance: dg.DagsterInstance,
-    storage_dir: Path | ObjectPath,
+    storage: Storage,
     *,
     exclusive: bool,
     on_wait: Callable[[], None],
 ) -> Iterator[None]:
-    """Hold the storage dir's lock in the form the instance and the storage dir call for.
-    `on_wait` is called once if the lock has to be waited for."""
+    """Hold the storage dir's lock in the form the instance and the storage dir call for: the
+    storage says which form it takes without a database (Storage.lock). `on_wait` is called once if
+    the lock has to be waited for."""
     run_storage = instance.run_storage
     if isinstance(run_storage, PostgresRunStorage):
-        with advisory_lock(run_storage, str(storage_dir), exclusive=exclusive, on_wait=on_wait):
-            yield
-    elif isinstance(storage_dir, ObjectPath):
-        with storage_lease(storage_dir, exclusive=exclusive, on_wait=on_wait):
+        with advisory_lock(run_storage, str(storage), exclusive=exclusive, on_wait=on_wait):
             yield
     else:
-        with files.storage_lock(storage_dir, exclusive=exclusive, on_wait=on_wait):
+        with storage.lock(exclusive=exclusive, on_wait=on_wait):
             yield
 
 
@@ -275,7 +275,7 @@ def _version(store: ObjectStore, key: str) -> str | None:
 
 @contextlib.contextmanager
 def storage_lease(
-    directory: ObjectPath,
+    directory: ObjectStorage,
     *,
     exclusive: bool,
     on_wait: Callable[[], None],
@@ -291,8 +291,7 @@ def storage_lease(
     start together at least one sees the other. No clocks are compared: expiry is judged by each
     process's own monotonic clock.
     """
-    store = from_url(directory.root)
-    prefix = f"{directory.key}/.locks" if directory.key else ".locks"
+    store, prefix = directory.lease_keys()
     exclusive_key = f"{prefix}/exclusive"
     holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
     sightings = _Sightings(lease_seconds)
