@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 import dagster as dg
 import obstore
@@ -37,10 +37,6 @@ from obstore.exceptions import AlreadyExistsError, PreconditionError
 from obstore.store import ObjectStore
 
 from feedback_assets.object_storage import ERRORS, WRITE_CHECKS, reason
-
-if TYPE_CHECKING:
-    # The storage package takes its lease from here: naming its types at run time would be a cycle.
-    from feedback_assets.storage import ObjectStorage, Storage
 
 # A lease holder renews every LEASE_SECONDS / 4 and stops writing LEASE_SECONDS / 2 after the last
 # renewal it sent that the store confirmed; a waiter takes a lease over only once it has seen the
@@ -57,6 +53,20 @@ ADVISORY_DEADLINE_SECONDS: Final = 30.0
 _ADVISORY_NAMESPACE: Final = b"feedback_assets storage lock\0"
 # What a released or retired lease is overwritten with before it is deleted (see _retire).
 _RETIRED: Final = b""
+
+
+class Lockable(Protocol):
+    """What the lock asks of a storage dir (feedback_assets.storage.Storage): the form it takes
+    without a database; its `str()`, the location, keys the advisory lock. Declared here, not
+    imported, because the storage package takes its lease from this module."""
+
+    def lock(self, *, exclusive: bool, on_wait: Callable[[], None]) -> contextlib.AbstractContextManager[None]: ...
+
+
+class LeaseDirectory(Protocol):
+    """A directory on object storage (feedback_assets.storage.ObjectStorage), as the lease needs it."""
+
+    def lease_keys(self) -> tuple[ObjectStore, str]: ...
 
 
 class LockLostError(RuntimeError):
@@ -117,7 +127,7 @@ class _Keeper:
 @contextlib.contextmanager
 def storage_lock(
     instance: dg.DagsterInstance,
-    storage: Storage,
+    storage: Lockable,
     *,
     exclusive: bool,
     on_wait: Callable[[], None],
@@ -275,7 +285,7 @@ def _version(store: ObjectStore, key: str) -> str | None:
 
 @contextlib.contextmanager
 def storage_lease(
-    directory: ObjectStorage,
+    directory: LeaseDirectory,
     *,
     exclusive: bool,
     on_wait: Callable[[], None],
