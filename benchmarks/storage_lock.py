@@ -25,6 +25,7 @@ from dagster_postgres.run_storage import PostgresRunStorage
 
 from benchmarks.year import SERVER
 from feedback_assets.object_storage import ObjectPath
+from feedback_assets.storage import ObjectStorage
 from feedback_assets.storage_lock import advisory_lock, storage_lease
 from feedback_assets_tests.s3_server import running_s3_server
 
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             admin.cursor().execute(f"DROP DATABASE {database} WITH (FORCE)")
     with tempfile.TemporaryDirectory() as tmp, running_s3_server(Path(tmp)) as server:
         os.environ.update(server.environment())
-        storage = ObjectPath(f"s3://{server.new_bucket()}", "storage")
+        storage = ObjectStorage(ObjectPath(f"s3://{server.new_bucket()}", "storage"))
         for exclusive in (False, True):
             ms = median_ms(functools.partial(storage_lease, storage, exclusive=exclusive, on_wait=print), args.repeats)
             print(f"lease, {'exclusive' if exclusive else 'shared'}: {ms:.1f} ms")

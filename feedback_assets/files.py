@@ -18,10 +18,6 @@ from typing import Any, Final, TypeVar
 import polars as pl
 
 from feedback_assets.object_storage import ERRORS as OBJECT_STORE_ERRORS
-from feedback_assets.object_storage import ObjectPath
-
-# Where a setting's directory is: this machine's disk, or object storage.
-StoragePath = Path | ObjectPath
 
 # The storage dir holds personal data (raw_feedback keeps user ids and ages until pseudonymised):
 # owner only. The exports are for the data science team's group to read.

@@ -19,7 +19,7 @@ from feedback_assets.partitions import load_problems
 from feedback_assets.settings import ExportSettings, check_output_dirs
 from feedback_assets.settings_fields import ConfigError, Setting, SettingValue, declared, read, read_setting
 from feedback_assets.source import FeedbackSource, open_source
-from feedback_assets.storage import EXPORT, PRIVATE, PartitionStore, Storage, storage_for
+from feedback_assets.storage import PartitionStore, Storage
 from feedback_assets.storage_lock import storage_lock
 
 UNSET = (
@@ -97,7 +97,7 @@ class FeedbackSettings(_Fields):
                 "pseudonym_scope": settings.pseudonym_scope,
             }
             ensure_same_key(
-                [(storage_for(settings.export_dir, EXPORT), export_format), (storage_for(settings.storage_dir), {})],
+                [(settings.export_dir, export_format), (settings.storage_dir, {})],
                 settings.hmac_key_id,
                 settings.hmac_key,
             )
@@ -147,11 +147,11 @@ class FeedbackSettings(_Fields):
 
     def storage(self) -> Storage:
         """The private storage dir: partitions, dedupe state, subjects, audit log."""
-        return storage_for(self.settings.storage_dir, PRIVATE)
+        return self.settings.storage_dir
 
     def exports(self) -> Storage:
         """The export directory of the training CSVs, readable by the data science team's group."""
-        return storage_for(self.settings.export_dir, EXPORT)
+        return self.settings.export_dir
 
     def partition_store(self) -> PartitionStore:
         """The daily partitions' files; every export step opens them first, so a setting the code

@@ -4,18 +4,13 @@ which the resource's fields are derived), at load (`LoadSettings`) or by the fai
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from feedback_assets import object_storage
 from feedback_assets.errors import ConfigError
-from feedback_assets.files import OBJECT_STORE_ERRORS, StoragePath
-from feedback_assets.object_storage import SCHEMES, ObjectPath
 from feedback_assets.settings_fields import (
     DEFAULT_QUASI_IDENTIFIERS,
     MIN_KEY_HEX_DIGITS,
@@ -35,8 +30,10 @@ from feedback_assets.settings_fields import (
     read,
 )
 from feedback_assets.settings_fields import SENSITIVE_ATTRIBUTE as SENSITIVE_ATTRIBUTE
-from feedback_assets.source_url import SourceLocation, expand_home
+from feedback_assets.source_url import SourceLocation
 from feedback_assets.source_url import parse_source_url as parse_source_url
+from feedback_assets.storage import Storage
+from feedback_assets.storage.factory import export_output_dir, output_dir
 
 DedupeScope = Literal["exact", "first_per_pair"]
 DEDUPE_SCOPES: tuple[DedupeScope, ...] = get_args(DedupeScope)
@@ -48,38 +45,6 @@ PSEUDONYM_SCOPES: tuple[PseudonymScope, ...] = get_args(PseudonymScope)
 CONTRACT_VERSION = "3"
 DEMO_SOURCE_PATH = Path("data/demo_feedback.sqlite")
 DEMO_SOURCE_URL = f"sqlite:///{DEMO_SOURCE_PATH}"
-
-
-# The directory settings' checks stand above the models, whose annotations name them.
-URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def output_dir(name: str, raw: str) -> StoragePath:
-    """A directory setting: a local path, or a prefix on object storage (`s3://bucket/prefix`,
-    `gs://...`, `az://...`). Any other URL is refused: taken as a path, `https://host/x` would quietly
-    become a folder named `https:` in the working directory, and the user would believe the files
-    went there. Credentials never go in the URL: they come from the environment."""
-    if not URL_SCHEME.match(raw):
-        try:
-            return Path(expand_home(raw))
-        except ConfigError as exc:
-            raise ConfigError(f"{name}: {exc}") from None
-    scheme, _, rest = raw.partition("://")
-    supported = ", ".join(f"{s}://" for s in SCHEMES)
-    if scheme.lower() not in SCHEMES:
-        raise ConfigError(
-            f"{name} is a {scheme}:// URL, which is not supported, so nothing was written: give a path on "
-            f"this machine or an object storage URL ({supported})"
-        )
-    if any(c in rest for c in "@?#"):
-        raise ConfigError(
-            f"{name} must be a plain {scheme.lower()}://bucket/prefix URL, without credentials, query or "
-            "fragment: credentials and endpoints come from the environment (AWS_*, GOOGLE_*, AZURE_*)"
-        )
-    try:
-        return ObjectPath.parse(f"{scheme.lower()}://{rest}")
-    except ValueError:
-        raise ConfigError(f"{name} names no bucket: give it as {scheme.lower()}://bucket/prefix") from None
 
 
 def default_storage_dir(env: Mapping[str, str]) -> Path:
@@ -121,8 +86,8 @@ class ExportSettings(_Settings):
     a file that is not a SQLite database is named as such. A port that is not a number fails the runs that read the
     source, never the code location's load"""
     export_dir: Annotated[
-        StoragePath,
-        Setting("FEEDBACK_EXPORT_DIR", output_dir, "ml/feedback_training", readme=EXPORT_DIR_README),
+        Storage,
+        Setting("FEEDBACK_EXPORT_DIR", export_output_dir, "ml/feedback_training", readme=EXPORT_DIR_README),
     ]
     """where the training CSVs and their manifests go: a local directory, or a prefix on object storage,
     `s3://bucket/prefix` (also `gs://`, `az://`), whose credentials and endpoint come from the store's standard
@@ -156,7 +121,7 @@ class ExportSettings(_Settings):
     include_image_urls: Annotated[bool, Setting("FEEDBACK_INCLUDE_IMAGE_URLS", parse_bool, "false")]
     """`true` adds the consented `image_url` column (`true`, `1`, `yes` / `false`, `0`, `no`)"""
     storage_dir: Annotated[
-        StoragePath,
+        Storage,
         Setting(
             "FEEDBACK_STORAGE_DIR",
             output_dir,
@@ -324,39 +289,10 @@ def settings_from(values: Mapping[str, SettingValue | None], env: Mapping[str, s
     return read(ExportSettings, values, env)
 
 
-def check_writable(directory: StoragePath, setting: str) -> None:
-    """Fail, naming the setting, if `directory` could not be created or written by this user; on
-    object storage, if the bucket cannot be listed with the environment's credentials."""
-    if isinstance(directory, ObjectPath):
-        try:
-            directory.is_dir()
-        except OBJECT_STORE_ERRORS as exc:
-            raise ConfigError(
-                f"{setting}: {directory} cannot be reached ({object_storage.reason(exc)}); check that the bucket "
-                "exists and that the credentials and endpoint in the environment (AWS_*, GOOGLE_*, AZURE_*) can list it"
-            ) from None
-        return
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"{setting}: {directory} cannot be created: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{setting}: {directory} cannot be written: {existing} is not writable by this user")
-
-
-def check_separate(export_dir: StoragePath, storage_dir: StoragePath) -> None:
+def check_separate(export_dir: Storage, storage_dir: Storage) -> None:
     """The storage dir holds raw personal rows (user ids, ages): it must never be, hold or lie inside
     the export dir that the ML team is given."""
-    if isinstance(export_dir, Path) and isinstance(storage_dir, Path):
-        export, storage = export_dir.resolve(), storage_dir.resolve()
-        overlap = export == storage or export.is_relative_to(storage) or storage.is_relative_to(export)
-    elif isinstance(export_dir, ObjectPath) and isinstance(storage_dir, ObjectPath):
-        export_url, storage_url = f"{export_dir}/", f"{storage_dir}/"
-        overlap = export_url.startswith(storage_url) or storage_url.startswith(export_url)
-    else:
-        overlap = False
-    if overlap:
+    if export_dir.overlaps(storage_dir):
         raise ConfigError(
             f"FEEDBACK_EXPORT_DIR ({export_dir}) and FEEDBACK_STORAGE_DIR ({storage_dir}) must be separate "
             "directories, neither inside the other: the storage dir holds raw personal rows that must never sit "
@@ -364,33 +300,11 @@ def check_separate(export_dir: StoragePath, storage_dir: StoragePath) -> None:
         )
 
 
-def check_permissions(directory: StoragePath, setting: str) -> str | None:
-    """Refuse an existing directory anyone on the machine may write (they could plant or replace
-    files the pipeline reads back); a group-writable one, as Kubernetes volumes with fsGroup are, is
-    only worth a warning, which is returned."""
-    if not isinstance(directory, Path) or not directory.is_dir():
-        return None
-    mode = directory.stat().st_mode
-    if mode & 0o002:
-        raise ConfigError(
-            f"{setting}: {directory} is writable by every user of this machine; fix it with "
-            f"`chmod o-w {directory}` and run again"
-        )
-    if mode & 0o020:
-        return (
-            f"{setting}: {directory} is writable by its group; fine for a Kubernetes volume with fsGroup, "
-            f"otherwise `chmod g-w {directory}`"
-        )
-    return None
-
-
 def check_output_dirs(settings: ExportSettings) -> list[str]:
     """Fail on a directory setting that cannot be used safely; the warnings worth logging."""
     check_separate(settings.export_dir, settings.storage_dir)
-    check_writable(settings.export_dir, "FEEDBACK_EXPORT_DIR")
-    check_writable(settings.storage_dir, "FEEDBACK_STORAGE_DIR")
-    warnings = [
-        check_permissions(settings.export_dir, "FEEDBACK_EXPORT_DIR"),
-        check_permissions(settings.storage_dir, "FEEDBACK_STORAGE_DIR"),
-    ]
+    directories = {"FEEDBACK_EXPORT_DIR": settings.export_dir, "FEEDBACK_STORAGE_DIR": settings.storage_dir}
+    for setting, directory in directories.items():
+        directory.check_writable(setting)
+    warnings = [directory.permissions_warning(setting) for setting, directory in directories.items()]
     return [warning for warning in warnings if warning is not None]

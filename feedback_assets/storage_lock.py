@@ -28,16 +28,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import dagster as dg
 import obstore
 from obstore.exceptions import AlreadyExistsError, PreconditionError
-from obstore.store import ObjectStore, from_url
+from obstore.store import ObjectStore
 
-from feedback_assets import files
-from feedback_assets.object_storage import ERRORS, WRITE_CHECKS, ObjectPath, reason
+from feedback_assets.object_storage import ERRORS, WRITE_CHECKS, reason
 
 if TYPE_CHECKING:
     from dagster_postgres.run_storage import PostgresRunStorage
@@ -57,6 +55,20 @@ ADVISORY_DEADLINE_SECONDS: Final = 30.0
 _ADVISORY_NAMESPACE: Final = b"feedback_assets storage lock\0"
 # What a released or retired lease is overwritten with before it is deleted (see _retire).
 _RETIRED: Final = b""
+
+
+class Lockable(Protocol):
+    """What the lock asks of a storage dir (feedback_assets.storage.Storage): the form it takes
+    without a database; its `str()`, the location, keys the advisory lock. Declared here, not
+    imported, because the storage package takes its lease from this module."""
+
+    def lock(self, *, exclusive: bool, on_wait: Callable[[], None]) -> contextlib.AbstractContextManager[None]: ...
+
+
+class LeaseDirectory(Protocol):
+    """A directory on object storage (feedback_assets.storage.ObjectStorage), as the lease needs it."""
+
+    def lease_keys(self) -> tuple[ObjectStore, str]: ...
 
 
 class LockLostError(RuntimeError):
@@ -117,26 +129,24 @@ class _Keeper:
 @contextlib.contextmanager
 def storage_lock(
     instance: dg.DagsterInstance,
-    storage_dir: Path | ObjectPath,
+    storage: Lockable,
     *,
     exclusive: bool,
     on_wait: Callable[[], None],
 ) -> Iterator[None]:
-    """Hold the storage dir's lock in the form the instance and the storage dir call for.
-    `on_wait` is called once if the lock has to be waited for."""
+    """Hold the storage dir's lock in the form the instance and the storage dir call for: the
+    storage says which form it takes without a database (Storage.lock). `on_wait` is called once if
+    the lock has to be waited for."""
     run_storage = instance.run_storage
     # An instance whose runs are stored in PostgreSQL has imported dagster_postgres already; looking it
     # up rather than importing it keeps SQLAlchemy and Alembic (0.44 s) out of every load of the code
     # location (docs/decisions.md, "A storage lock that cannot be stolen").
     postgres = sys.modules.get("dagster_postgres.run_storage")
     if postgres is not None and isinstance(run_storage, postgres.PostgresRunStorage):
-        with advisory_lock(run_storage, str(storage_dir), exclusive=exclusive, on_wait=on_wait):
-            yield
-    elif isinstance(storage_dir, ObjectPath):
-        with storage_lease(storage_dir, exclusive=exclusive, on_wait=on_wait):
+        with advisory_lock(run_storage, str(storage), exclusive=exclusive, on_wait=on_wait):
             yield
     else:
-        with files.storage_lock(storage_dir, exclusive=exclusive, on_wait=on_wait):
+        with storage.lock(exclusive=exclusive, on_wait=on_wait):
             yield
 
 
@@ -283,7 +293,7 @@ def _version(store: ObjectStore, key: str) -> str | None:
 
 @contextlib.contextmanager
 def storage_lease(
-    directory: ObjectPath,
+    directory: LeaseDirectory,
     *,
     exclusive: bool,
     on_wait: Callable[[], None],
@@ -299,8 +309,7 @@ def storage_lease(
     start together at least one sees the other. No clocks are compared: expiry is judged by each
     process's own monotonic clock.
     """
-    store = from_url(directory.root)
-    prefix = f"{directory.key}/.locks" if directory.key else ".locks"
+    store, prefix = directory.lease_keys()
     exclusive_key = f"{prefix}/exclusive"
     holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
     sightings = _Sightings(lease_seconds)

@@ -19,6 +19,7 @@ from pathlib import Path
 from dagster_postgres.run_storage import PostgresRunStorage
 
 from feedback_assets.object_storage import ObjectPath
+from feedback_assets.storage import ObjectStorage
 from feedback_assets.storage_lock import LockLostError, advisory_lock, storage_lease
 
 
@@ -65,7 +66,10 @@ def _lock(args: argparse.Namespace, on_wait: Callable[[], None]) -> contextlib.A
         storage = PostgresRunStorage(args.database, should_autocreate_tables=False)
         return advisory_lock(storage, args.location, exclusive=args.exclusive, on_wait=on_wait)
     return storage_lease(
-        ObjectPath.parse(args.location), exclusive=args.exclusive, on_wait=on_wait, lease_seconds=args.lease_seconds
+        ObjectStorage(ObjectPath.parse(args.location)),
+        exclusive=args.exclusive,
+        on_wait=on_wait,
+        lease_seconds=args.lease_seconds,
     )
 
 

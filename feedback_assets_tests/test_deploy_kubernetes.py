@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 from feedback_assets.asset_runs import DEDUPE_STATE_POOL
-from feedback_assets.object_storage import ObjectPath
 from feedback_assets.settings import SETTINGS, output_dir
+from feedback_assets.storage import ObjectStorage
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
@@ -107,7 +107,7 @@ def test_the_values_give_every_setting_and_the_secrets_only_through_the_secret()
     # The files every run pod writes are on object storage, which the settings take as bucket prefixes.
     for name in ("FEEDBACK_EXPORT_DIR", "FEEDBACK_STORAGE_DIR"):
         directory = output_dir(name, plain[name])
-        assert isinstance(directory, ObjectPath) and directory.root.startswith("s3://") and directory.key
+        assert isinstance(directory, ObjectStorage) and directory.root.root.startswith("s3://") and directory.root.key
 
 
 def test_the_instance_queues_runs_limits_claims_to_one_and_monitors_runs() -> None:

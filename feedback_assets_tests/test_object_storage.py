@@ -30,7 +30,7 @@ from feedback_assets.key_guard import MARKER_NAME
 from feedback_assets.object_storage import ObjectPath
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import FeedbackSettings
-from feedback_assets.storage import storage_for
+from feedback_assets.storage import ObjectStorage, storage_for
 from feedback_assets.storage.base import write_bytes
 from feedback_assets.storage_lock import storage_lease
 from feedback_assets_tests.daemon import free_port
@@ -122,7 +122,7 @@ def test_erasure_waits_for_export_steps_and_export_steps_wait_for_erasure(s3_buc
     release_export, release_erasure = threading.Event(), threading.Event()
 
     def export_step(name: str) -> None:
-        with storage_lease(storage, exclusive=False, on_wait=lambda: note(f"{name} waited")):
+        with storage_lease(ObjectStorage(storage), exclusive=False, on_wait=lambda: note(f"{name} waited")):
             note(f"{name} in")
             release_export.wait(20)
             # Noted while still holding the lease: noted after it, the next holder's "in" could
@@ -130,7 +130,7 @@ def test_erasure_waits_for_export_steps_and_export_steps_wait_for_erasure(s3_buc
             note(f"{name} out")
 
     def erasure() -> None:
-        with storage_lease(storage, exclusive=True, on_wait=lambda: note("erasure waited")):
+        with storage_lease(ObjectStorage(storage), exclusive=True, on_wait=lambda: note("erasure waited")):
             note("erasure in")
             release_erasure.wait(20)
             note("erasure out")
@@ -169,10 +169,14 @@ def test_the_lease_of_a_killed_holder_lapses(s3_bucket: ObjectPath) -> None:
     (storage / ".locks" / "shared" / "killed-pod-2-0").write_bytes(b"killed-pod-2-0")
     waits: list[str] = []
     started = time.monotonic()
-    with storage_lease(storage, exclusive=False, on_wait=lambda: waits.append("shared"), lease_seconds=2.0):
+    with storage_lease(
+        ObjectStorage(storage), exclusive=False, on_wait=lambda: waits.append("shared"), lease_seconds=2.0
+    ):
         waited = time.monotonic() - started
     assert waits == ["shared"] and waited >= 1.0
-    with storage_lease(storage, exclusive=True, on_wait=lambda: waits.append("exclusive"), lease_seconds=2.0):
+    with storage_lease(
+        ObjectStorage(storage), exclusive=True, on_wait=lambda: waits.append("exclusive"), lease_seconds=2.0
+    ):
         assert [p.name for p in (storage / ".locks" / "shared").objects()] == []
     assert list((storage / ".locks").objects()) == []
 

@@ -9,6 +9,7 @@ import pytest
 from feedback_assets.object_storage import ObjectPath
 from feedback_assets.settings import SETTINGS, AlertSettings, ConfigError, settings_from
 from feedback_assets.settings_fields import read_leniently
+from feedback_assets.storage import LocalStorage, ObjectStorage
 
 GOOD_KEY = "0123456789abcdef" * 4
 
@@ -20,8 +21,8 @@ def env(**overrides: str) -> dict[str, str]:
 def test_defaults_follow_the_contract() -> None:
     settings = settings_from({}, env())
     assert settings.source.dialect == "sqlite"
-    assert settings.export_dir == Path("ml/feedback_training")
-    assert settings.storage_dir == Path("/dagster-home/storage/feedback_assets")
+    assert settings.export_dir == LocalStorage(Path("ml/feedback_training"))
+    assert settings.storage_dir == LocalStorage(Path("/dagster-home/storage/feedback_assets"))
     assert settings.hmac_key == bytes.fromhex(GOOD_KEY)
     assert settings.hmac_key_id == "k1"
     assert settings.dedupe_scope == "exact"
@@ -110,11 +111,11 @@ def test_object_storage_urls_are_taken_as_bucket_prefixes() -> None:
     settings = settings_from(
         {}, env(FEEDBACK_EXPORT_DIR="S3://ml-exports/feedback_training/", FEEDBACK_STORAGE_DIR="gs://pipeline-state")
     )
-    assert settings.export_dir == ObjectPath("s3://ml-exports", "feedback_training")
+    assert settings.export_dir == ObjectStorage(ObjectPath("s3://ml-exports", "feedback_training"))
     assert str(settings.export_dir / "feedback_training_20250101.csv") == (
         "s3://ml-exports/feedback_training/feedback_training_20250101.csv"
     )
-    assert settings.storage_dir == ObjectPath("gs://pipeline-state", "")
+    assert settings.storage_dir == ObjectStorage(ObjectPath("gs://pipeline-state", ""))
     assert str(settings.storage_dir / "seen_pair_hashes") == "gs://pipeline-state/seen_pair_hashes"
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from feedback_assets.connections import postgres_connect_kwargs
 from feedback_assets.settings import ConfigError, check_output_dirs, check_separate, output_dir, settings_from
 from feedback_assets.source_url import parse_source_url
+from feedback_assets.storage import LocalStorage
 from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 
@@ -81,7 +82,7 @@ def test_a_bad_source_port_loads_the_code_location_and_fails_the_runs_that_read(
 
 def test_a_leading_tilde_means_the_home_directory_when_written_and_when_read() -> None:
     home = Path.home()
-    assert output_dir("FEEDBACK_EXPORT_DIR", "~/feedback/export") == home / "feedback" / "export"
+    assert output_dir("FEEDBACK_EXPORT_DIR", "~/feedback/export") == LocalStorage(home / "feedback" / "export")
     assert parse_source_url("sqlite:///~/app.sqlite").sqlite_path == home / "app.sqlite"
     with pytest.raises(ConfigError, match="FEEDBACK_STORAGE_DIR: the path '~no_such_user_here/x' starts with a '~'"):
         output_dir("FEEDBACK_STORAGE_DIR", "~no_such_user_here/x")

@@ -20,6 +20,7 @@ import pytest
 from dagster_postgres.run_storage import PostgresRunStorage
 
 from feedback_assets.object_storage import ObjectPath
+from feedback_assets.storage import LocalStorage
 from feedback_assets.storage_lock import ADVISORY_CHECK_SECONDS, advisory_key, storage_lock
 from feedback_assets_tests.processes import Processes
 from feedback_assets_tests.s3_server import S3Server, running_s3_server
@@ -299,13 +300,13 @@ def test_the_lock_is_taken_in_the_instance_database_when_there_is_one(tmp_path: 
     waits: list[str] = []
     postgres = {"storage": {"postgres": {"postgres_url": with_psycopg2(postgres_url)}}}
     with dg.instance_for_test(overrides=postgres) as instance:
-        with storage_lock(instance, storage, exclusive=True, on_wait=lambda: waits.append("waited")):
+        with storage_lock(instance, LocalStorage(storage), exclusive=True, on_wait=lambda: waits.append("waited")):
             assert not advisory_lock_free(postgres_url, str(storage))
             assert not (storage / ".feedback.lock").exists()
         assert advisory_lock_free(postgres_url, str(storage))
     with (
         dg.instance_for_test() as instance,
-        storage_lock(instance, storage, exclusive=True, on_wait=lambda: waits.append("waited")),
+        storage_lock(instance, LocalStorage(storage), exclusive=True, on_wait=lambda: waits.append("waited")),
     ):
         assert (storage / ".feedback.lock").exists()
         assert advisory_lock_free(postgres_url, str(storage))

@@ -20,7 +20,6 @@ import dagster as dg
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets.demo.launch import run_in_code_location
 from feedback_assets.settings import DEMO_SOURCE_PATH, ConfigError, settings_from
-from feedback_assets.storage import storage_for
 
 KEY_FILE = Path(".feedback_hmac_key")
 DEMO_DAGSTER_HOME = Path(".dagster_home")
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     succeeded = run.status == dg.DagsterRunStatus.SUCCESS
     if not succeeded:
         print("the export failed; the run's log is in the UI (see below)", file=sys.stderr)
-    print(f"training CSVs for {first} .. {yesterday}: {storage_for(settings.export_dir).location()}/")
+    print(f"training CSVs for {first} .. {yesterday}: {settings.export_dir.location()}/")
     print("open the UI:")
     print(f"  export DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     print(f"  export FEEDBACK_PARTITIONS_START={os.environ['FEEDBACK_PARTITIONS_START']}")

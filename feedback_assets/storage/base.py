@@ -125,6 +125,23 @@ class Storage(Protocol):
         """Remove the scratch directories of killed steps; those of running steps stay."""
         ...
 
+    def lock(self, *, exclusive: bool, on_wait: Callable[[], None]) -> AbstractContextManager[None]:
+        """The storage lock where the Dagster instance has no database to hold it (storage_lock.py):
+        flock on local disk, a lease on object storage. `on_wait` is called once if it is waited for."""
+        ...
+
+    def check_writable(self, setting: str) -> None:
+        """Raise a ConfigError naming `setting` if this directory cannot be created or written."""
+        ...
+
+    def permissions_warning(self, setting: str) -> str | None:
+        """Raise a ConfigError if anyone may plant files here; a warning worth logging, if any."""
+        ...
+
+    def overlaps(self, other: Storage) -> bool:
+        """Whether either directory is, or lies inside, the other."""
+        ...
+
 
 class _Location(Protocol):
     """What a storage's root is: a local Path or an ObjectPath, both joined with `/`."""

@@ -16,9 +16,10 @@ from typing import BinaryIO
 
 import polars as pl
 
-from feedback_assets.files import OutputWriteError, ensure_dir
+from feedback_assets.errors import ConfigError
+from feedback_assets.files import OutputWriteError, ensure_dir, storage_lock
 from feedback_assets.object_storage import check_writes
-from feedback_assets.storage.base import Rooted, Warn, ignore
+from feedback_assets.storage.base import Rooted, Storage, Warn, ignore
 from feedback_assets.storage.scratch import SCRATCH_DIR, private_scratch, remove_abandoned_scratch, writer_id
 
 TEMP_PREFIX = ".tmp-"
@@ -181,6 +182,47 @@ class LocalStorage(Rooted[Path]):
 
     def remove_abandoned_scratch(self, warn: Warn) -> None:
         remove_abandoned_scratch(self.root / SCRATCH_DIR, warn)
+
+    def lock(self, *, exclusive: bool, on_wait: Callable[[], None]) -> contextlib.AbstractContextManager[None]:
+        """flock, which covers the processes of this machine."""
+        return storage_lock(self.root, exclusive=exclusive, on_wait=on_wait)
+
+    def check_writable(self, setting: str) -> None:
+        """Checked on the nearest existing ancestor: the directory itself may be made by the first write."""
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(f"{setting}: {self.root} cannot be created: {existing} is not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{setting}: {self.root} cannot be written: {existing} is not writable by this user")
+
+    def permissions_warning(self, setting: str) -> str | None:
+        """A directory anyone on the machine may write is refused (they could plant or replace files
+        the pipeline reads back); a group-writable one, as Kubernetes volumes with fsGroup are, is
+        only worth a warning."""
+        if not self.root.is_dir():
+            return None
+        mode = self.root.stat().st_mode
+        if mode & 0o002:
+            raise ConfigError(
+                f"{setting}: {self.root} is writable by every user of this machine; fix it with "
+                f"`chmod o-w {self.root}` and run again"
+            )
+        if mode & 0o020:
+            return (
+                f"{setting}: {self.root} is writable by its group; fine for a Kubernetes volume with fsGroup, "
+                f"otherwise `chmod g-w {self.root}`"
+            )
+        return None
+
+    def overlaps(self, other: Storage) -> bool:
+        """By resolved paths, so `x/./y/..` and a symbolic link are seen for where they lead; a
+        bucket never overlaps a local directory."""
+        if not isinstance(other, LocalStorage):
+            return False
+        mine, theirs = self.root.resolve(), other.root.resolve()
+        return mine == theirs or mine.is_relative_to(theirs) or theirs.is_relative_to(mine)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 import polars as pl
+from obstore.store import ObjectStore, from_url
 
+from feedback_assets.errors import ConfigError
 from feedback_assets.files import PRIVATE_DIR_MODE, OutputWriteError, ensure_dir
 from feedback_assets.object_storage import ENV_PREFIXES, ERRORS, ObjectPath, reason
-from feedback_assets.storage.base import Rooted, Warn, ignore
+from feedback_assets.storage.base import Rooted, Storage, Warn, ignore
 from feedback_assets.storage.scratch import SCRATCH_DIR, private_scratch, refuse_shared_temp, remove_abandoned_scratch
+from feedback_assets.storage_lock import storage_lease
 
 # obstore's client never reads a profile; Polars would take one as its own credential source and
 # refuses it beside other settings (aws_allow_http among them), so it is left out for both to agree.
@@ -122,3 +125,33 @@ class ObjectStorage(Rooted[ObjectPath]):
 
     def remove_abandoned_scratch(self, warn: Warn) -> None:
         remove_abandoned_scratch(_local_scratch_root(), warn)
+
+    def lease_keys(self) -> tuple[ObjectStore, str]:
+        """The store and the prefix under which the storage lock's leases go (storage_lock.py)."""
+        return from_url(self.root.root), f"{self.root.key}/.locks" if self.root.key else ".locks"
+
+    def lock(self, *, exclusive: bool, on_wait: Callable[[], None]) -> contextlib.AbstractContextManager[None]:
+        """A lease object, since the processes sharing a bucket may be on any machine."""
+        return storage_lease(self, exclusive=exclusive, on_wait=on_wait)
+
+    def check_writable(self, setting: str) -> None:
+        """Whether the bucket can be listed with the environment's credentials: object storage has
+        no directory to make, and a write is not tried before a run writes."""
+        try:
+            self.root.is_dir()
+        except ERRORS as exc:
+            raise ConfigError(
+                f"{setting}: {self.root} cannot be reached ({reason(exc)}); check that the bucket exists and "
+                "that the credentials and endpoint in the environment (AWS_*, GOOGLE_*, AZURE_*) can list it"
+            ) from None
+
+    def permissions_warning(self, setting: str) -> str | None:
+        """The bucket's policy is what grants access, not modes this could read."""
+        return None
+
+    def overlaps(self, other: Storage) -> bool:
+        """By bucket and prefix, whole segments only: `s3://b/export` and `s3://b/export-storage` are apart."""
+        if not isinstance(other, ObjectStorage):
+            return False
+        mine, theirs = f"{self.root}/", f"{other.root}/"
+        return mine.startswith(theirs) or theirs.startswith(mine)
