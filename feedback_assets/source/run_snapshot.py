@@ -37,6 +37,8 @@ from feedback_assets.source_url import SourceLocation
 # The dimension queries in two groups of about equal cost, one per session: records alone is about
 # as costly as the other three together (2025 through ADBC, each alone: 3.6 s against 3.4 s).
 DIMENSION_GROUPS = (("records",), ("analyses", "users", "erasures"))
+# The dimension tables' ids: integers, or text (recommendation ids).
+Key = int | str
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class RunSnapshot:
         self.scratch = scratch
         # The run's feedback ids that the table holds twice, found when the snapshot opens.
         self.repeated_ids = REPEATED_IDS_SCHEMA.to_frame()
+        # Each dimension's scratch files with the smallest and largest key each holds.
+        self._key_ranges: dict[str, list[tuple[Path, Key | None, Key | None]]] = {}
         self._sessions: Sessions | None = None
         self._stack = ExitStack()
 
@@ -150,18 +154,42 @@ class RunSnapshot:
             # A try after a fault starts over from a new snapshot.
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir()
+            _, key = DIMENSIONS[name]
+            ranges = []
             for number, batch in enumerate(pg.arrow_batches(session, statements[name])):
-                # Scratch read whole by every slice: no column statistics, LZ4 as for intermediates.
-                typed_dimension(name, batch).write_parquet(
-                    directory / f"{number:06d}.parquet", compression=PARQUET_COMPRESSION, statistics=False
-                )
+                rows = typed_dimension(name, batch)
+                path = directory / f"{number:06d}.parquet"
+                # Read whole by the slices that need it: no column statistics, LZ4 as for intermediates.
+                rows.write_parquet(path, compression=PARQUET_COMPRESSION, statistics=False)
+                keys = rows.get_column(key)
+                ranges.append((path, _key(keys.min()), _key(keys.max())))
+            self._key_ranges[name] = ranges
 
     def _path(self, name: str) -> Path:
         return self.scratch / name
 
     def _rows_of(self, name: str, ids: pl.DataFrame) -> pl.DataFrame:
-        """The run's rows of one dimension table that the slice's `ids` refer to."""
-        _, key = DIMENSIONS[name]
-        batches = sorted(self._path(name).glob("*.parquet"))
-        rows = pl.scan_parquet(batches).join(ids.lazy(), on=key, how="semi")
+        """The run's rows of one dimension table that the slice's `ids` refer to, from only the
+        scratch files whose key range holds one of them: the server sends a table in the order its
+        rows were stored, so where ids grow with time (serial numbers, dated or time-ordered ids) a
+        slice's ids lie in a few files; where they do not (random UUIDs) every file is read, as before."""
+        schema, key = DIMENSIONS[name]
+        wanted = ids.get_column(key).drop_nulls().sort()
+        files = [path for path, low, high in self._key_ranges.get(name, []) if _holds_one_of(wanted, low, high)]
+        if not files:
+            return schema.to_frame()
+        rows = pl.scan_parquet(files).join(ids.lazy(), on=key, how="semi")
         return rows.collect(engine="streaming")
+
+
+def _key(value: object) -> Key | None:
+    """A dimension key (an integer or text id) as `Series.min` and `max` give it; None for no rows."""
+    return value if isinstance(value, int | str) else None
+
+
+def _holds_one_of(ordered: pl.Series, low: Key | None, high: Key | None) -> bool:
+    """Whether a value of `ordered` (sorted, no nulls) lies in [low, high]; a file without keys holds none."""
+    if low is None or high is None:
+        return False
+    first = ordered.search_sorted(low, side="left")
+    return bool(ordered.search_sorted(high, side="right") > first)
