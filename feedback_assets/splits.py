@@ -92,21 +92,20 @@ def split_key(master_key: bytes) -> bytes:
     return hkdf_expand(master_key, SPLIT_KEY_INFO)
 
 
-def _draw(key: bytes, stable_pseudonym: str) -> float:
-    digest = hmac.digest(key, stable_pseudonym.encode("ascii"), "sha256")
-    return (int.from_bytes(digest[:8], "big") >> (64 - DRAW_BITS)) / (1 << DRAW_BITS)
-
-
 def user_draws(stable_pseudonyms: pl.Series, master_key: bytes) -> pl.DataFrame:
     """Each distinct stable pseudonym with its draw in [0, 1): columns `stable_pseudonym`, `draw`.
 
     HMAC-SHA256 in Python once per distinct user, as `pseudonyms.scoped_pseudonyms` does: Polars has no
-    keyed hash, and a year's 200k users take a fraction of a second (docs/decisions.md, "HMAC over
-    distinct user ids")."""
+    keyed hash (docs/decisions.md, "HMAC over distinct user ids"). The digests' first 8 bytes are made
+    numbers by Polars, not per user in Python: 0.7 s against 1.0 s for 200k users on the loaded 2 cores."""
     key = split_key(master_key)
-    distinct = stable_pseudonyms.drop_nulls().unique().sort()
-    draws = [_draw(key, pseudonym) for pseudonym in distinct.to_list()]
-    return pl.DataFrame({"stable_pseudonym": distinct.cast(pl.String), "draw": pl.Series(draws, dtype=pl.Float64)})
+    distinct = stable_pseudonyms.drop_nulls().unique().sort().cast(pl.String)
+    heads = [hmac.digest(key, pseudonym.encode("ascii"), "sha256")[:8] for pseudonym in distinct.to_list()]
+    first_bits = pl.Series(heads, dtype=pl.Binary).bin.reinterpret(dtype=pl.UInt64, endianness="big")
+    draw = (pl.col("bits") // (1 << (64 - DRAW_BITS))).cast(pl.Float64) / float(1 << DRAW_BITS)
+    return pl.DataFrame({"stable_pseudonym": distinct, "bits": first_bits}).select(
+        "stable_pseudonym", draw.alias("draw")
+    )
 
 
 def split_of_draw(draw: pl.Expr, split: Split) -> pl.Expr:

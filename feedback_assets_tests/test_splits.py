@@ -4,6 +4,8 @@ rows' order, days and pseudonym scope."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import random
 
 import polars as pl
@@ -96,6 +98,11 @@ def test_the_draw_has_a_key_of_its_own_so_it_is_no_pseudonym_of_any_scope() -> N
     assert draws.join(other, on="stable_pseudonym").filter(pl.col("draw") == pl.col("draw_right")).is_empty()
 
 
+def test_a_day_without_rows_has_no_splits() -> None:
+    splits = assign_splits(pl.Series([], dtype=pl.String), Split(0.8, 0.1, 0.1), KEY)
+    assert splits.len() == 0 and splits.dtype == SPLIT_DTYPE
+
+
 def test_a_row_without_a_stable_pseudonym_has_no_split() -> None:
     with pytest.raises(ValueError, match="without a stable pseudonym"):
         assign_splits(pl.Series(["a", None], dtype=pl.String), Split(0.8, 0.1, 0.1), KEY)
@@ -158,3 +165,12 @@ def test_no_user_is_in_two_splits_across_shuffled_days_and_every_pseudonym_scope
     assert by_exported.agg(pl.col("split").n_unique())["split"].max() == 1
     alone = {uid: assign_splits(stable(uid), split, KEY)[0] for uid in set(frame["user"].to_list())}
     assert all(alone[uid] == name for uid, name in every_file.select("user", "split").iter_rows())
+
+
+def test_a_draw_is_the_first_53_bits_of_the_hmac_of_the_stable_pseudonym_under_the_split_key() -> None:
+    """The rule docs/ml.md states, computed here with the standard library alone."""
+    pseudonyms = stable(3, 1, 2)
+    draws = dict(user_draws(pseudonyms, KEY).iter_rows())
+    for text in pseudonyms.to_list():
+        digest = hmac.new(hkdf_expand(KEY, b"feedback_assets split v1"), text.encode(), hashlib.sha256).digest()
+        assert draws[text] == (int.from_bytes(digest[:8], "big") >> 11) / 2**53
