@@ -65,6 +65,8 @@ class CardFacts:
     # The smallest group and the fewest distinct `conditions` in a group last measured (privacy.md), if ever.
     measured_k: int | None = None
     measured_l: int | None = None
+    # FEEDBACK_EXPORT_FORMATS: the card speaks of the CSVs only where they are written.
+    export_formats: tuple[str, ...] = ("csv", "parquet")
 
     def rows_per_split(self) -> dict[SplitName, int]:
         return {name: sum(day.get(name, 0) for day in self.rows_per_day.values()) for name in SPLIT_NAMES}
@@ -114,6 +116,7 @@ def card_text(facts: CardFacts) -> str:
     span = f"{days[0]} to {days[-1]}" if days else "no days yet"
     per_split = facts.rows_per_split()
     schema = typed_schema(facts.include_image_urls)
+    csv = "csv" in facts.export_formats
     split_text = ", ".join(f"`{name}` {ratio:g}" for name, ratio in facts.split.ratios.items())
     lines = [
         *front_matter(facts),
@@ -128,13 +131,13 @@ def card_text(facts: CardFacts) -> str:
         "",
         "## Layout",
         "",
-        "- `feedback_training_YYYYMMDD.csv`: the day's rows, every cell as text (with its manifest).",
-        f"- `{PARQUET_DIR}/<split>/feedback_training_YYYYMMDD.parquet`: the same rows, typed, split by user.",
+        *(["- `feedback_training_YYYYMMDD.csv`: the day's rows, every cell as text (with its manifest)."] * csv),
+        f"- `{PARQUET_DIR}/<split>/feedback_training_YYYYMMDD.parquet`: the day's rows, typed, split by user.",
         "",
         "## Splits",
         "",
-        f"Each user is in one split for ever, by a keyed hash of their stable pseudonym: {split_text} of the",
-        "users. No user is in two splits, in any day, run or pseudonym scope.",
+        f"Each user is in one split for as long as the key (id {facts.hmac_key_id}), by a keyed hash of their",
+        f"stable pseudonym: {split_text} of the users. No user is in two splits, in any day, run or pseudonym scope.",
         "",
         *_table(["split", "rows"], list(per_split.items())),
         "",

@@ -51,7 +51,7 @@ def typed_schema(include_image_urls: bool) -> pl.Schema:
 def unescape_formula(text: pl.Expr) -> pl.Expr:
     """The text before `transforms.escape_formula`: a leading `'` before a formula's first character
     removed. A source text that itself began with `'` and such a character reads the same in the CSV,
-    and loses its `'` here too (docs/ml.md, "Types")."""
+    and loses its `'` here too, unless the cells are taken before the escape (docs/ml.md, "Types")."""
     escaped = pl.any_horizontal(text.str.starts_with("'" + prefix) for prefix in FORMULA_PREFIXES)
     return pl.when(escaped).then(text.str.slice(1)).otherwise(text)
 
@@ -60,10 +60,10 @@ def _as_text(name: str) -> pl.Expr:
     return pl.col(name).cast(pl.String)
 
 
-def _typed(name: str, dtype: pl.DataType) -> pl.Expr:
+def _typed(name: str, dtype: pl.DataType, escaped: bool) -> pl.Expr:
     """One column of the CSV's frame, typed; the cells are parsed strictly, so a cell the CSV could not
     hold in this type fails rather than becoming null."""
-    if name in TEXT_COLUMNS:
+    if name in TEXT_COLUMNS and escaped:
         cells = unescape_formula(pl.col(name))
     elif dtype == pl.String:
         cells = pl.col(name)
@@ -82,16 +82,17 @@ def _typed(name: str, dtype: pl.DataType) -> pl.Expr:
     return pl.when(cells == "").then(None).otherwise(cells).cast(pl.String).alias(name)
 
 
-def typed_rows(csv_rows: pl.DataFrame) -> pl.DataFrame:
+def typed_rows(csv_rows: pl.DataFrame, *, escaped: bool = True) -> pl.DataFrame:
     """The typed frame of a day's CSV rows: integers, a boolean, UTC datetimes, text without the
     spreadsheet escape; the same rows in the same order. `csv_rows` has the CSV's 12 columns (13 with
-    `image_url`) in its order, typed as `transforms.training_rows` makes them or all text."""
+    `image_url`) in its order, typed as `transforms.training_rows` makes them or all text.
+    `escaped=False` takes cells the escape has not been applied to, whose text is then exact."""
     columns = list(csv_rows.columns)
     expected = [*TRAINING_COLUMNS, IMAGE_URL_COLUMN][: len(columns)]
     if columns != expected or len(columns) not in (len(TRAINING_COLUMNS), len(TRAINING_COLUMNS) + 1):
         raise ValueError(f"not the training CSV's columns: {columns}")
     schema = typed_schema(IMAGE_URL_COLUMN in columns)
-    return csv_rows.select(_typed(name, dtype) for name, dtype in schema.items())
+    return csv_rows.select(_typed(name, dtype, escaped) for name, dtype in schema.items())
 
 
 def parquet_name(split: SplitName, partition: str) -> str:

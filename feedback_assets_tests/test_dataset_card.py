@@ -87,3 +87,8 @@ def test_an_export_without_days_or_measurements_still_has_a_valid_card() -> None
     assert parsed["dataset_info"]["features"][-1] == {"name": IMAGE_URL_COLUMN, "dtype": "string"}
     assert "Days: no days yet. Rows: 0." in text
     assert "| last measured k | not measured yet |" in text
+
+
+def test_the_card_speaks_of_csvs_only_where_they_are_written() -> None:
+    assert "`feedback_training_YYYYMMDD.csv`" in card_text(facts())
+    assert "`feedback_training_YYYYMMDD.csv`" not in card_text(facts(export_formats=("parquet",)))

@@ -98,6 +98,13 @@ def test_cells_become_types_and_escaped_text_is_unescaped_in_the_same_order() ->
     assert_frame_equal(typed_rows(rows), expected)
 
 
+def test_cells_taken_before_the_escape_keep_their_text_exactly() -> None:
+    before_escape = csv_frame(recommendation_id=["'=rec", "=rec"], conditions=["", "'-a"])
+    typed = typed_rows(before_escape, escaped=False)
+    assert typed["recommendation_id"].to_list() == ["'=rec", "=rec"]
+    assert typed["conditions"].to_list() == [None, "'-a"]
+
+
 @pytest.mark.parametrize(
     ("precision", "feedback_cell", "feedback_time"),
     [
