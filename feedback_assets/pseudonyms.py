@@ -12,10 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from feedback_assets.settings import PseudonymScope
+# For annotations only: settings.py imports splits.py, which derives its key here.
+if TYPE_CHECKING:
+    from feedback_assets.settings import PseudonymScope
 
 PERIOD_KEY_INFO = "feedback_assets pseudonym period v1 "
 

@@ -14,6 +14,7 @@ from feedback_assets.errors import ConfigError
 from feedback_assets.settings_fields import (
     DEFAULT_QUASI_IDENTIFIERS,
     MIN_KEY_HEX_DIGITS,
+    ExportFormat,
     OneOf,
     Ratio,
     Setting,
@@ -21,6 +22,7 @@ from feedback_assets.settings_fields import (
     Whole,
     declared,
     parse_bool,
+    parse_export_formats,
     parse_hmac_key,
     parse_http_url,
     parse_label,
@@ -32,6 +34,7 @@ from feedback_assets.settings_fields import (
 from feedback_assets.settings_fields import SENSITIVE_ATTRIBUTE as SENSITIVE_ATTRIBUTE
 from feedback_assets.source_url import SourceLocation
 from feedback_assets.source_url import parse_source_url as parse_source_url
+from feedback_assets.splits import DEFAULT_SPLIT, Split, parse_split
 from feedback_assets.storage import Storage
 from feedback_assets.storage.factory import export_output_dir, output_dir
 
@@ -169,6 +172,17 @@ class ExportSettings(_Settings):
     ]
     """how long a user keeps one pseudonym in the CSVs: `stable` (for as long as the key), `year`, `month` or `day`
     (section 4)"""
+    export_formats: Annotated[
+        tuple[ExportFormat, ...],
+        Setting("FEEDBACK_EXPORT_FORMATS", parse_export_formats, "csv,parquet", readme=" (or `csv`, `parquet`)"),
+    ]
+    """what each day is exported as: `csv,parquet` (the CSV and, beside it, typed Parquet split by user), `csv` or
+    `parquet` (docs/ml.md). Read and checked, not yet used: until issue 25 is finished the export writes the CSVs
+    only"""
+    split: Annotated[Split, Setting("FEEDBACK_SPLIT", parse_split, DEFAULT_SPLIT)]
+    """the share of users in each split of the typed Parquet, `train=..,validation=..,test=..`: each of the three
+    once, every ratio above 0, adding up to 1. A user is in one split for ever, in every pseudonym scope, decided by
+    a keyed hash of the stable pseudonym (docs/ml.md). Read and checked, not yet used, like FEEDBACK_EXPORT_FORMATS"""
     source_retry_seconds: Annotated[
         int,
         Setting(

@@ -10,7 +10,7 @@ import datetime as dt
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, GetCoreSchemaHandler, ValidationError
 from pydantic_core import core_schema
@@ -152,6 +152,20 @@ def parse_quasi_identifiers(name: str, raw: SettingValue) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ConfigError(f"{name} names a column twice")
     return names
+
+
+ExportFormat = Literal["csv", "parquet"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
+
+
+def parse_export_formats(name: str, raw: SettingValue) -> tuple[ExportFormat, ...]:
+    """`csv`, `parquet` or both, separated by a comma in either order; always in the order csv, parquet,
+    so that the resource shows one text for one choice."""
+    given = [part.strip() for part in str(raw).split(",") if part.strip()]
+    unknown = [part for part in given if part not in EXPORT_FORMATS]
+    if not given or unknown or len(set(given)) != len(given):
+        raise ConfigError(f"{name} must be csv,parquet, csv or parquet, not {raw!r}")
+    return tuple(choice for choice in EXPORT_FORMATS if choice in given)
 
 
 def parse_past_day(name: str, raw: SettingValue) -> str:

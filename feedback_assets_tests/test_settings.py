@@ -9,6 +9,7 @@ import pytest
 from feedback_assets.object_storage import ObjectPath
 from feedback_assets.settings import SETTINGS, AlertSettings, ConfigError, settings_from
 from feedback_assets.settings_fields import read_leniently
+from feedback_assets.splits import Split
 from feedback_assets.storage import LocalStorage, ObjectStorage
 
 GOOD_KEY = "0123456789abcdef" * 4
@@ -31,6 +32,20 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.timestamp_precision == "day"
     assert settings.pseudonym_scope == "stable"
     assert settings.quasi_identifiers == ("age_range", "feedback_created_at", "analysis_created_at")
+    assert settings.export_formats == ("csv", "parquet")
+    assert settings.split == Split(train=0.8, validation=0.1, test=0.1)
+
+
+@pytest.mark.parametrize(
+    ("text", "formats"), [("csv", ("csv",)), ("parquet", ("parquet",)), (" parquet, csv ", ("csv", "parquet"))]
+)
+def test_export_formats_are_csv_parquet_or_both(text: str, formats: tuple[str, ...]) -> None:
+    assert settings_from({}, env(FEEDBACK_EXPORT_FORMATS=text)).export_formats == formats
+
+
+def test_the_split_is_read_from_the_environment() -> None:
+    settings = settings_from({}, env(FEEDBACK_SPLIT="train=0.6,validation=0.2,test=0.2"))
+    assert settings.split == Split(train=0.6, validation=0.2, test=0.2)
 
 
 def test_quasi_identifiers_are_read_in_order_with_spaces_trimmed() -> None:
@@ -90,6 +105,11 @@ def test_the_key_never_appears_in_the_settings_repr() -> None:
         ("FEEDBACK_LOOKBACK_DAYS", "5w", "FEEDBACK_LOOKBACK_DAYS must be a whole number of days, 1 or more"),
         ("FEEDBACK_LOOKBACK_DAYS", "0", "FEEDBACK_LOOKBACK_DAYS must be 1 or more days, not 0"),
         ("FEEDBACK_PSEUDONYM_SCOPE", "forever", "FEEDBACK_PSEUDONYM_SCOPE must be one of stable, year, month, day"),
+        ("FEEDBACK_EXPORT_FORMATS", "json", "FEEDBACK_EXPORT_FORMATS must be csv,parquet, csv or parquet, not 'json'"),
+        ("FEEDBACK_EXPORT_FORMATS", "csv,csv", "FEEDBACK_EXPORT_FORMATS must be csv,parquet, csv or parquet"),
+        ("FEEDBACK_EXPORT_FORMATS", " , ", "FEEDBACK_EXPORT_FORMATS must be csv,parquet, csv or parquet"),
+        ("FEEDBACK_SPLIT", "train=0.8,validation=0.1", "FEEDBACK_SPLIT gives no ratio for test"),
+        ("FEEDBACK_SPLIT", "train=0.5,validation=0.1,test=0.1", "FEEDBACK_SPLIT: the ratios add up to 0.7, not 1"),
         ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", " , ", "FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS names no column"),
         ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", "age_range,conditions", "cannot include 'conditions'"),
         ("FEEDBACK_K_ANONYMITY_QUASI_IDENTIFIERS", "age,postcode", "names 'age', 'postcode', which the CSV"),

@@ -1,0 +1,116 @@
+"""The typed Parquet of a day (issue 25; docs/ml.md): the CSV's rows with their cells as proper types,
+one file per day and split, `parquet/<split>/feedback_training_YYYYMMDD.parquet`. No Dagster here.
+
+Made from the frame the CSV writer writes (`transforms.training_rows`, or a CSV read back as text),
+so the Parquet holds what the CSV says and nothing more: the same rows in the same order, the
+timestamps as truncated, empty text as empty (null) as the CSV shows it, and the spreadsheet escape
+taken off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import polars as pl
+
+from feedback_assets.schemas import IMAGE_URL_COLUMN, TEXT_COLUMNS, TRAINING_COLUMNS, UTC_US
+from feedback_assets.splits import SplitName
+from feedback_assets.storage import Storage
+from feedback_assets.transforms import FORMULA_PREFIXES, TIMESTAMP_FORMAT
+
+# The export is for the ML team's disk and downloads, read many times: zstd, unlike the intermediates' LZ4.
+TYPED_COMPRESSION: Final = "zstd"
+PARQUET_DIR: Final = "parquet"
+
+# The columns' types as the app means them (schemas.py: the ratings are smallints), times in UTC.
+TYPED_SCHEMA: Final = pl.Schema(
+    {
+        "analysis_hash": pl.String(),
+        "recommendation_id": pl.String(),
+        "helpful_rating": pl.Int16(),
+        "product_satisfaction": pl.Int16(),
+        "routine_completion_pct": pl.Int16(),
+        "would_recommend": pl.Boolean(),
+        "conditions": pl.String(),
+        "rules_applied": pl.String(),
+        "timeframe": pl.String(),
+        "age_range": pl.String(),
+        "feedback_created_at": UTC_US,
+        "analysis_created_at": UTC_US,
+    }
+)
+TYPED_IMAGE_SCHEMA: Final = pl.Schema({**TYPED_SCHEMA, IMAGE_URL_COLUMN: pl.String()})
+TIMESTAMP_COLUMNS: Final = ("feedback_created_at", "analysis_created_at")
+
+
+def typed_schema(include_image_urls: bool) -> pl.Schema:
+    return TYPED_IMAGE_SCHEMA if include_image_urls else TYPED_SCHEMA
+
+
+def unescape_formula(text: pl.Expr) -> pl.Expr:
+    """The text before `transforms.escape_formula`: a leading `'` before a formula's first character
+    removed. A source text that itself began with `'` and such a character reads the same in the CSV,
+    and loses its `'` here too, unless the cells are taken before the escape (docs/ml.md, "Types")."""
+    escaped = pl.any_horizontal(text.str.starts_with("'" + prefix) for prefix in FORMULA_PREFIXES)
+    return pl.when(escaped).then(text.str.slice(1)).otherwise(text)
+
+
+def _as_text(name: str) -> pl.Expr:
+    return pl.col(name).cast(pl.String)
+
+
+def _typed(name: str, dtype: pl.DataType, escaped: bool) -> pl.Expr:
+    """One column of the CSV's frame, typed; the cells are parsed strictly, so a cell the CSV could not
+    hold in this type fails rather than becoming null."""
+    if name in TEXT_COLUMNS and escaped:
+        cells = unescape_formula(pl.col(name))
+    elif dtype == pl.String:
+        cells = pl.col(name)
+    elif dtype == pl.Boolean:
+        return (
+            _as_text(name)
+            .replace({"": None})
+            .replace_strict({"true": True, "false": False}, return_dtype=pl.Boolean)
+            .alias(name)
+        )
+    elif name in TIMESTAMP_COLUMNS:
+        return _as_text(name).replace({"": None}).str.strptime(UTC_US, TIMESTAMP_FORMAT, strict=True).alias(name)
+    else:
+        return _as_text(name).replace({"": None}).cast(dtype, strict=True).alias(name)
+    # A missing value and an empty text are one empty cell in the CSV (docs/contract.md, section 4).
+    return pl.when(cells == "").then(None).otherwise(cells).cast(pl.String).alias(name)
+
+
+def typed_rows(csv_rows: pl.DataFrame, *, escaped: bool = True) -> pl.DataFrame:
+    """The typed frame of a day's CSV rows: integers, a boolean, UTC datetimes, text without the
+    spreadsheet escape; the same rows in the same order. `csv_rows` has the CSV's 12 columns (13 with
+    `image_url`) in its order, typed as `transforms.training_rows` makes them or all text.
+    `escaped=False` takes cells the escape has not been applied to, whose text is then exact."""
+    columns = list(csv_rows.columns)
+    expected = [*TRAINING_COLUMNS, IMAGE_URL_COLUMN][: len(columns)]
+    if columns != expected or len(columns) not in (len(TRAINING_COLUMNS), len(TRAINING_COLUMNS) + 1):
+        raise ValueError(f"not the training CSV's columns: {columns}")
+    schema = typed_schema(IMAGE_URL_COLUMN in columns)
+    return csv_rows.select(_typed(name, dtype, escaped) for name, dtype in schema.items())
+
+
+def parquet_name(split: SplitName, partition: str) -> str:
+    """The day's file of one split, relative to the export dir: parquet/<split>/feedback_training_YYYYMMDD.parquet."""
+    return f"{PARQUET_DIR}/{split}/feedback_training_{partition.replace('-', '')}.parquet"
+
+
+def write_typed_parquet(exports: Storage, name: str, typed: pl.DataFrame) -> None:
+    """Write one typed file atomically (a reader sees the old file or the whole new one), zstd, its
+    directory made with the export dir's mode."""
+    folder, _, file_name = name.rpartition("/")
+    directory = exports / folder if folder else exports
+    directory.ensure()
+    directory.write(file_name, lambda handle: typed.write_parquet(handle, compression=TYPED_COMPRESSION))
+
+
+def split_frames(typed: pl.DataFrame, splits: pl.Series, names: Sequence[SplitName]) -> dict[SplitName, pl.DataFrame]:
+    """The typed rows of each split of `names`, each in the day's order; a split without rows gets an
+    empty frame, so every split has its file for every day."""
+    labelled = typed.with_columns(splits.cast(pl.String).alias("__split"))
+    return {name: labelled.filter(pl.col("__split") == name).drop("__split") for name in names}
