@@ -8,6 +8,7 @@ and per HMAC key id, because keys made under another scope or key mean nothing h
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import Collection, Iterable
 from itertools import pairwise
@@ -15,10 +16,11 @@ from typing import NoReturn
 
 import polars as pl
 
+from feedback_assets.asset_names import AssetName
 from feedback_assets.files import OBJECT_STORE_ERRORS, concurrently, first_line_of
 from feedback_assets.schemas import STATE_SCHEMA
 from feedback_assets.storage import Storage
-from feedback_assets.storage.base import sink_parquet, write_parquet
+from feedback_assets.storage.base import WRITES, Sink, sink_parquet, write_parquet
 
 # Each key is stored with its first 15 hex digits as an integer: a lookup reads that 8-byte column
 # of every day instead of the 64-character keys, then the keys of the few days that may match
@@ -79,6 +81,10 @@ class DedupeStateError(RuntimeError):
     """The dedupe state a run needs is missing or unreadable; the message says how to rebuild it."""
 
 
+class _OldFormat(Exception):
+    """A state file written before the key prefix existed, found by a read that must not upgrade it."""
+
+
 def _rebuild_hint(partitions: Iterable[str]) -> str:
     days = sorted(partitions)
     span = days[0] if len(days) == 1 else f"{days[0]}...{days[-1]}"
@@ -91,9 +97,17 @@ def _rebuild_hint(partitions: Iterable[str]) -> str:
 
 class DedupeStateStore:
     def __init__(self, storage: Storage, scope: str, key_id: str, index_stale_days: int = INDEX_STALE_DAYS) -> None:
-        self.directory = storage / "seen_pair_hashes" / f"scope={scope}" / f"key_id={key_id}"
+        self.directory = storage / AssetName.SEEN_PAIR_HASHES / f"scope={scope}" / f"key_id={key_id}"
         self.index = self.directory / INDEX_DIR
         self.index_stale_days = index_stale_days
+        # Every write, deletion and temporary-file removal goes there: a recording sink makes a dry run.
+        self.sink: Sink = WRITES
+
+    def through(self, sink: Sink) -> DedupeStateStore:
+        """The same state, its changes going to `sink`."""
+        store = copy.copy(self)
+        store.sink = sink
+        return store
 
     @staticmethod
     def file(partition: str) -> str:
@@ -132,13 +146,15 @@ class DedupeStateStore:
             if "key_prefix" not in self.directory.parquet_columns(self.file(partition)):
                 self.write({partition: self.directory.scan_parquet([self.file(partition)]).collect()})
 
-    def _collect(self, frame: pl.LazyFrame) -> pl.DataFrame:
+    def _collect(self, frame: pl.LazyFrame, upgrade: bool = True) -> pl.DataFrame:
         # Streaming: the state grows with every exported key; a lookup reads it in batches, so its
         # memory does not grow with it.
         try:
             try:
                 return frame.collect(engine="streaming")
             except pl.exceptions.ColumnNotFoundError:
+                if not upgrade:
+                    raise _OldFormat from None
                 # State written before the key prefix existed: upgraded once, then read again.
                 self._upgrade()
                 return frame.collect(engine="streaming")
@@ -177,7 +193,7 @@ class DedupeStateStore:
         found = self._scan(days)
         return self._collect(found.filter(pl.col("dedupe_key").is_in(keys.implode())).select(STATE_SCHEMA.names()))
 
-    def _candidate_days(self, prefixes: pl.Series, excluding: Collection[str]) -> list[str]:
+    def _candidate_days(self, prefixes: pl.Series, excluding: Collection[str], upgrade: bool = True) -> list[str]:
         """The days outside `excluding` whose files hold any of `prefixes`: from the index for the
         days whose files it read as they are now, from the files themselves for the others."""
         skip = set(excluding)
@@ -191,7 +207,8 @@ class DedupeStateStore:
         unread = sorted(set(current) - covered)
         if unread:
             direct = self._collect(
-                self._scan(unread).filter(pl.col("key_prefix").is_in(prefixes.implode())).select("partition").unique()
+                self._scan(unread).filter(pl.col("key_prefix").is_in(prefixes.implode())).select("partition").unique(),
+                upgrade,
             )
             found |= {day.isoformat() for day in direct["partition"].to_list()}
         return sorted(found)
@@ -231,12 +248,11 @@ class DedupeStateStore:
         """
         current = self._versions()
         if not current:
-            self.index.delete(INDEX_FILE)
+            self.sink.delete(self.index, INDEX_FILE)
             return
         days = sorted(current)
         listed = pl.LazyFrame({"day": days, "version": [current[day] for day in days]})
-        self.index.ensure()
-        self.index.remove_stale_temp_files()
+        self.sink.prepare(self.index)
         # The index as it is now, whatever another writer renames over it meanwhile: the rows taken
         # over must be those of the versions compared.
         with self.index.pinned_parquet(INDEX_FILE, INDEX_SCHEMA) as old:
@@ -265,7 +281,7 @@ class DedupeStateStore:
         return self._scan(days).select("key_prefix", "partition")
 
     def _write_index(self, index: pl.LazyFrame) -> None:
-        sink_parquet(self.index, INDEX_FILE, index.select(INDEX_SCHEMA.names()).cast(INDEX_SCHEMA))
+        sink_parquet(self.index, INDEX_FILE, index.select(INDEX_SCHEMA.names()).cast(INDEX_SCHEMA), self.sink)
 
     @staticmethod
     def _index_versions(index: pl.LazyFrame | None) -> dict[str, str]:
@@ -281,8 +297,7 @@ class DedupeStateStore:
     def write(self, owned: dict[str, pl.DataFrame]) -> None:
         """Replace the state of each given partition with the keys it now owns; rebuild the index
         once more than `index_stale_days` days are not in it as they are."""
-        self.directory.ensure()
-        self.directory.remove_stale_temp_files()
+        self.sink.prepare(self.directory)
         concurrently(lambda day: self._write_day(*day), owned.items())
         _, index_versions = self._read_index(None)
         stale = sum(index_versions.get(day) != version for day, version in self._versions().items())
@@ -291,7 +306,33 @@ class DedupeStateStore:
 
     def _write_day(self, partition: str, owned: pl.DataFrame) -> None:
         data = owned.select(STATE_SCHEMA.names()).with_columns(key_prefix(pl.col("dedupe_key"))).sort("dedupe_key")
-        write_parquet(self.directory, self.file(partition), data)
+        write_parquet(self.directory, self.file(partition), data, sink=self.sink)
+
+    def erase(self, keys: pl.Series) -> dict[str, int]:
+        """Remove `keys` from the files of the days that own them, and so from the index; how many
+        rows each day's file lost. Only those files are read whole and rewritten; a file left
+        empty stays, since a missing file means lost state to the next run."""
+        keys = keys.unique()
+        if keys.is_empty():
+            return {}
+        prefixes = keys.to_frame("dedupe_key").select(key_prefix(pl.col("dedupe_key")))["key_prefix"]
+        try:
+            days = self._candidate_days(prefixes, excluding=(), upgrade=False)
+        except _OldFormat:
+            # Files of the old format have no prefixes to look in, and giving them theirs is a
+            # write no dry run may make: every day's keys are read instead.
+            days = self.partitions()
+        owned = self._owners_among(days, keys)
+        removed: dict[str, int] = {}
+        for (partition,), found in owned.partition_by("partition", as_dict=True).items():
+            day = partition.isoformat()
+            current = self.directory.scan_parquet([self.file(day)]).collect()
+            self.write({day: current.filter(~pl.col("dedupe_key").is_in(found["dedupe_key"].implode()))})
+            removed[day] = found.height
+        # The index still holds the erased keys' prefixes: made anew from the cleaned files.
+        if removed and self.has_index():
+            self.rebuild_index()
+        return removed
 
     def all_keys(self) -> pl.DataFrame:
         scan = self._scan_all()
