@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from itertools import pairwise
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 import polars as pl
 
@@ -20,7 +20,7 @@ from feedback_assets.asset_names import AssetName
 from feedback_assets.files import OBJECT_STORE_ERRORS, concurrently, first_line_of
 from feedback_assets.schemas import STATE_SCHEMA
 from feedback_assets.storage import Storage
-from feedback_assets.storage.base import WRITES, Sink, sink_parquet, write_parquet
+from feedback_assets.storage.base import WRITES, Sink, streamed, write_parquet
 
 # Each key is stored with its first 15 hex digits as an integer: a lookup reads that 8-byte column
 # of every day instead of the 64-character keys, then the keys of the few days that may match
@@ -42,6 +42,10 @@ INDEX_STALE_DAYS = 31
 INDEX_SCHEMA = pl.Schema({"key_prefix": pl.Int64(), "partition": pl.Date(), "day": pl.String(), "version": pl.String()})
 # In a directory of its own: `partitions()` lists only the files directly in the state's directory.
 INDEX_DIR, INDEX_FILE = "index", "prefixes.parquet"
+
+
+def _as_index(rows: pl.LazyFrame) -> pl.LazyFrame:
+    return rows.select(INDEX_SCHEMA.names()).cast(INDEX_SCHEMA)
 
 
 def key_prefix(keys: pl.Expr) -> pl.Expr:
@@ -179,13 +183,13 @@ class DedupeStateStore:
                 damaged.append(self.directory.location(self.file(partition)))
         return damaged
 
-    def owners(self, keys: pl.Series, excluding: Collection[str]) -> pl.DataFrame:
+    def owners(self, keys: pl.Series, excluding: Collection[str], upgrade: bool = True) -> pl.DataFrame:
         """The partitions outside `excluding` that own any of `keys`: the key prefixes find the few
         days that may hold one, and only those days' keys are read."""
         if keys.is_empty():
             return STATE_SCHEMA.to_frame()
         prefixes = keys.to_frame("dedupe_key").select(key_prefix(pl.col("dedupe_key")))["key_prefix"]
-        return self._owners_among(self._candidate_days(prefixes, excluding), keys)
+        return self._owners_among(self._candidate_days(prefixes, excluding, upgrade), keys)
 
     def _owners_among(self, days: list[str], keys: pl.Series) -> pl.DataFrame:
         if not days:
@@ -253,25 +257,31 @@ class DedupeStateStore:
         days = sorted(current)
         listed = pl.LazyFrame({"day": days, "version": [current[day] for day in days]})
         self.sink.prepare(self.index)
-        # The index as it is now, whatever another writer renames over it meanwhile: the rows taken
-        # over must be those of the versions compared.
-        with self.index.pinned_parquet(INDEX_FILE, INDEX_SCHEMA) as old:
-            indexed = self._index_versions(old)
-            kept = [dt.date.fromisoformat(day) for day in days if indexed.get(day) == current[day]]
-            parts = [self._scan_prefixes([day for day in days if indexed.get(day) != current[day]])]
-            if old is not None and kept:
-                wanted = pl.col("day").is_null() & pl.col("partition").is_in(pl.Series(kept, dtype=pl.Date()).implode())
-                parts.append(old.filter(wanted).select("key_prefix", "partition"))
-            try:
-                self._write_index(pl.concat([*parts, listed], how="diagonal"))
-                return
-            except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS):
-                pass
+
+        # Inside the write, so a sink that only records it reads nothing.
+        def write(handle: BinaryIO) -> None:
+            # The index as it is now, whatever another writer renames over it meanwhile: the rows
+            # taken over must be those of the versions compared.
+            with self.index.pinned_parquet(INDEX_FILE, INDEX_SCHEMA) as old:
+                indexed = self._index_versions(old)
+                kept = [dt.date.fromisoformat(day) for day in days if indexed.get(day) == current[day]]
+                parts = [self._scan_prefixes([day for day in days if indexed.get(day) != current[day]])]
+                if old is not None and kept:
+                    wanted = pl.col("partition").is_in(pl.Series(kept, dtype=pl.Date()).implode())
+                    parts.append(old.filter(pl.col("day").is_null() & wanted).select("key_prefix", "partition"))
+                streamed(_as_index(pl.concat([*parts, listed], how="diagonal")))(handle)
+
+        try:
+            self.sink.write(self.index, INDEX_FILE, write)
+            return
+        except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS):
+            pass
         # The old index damaged past its footer (it is only a cache), or a day file without its
         # prefixes or damaged: made from every day's file, as a lookup reads them, or the damage named.
         try:
             self._upgrade()
-            self._write_index(pl.concat([self._scan_prefixes(days), listed], how="diagonal"))
+            whole = pl.concat([self._scan_prefixes(days), listed], how="diagonal")
+            self.sink.write(self.index, INDEX_FILE, streamed(_as_index(whole)))
         except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS) as exc:
             self._raise_unreadable(exc)
 
@@ -279,9 +289,6 @@ class DedupeStateStore:
         if not days:
             return INDEX_SCHEMA.to_frame().lazy().select("key_prefix", "partition")
         return self._scan(days).select("key_prefix", "partition")
-
-    def _write_index(self, index: pl.LazyFrame) -> None:
-        sink_parquet(self.index, INDEX_FILE, index.select(INDEX_SCHEMA.names()).cast(INDEX_SCHEMA), self.sink)
 
     @staticmethod
     def _index_versions(index: pl.LazyFrame | None) -> dict[str, str]:
@@ -294,11 +301,14 @@ class DedupeStateStore:
             return {}
         return dict(zip(days["day"].to_list(), days["version"].to_list(), strict=True))
 
-    def write(self, owned: dict[str, pl.DataFrame]) -> None:
-        """Replace the state of each given partition with the keys it now owns; rebuild the index
-        once more than `index_stale_days` days are not in it as they are."""
+    def write(self, owned: Mapping[str, pl.DataFrame], rebuild: bool = False) -> None:
+        """Replace the state of each given partition with the keys it now owns; rebuild the index once
+        more than `index_stale_days` days are not in it as they are, or if any with `rebuild` (keys gone)."""
         self.sink.prepare(self.directory)
         concurrently(lambda day: self._write_day(*day), owned.items())
+        if rebuild and self.has_index():
+            self.rebuild_index()
+            return
         _, index_versions = self._read_index(None)
         stale = sum(index_versions.get(day) != version for day, version in self._versions().items())
         if stale > self.index_stale_days:
@@ -309,30 +319,19 @@ class DedupeStateStore:
         write_parquet(self.directory, self.file(partition), data, sink=self.sink)
 
     def erase(self, keys: pl.Series) -> dict[str, int]:
-        """Remove `keys` from the files of the days that own them, and so from the index; how many
-        rows each day's file lost. Only those files are read whole and rewritten; a file left
-        empty stays, since a missing file means lost state to the next run."""
-        keys = keys.unique()
-        if keys.is_empty():
-            return {}
-        prefixes = keys.to_frame("dedupe_key").select(key_prefix(pl.col("dedupe_key")))["key_prefix"]
+        """Remove `keys` from the day files owning them, the only ones read whole and rewritten (left
+        empty, a file stays: a missing one is lost state), and the index; rows removed by day."""
         try:
-            days = self._candidate_days(prefixes, excluding=(), upgrade=False)
+            owned = self.owners(keys.unique(), excluding=(), upgrade=False)
         except _OldFormat:
-            # Files of the old format have no prefixes to look in, and giving them theirs is a
-            # write no dry run may make: every day's keys are read instead.
-            days = self.partitions()
-        owned = self._owners_among(days, keys)
-        removed: dict[str, int] = {}
-        for (partition,), found in owned.partition_by("partition", as_dict=True).items():
-            day = partition.isoformat()
-            current = self.directory.scan_parquet([self.file(day)]).collect()
-            self.write({day: current.filter(~pl.col("dedupe_key").is_in(found["dedupe_key"].implode()))})
-            removed[day] = found.height
-        # The index still holds the erased keys' prefixes: made anew from the cleaned files.
-        if removed and self.has_index():
-            self.rebuild_index()
-        return removed
+            # No prefixes to look in, and adding them is a write no dry run may make: read every key.
+            owned = self._owners_among(self.partitions(), keys.unique())
+        gone = {day.isoformat(): n for day, n in owned.group_by("partition").len().iter_rows()}
+        if gone:
+            kept = ~pl.col("dedupe_key").is_in(keys.implode())
+            rows = {day: self.directory.scan_parquet([self.file(day)]).filter(kept).collect() for day in gone}
+            self.write(rows, rebuild=True)
+        return gone
 
     def all_keys(self) -> pl.DataFrame:
         scan = self._scan_all()

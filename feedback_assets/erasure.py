@@ -117,7 +117,7 @@ def _remove(
     # Every erased row's key, kept or not: a duplicate's key may be owned by another day's file.
     keys = pl.concat([split.gone["dedupe_key"] for split in splits.values()]) if splits else None
     seen = state.through(sink).erase(keys) if keys is not None else {}
-    deduplicated = store.rewrite(AssetName.DEDUPLICATED_PAIRS, splits, _deduplicated_stats)
+    deduplicated = store.rewrite(AssetName.DEDUPLICATED_PAIRS, splits.items(), _deduplicated_stats)
     anonymized = store.erase(AssetName.ANONYMIZED_PAIRS, mine, days, _anonymized_stats)
     raw = store.erase(AssetName.RAW_FEEDBACK, is_erased("user_id", user_ids), days)
 

@@ -247,13 +247,14 @@ def write_parquet(
     )
 
 
+def streamed(frame: pl.LazyFrame) -> Callable[[BinaryIO], object]:
+    """A write that streams a lazy frame into the file, never whole in memory."""
+    return lambda handle: frame.sink_parquet(handle, compression=PARQUET_COMPRESSION, engine="streaming")
+
+
 def sink_parquet(storage: Storage, name: str, frame: pl.LazyFrame, sink: Sink = WRITES) -> None:
     """Stream a lazy frame into one file, never whole in memory."""
-    sink.write(
-        storage,
-        name,
-        lambda handle: frame.sink_parquet(handle, compression=PARQUET_COMPRESSION, engine="streaming"),
-    )
+    sink.write(storage, name, streamed(frame))
 
 
 def read_text(storage: Storage, name: str) -> str:

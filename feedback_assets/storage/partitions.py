@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import polars as pl
@@ -140,7 +140,10 @@ class PartitionStore:
         Each file is first scanned for the columns `rows` reads only: most files hold none of the
         rows, and those are neither read whole nor rewritten.
         """
-        directory, found = self.storage / asset, {}
+        return dict(self._splits(asset, rows, days))
+
+    def _splits(self, asset: str, rows: pl.Expr, days: Collection[str] | None) -> Iterator[tuple[str, Split]]:
+        directory = self.storage / asset
         for day in self.days(asset):
             if days is not None and day not in days:
                 continue
@@ -151,20 +154,22 @@ class PartitionStore:
                 if not scan.select(rows.sum()).collect().item():
                     continue
                 frame = scan.collect()
-            found[day] = Split(frame.filter(~rows), frame.filter(rows))
-        return found
+            yield day, Split(frame.filter(~rows), frame.filter(rows))
 
-    def rewrite(self, asset: str, splits: Mapping[str, Split], stats_after: StatsAfter | None = None) -> Rewritten:
+    def rewrite(
+        self, asset: str, splits: Iterable[tuple[str, Split]], stats_after: StatsAfter | None = None
+    ) -> Rewritten:
         """Write each day's remaining rows; first, for a day that has statistics, those `stats_after`
         makes of them. Statistics recomputed from what the file holds, written before it: a re-run
         after a crash between the two counts nothing twice."""
-        stats = {}
-        for day, split in splits.items():
+        removed, stats = {}, {}
+        for day, split in splits:
             if stats_after is not None and self.has_stats(asset, day):
                 stats[day] = stats_after(day, self.read_stats(asset, day), split.remaining)
                 self.write_stats(asset, {day: stats[day]})
             self.write(asset, {day: split.remaining})
-        return Rewritten({day: split.gone.height for day, split in splits.items()}, stats)
+            removed[day] = split.gone.height
+        return Rewritten(removed, stats)
 
     def update(
         self, asset: str, days: Collection[str], change: Callable[[pl.DataFrame], tuple[pl.DataFrame, int]]
@@ -189,8 +194,9 @@ class PartitionStore:
         self, asset: str, rows: pl.Expr, days: Collection[str] | None = None, stats_after: StatsAfter | None = None
     ) -> Rewritten:
         """Remove the rows `rows` selects from the files of `asset` (of `days`; None: every day)
-        that hold any, leaving the others untouched: `split`, then `rewrite`."""
-        return self.rewrite(asset, self.split(asset, rows, days), stats_after)
+        that hold any, leaving the others untouched: `split` then `rewrite`, a day at a time, so
+        only one day's rows are in memory."""
+        return self.rewrite(asset, self._splits(asset, rows, days), stats_after)
 
 
 def split_by_partition(frame: pl.DataFrame, partitions: list[str]) -> dict[str, pl.DataFrame]:
