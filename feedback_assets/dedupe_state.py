@@ -301,7 +301,7 @@ class DedupeStateStore:
             return {}
         return dict(zip(days["day"].to_list(), days["version"].to_list(), strict=True))
 
-    def write(self, owned: Mapping[str, pl.DataFrame], rebuild: bool = False) -> None:
+    def write(self, owned: Mapping[str, pl.DataFrame | pl.LazyFrame], rebuild: bool = False) -> None:
         """Replace the state of each given partition with the keys it now owns; rebuild the index once
         more than `index_stale_days` days are not in it as they are, or if any with `rebuild` (keys gone)."""
         self.sink.prepare(self.directory)
@@ -314,8 +314,10 @@ class DedupeStateStore:
         if stale > self.index_stale_days:
             self.rebuild_index()
 
-    def _write_day(self, partition: str, owned: pl.DataFrame) -> None:
-        data = owned.select(STATE_SCHEMA.names()).with_columns(key_prefix(pl.col("dedupe_key"))).sort("dedupe_key")
+    def _write_day(self, partition: str, owned: pl.DataFrame | pl.LazyFrame) -> None:
+        data = (
+            owned.lazy().select(STATE_SCHEMA.names()).with_columns(key_prefix(pl.col("dedupe_key"))).sort("dedupe_key")
+        )
         write_parquet(self.directory, self.file(partition), data, sink=self.sink)
 
     def erase(self, keys: pl.Series) -> dict[str, int]:
@@ -329,8 +331,7 @@ class DedupeStateStore:
         gone = {day.isoformat(): n for day, n in owned.group_by("partition").len().iter_rows()}
         if gone:
             kept = ~pl.col("dedupe_key").is_in(keys.implode())
-            rows = {day: self.directory.scan_parquet([self.file(day)]).filter(kept).collect() for day in gone}
-            self.write(rows, rebuild=True)
+            self.write({day: self.directory.scan_parquet([self.file(day)]).filter(kept) for day in gone}, rebuild=True)
         return gone
 
     def all_keys(self) -> pl.DataFrame:

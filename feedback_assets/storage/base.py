@@ -236,15 +236,17 @@ def write_bytes(storage: Storage, name: str, data: bytes, mode: int | None = Non
 
 
 def write_parquet(
-    storage: Storage, name: str, frame: pl.DataFrame, *, statistics: bool = True, sink: Sink = WRITES
+    storage: Storage, name: str, frame: pl.DataFrame | pl.LazyFrame, *, statistics: bool = True, sink: Sink = WRITES
 ) -> None:
     """`statistics=False` leaves out the column statistics: files only ever read whole do not need
-    them, and computing them is a quarter of writing a day of pairs."""
-    sink.write(
-        storage,
-        name,
-        lambda handle: frame.write_parquet(handle, compression=PARQUET_COMPRESSION, statistics=statistics),
-    )
+    them, and computing them is a quarter of writing a day of pairs. A lazy frame is collected as
+    the file is written: never by a sink that only records, and by concurrent writers a few at a time."""
+
+    def write(handle: BinaryIO) -> None:
+        whole = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+        whole.write_parquet(handle, compression=PARQUET_COMPRESSION, statistics=statistics)
+
+    sink.write(storage, name, write)
 
 
 def streamed(frame: pl.LazyFrame) -> Callable[[BinaryIO], object]:
