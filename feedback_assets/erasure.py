@@ -113,11 +113,11 @@ def _remove(
     user_ids, pseudonyms, csv_pseudonyms = subjects
     store, mine = PartitionStore(storage, sink), is_erased("analysis_hash", pseudonyms)
     # Intermediates first: the manifests' counts are read from their updated statistics.
-    splits = store.split(AssetName.DEDUPLICATED_PAIRS, mine, days)
-    # Every erased row's key, kept or not: a duplicate's key may be owned by another day's file.
-    keys = pl.concat([split.gone["dedupe_key"] for split in splits.values()]) if splits else None
+    # Every erased row's key, kept or not: a duplicate's key may be owned by another day's file. Read
+    # apart from the rewrite below, which then holds one day at a time, not every day's rows at once.
+    keys = store.selected(AssetName.DEDUPLICATED_PAIRS, mine, "dedupe_key", days)
     seen = state.through(sink).erase(keys) if keys is not None else {}
-    deduplicated = store.rewrite(AssetName.DEDUPLICATED_PAIRS, splits.items(), _deduplicated_stats)
+    deduplicated = store.erase(AssetName.DEDUPLICATED_PAIRS, mine, days, _deduplicated_stats)
     anonymized = store.erase(AssetName.ANONYMIZED_PAIRS, mine, days, _anonymized_stats)
     raw = store.erase(AssetName.RAW_FEEDBACK, is_erased("user_id", user_ids), days)
 

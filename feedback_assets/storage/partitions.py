@@ -133,16 +133,26 @@ class PartitionStore:
         """The days (YYYY-MM-DD) whose file `asset` holds, in the listing's order."""
         return [match.group(1) for _, match in files_matching(self.storage / asset, PARTITION_FILE)]
 
-    def split(self, asset: str, rows: pl.Expr, days: Collection[str] | None = None) -> dict[str, Split]:
-        """The days of `asset` (among `days`; None: every day) whose file holds rows that `rows`
-        selects, each split in the rows that stay and those that go.
-
-        Each file is first scanned for the columns `rows` reads only: most files hold none of the
-        rows, and those are neither read whole nor rewritten.
-        """
-        return dict(self._splits(asset, rows, days))
+    def selected(self, asset: str, rows: pl.Expr, column: str, days: Collection[str] | None = None) -> pl.Series | None:
+        """`column` of the rows `rows` selects in the files of `asset` (of `days`; None: every day),
+        read a file at a time; None when no file holds one."""
+        directory, found = self.storage / asset, []
+        for day in self.days(asset):
+            if days is not None and day not in days:
+                continue
+            name = _file(day)
+            repair = f"rebuild it with {rematerialize_command(asset, day)}, then run erase_subjects again"
+            with reading(directory.location(name), repair):
+                values = directory.scan_parquet([name]).filter(rows).select(column).collect().to_series()
+            if values.len():
+                found.append(values)
+        return pl.concat(found) if found else None
 
     def _splits(self, asset: str, rows: pl.Expr, days: Collection[str] | None) -> Iterator[tuple[str, Split]]:
+        """The days of `asset` (among `days`; None: every day) whose file holds rows that `rows`
+        selects, each split in the rows that stay and those that go. Each file is first scanned for
+        the columns `rows` reads only: most files hold none of the rows, and those are neither read
+        whole nor rewritten."""
         directory = self.storage / asset
         for day in self.days(asset):
             if days is not None and day not in days:
