@@ -32,7 +32,7 @@ from feedback_assets.asset_runs import (
 )
 from feedback_assets.failures import explained_failures
 from feedback_assets.pseudonyms import pseudonymize_user_ids, scoped_pseudonyms
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import DedupeStateResource, FeedbackSettings, FeedbackSourceResource, StorageResource
 from feedback_assets.settings import ExportSettings
 from feedback_assets.storage import Storage
 from feedback_assets.storage.base import WRITES, Recording, Sink
@@ -135,7 +135,12 @@ def _merged_by_day(*by_partition: Mapping[str, Mapping[str, int]]) -> dict[str, 
 # The dedupe state pool: the op rewrites state files, so it must not run while a dedupe step reads them.
 @dg.op(pool=DEDUPE_STATE_POOL)
 def erase_requested_subjects(
-    context: dg.OpExecutionContext, config: EraseConfig, feedback_settings: FeedbackSettings
+    context: dg.OpExecutionContext,
+    config: EraseConfig,
+    feedback_settings: FeedbackSettings,
+    feedback_source: FeedbackSourceResource,
+    feedback_storage: StorageResource,
+    dedupe_state: DedupeStateResource,
 ) -> None:
     """Remove the rows of every user in erasure_requests, and of every user whose consent the source
     now withdraws, from the exports, the intermediates and the dedupe state; blank the image URLs of
@@ -145,20 +150,20 @@ def erase_requested_subjects(
     dry_run = not config.confirm
     if dry_run:
         context.instance.add_run_tags(context.run_id, {DRY_RUN_TAG: "true"})
-    source = feedback_settings.source(context.log.warning)
+    source = feedback_source.reader(context.log.warning)
     with explained_failures():
         source.check_schema()
         read = source.read_erasure_requests()
     # Requests whose user id cannot be read fail the run, once everything else is done.
     unreadable, requests = read.null_count(), read.drop_nulls()
-    storage, exports = feedback_settings.storage(), feedback_settings.exports()
+    storage, exports = feedback_storage.storage(), feedback_storage.exports()
     # What the run changes goes there: a dry run records it and changes nothing.
     sink: Sink = Recording() if dry_run else WRITES
     record = SubjectRecord(storage, sink)
 
     # A dry run only reads, so it shares the lock as export steps do: it waits for an erasure in
     # progress instead of counting from files half of which are already erased.
-    lock = feedback_settings.writing if dry_run else feedback_settings.erasing
+    lock = feedback_storage.writing if dry_run else feedback_storage.erasing
     with explained_failures(), lock(context.log.info, context.instance):
         if not dry_run:
             # A killed raw_feedback step's copies of source rows (docs/privacy.md, Erasure).
@@ -183,7 +188,7 @@ def erase_requested_subjects(
             return erasure.erase(
                 storage=storage,
                 exports=exports,
-                state=feedback_settings.dedupe_state(),
+                state=dedupe_state.store(),
                 user_ids=pseudonyms["user_id"],
                 pseudonyms=pseudonyms["analysis_hash"],
                 csv_pseudonyms=_csv_pseudonyms(settings, pseudonyms),
