@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -67,7 +68,7 @@ def test_a_source_missing_a_table_or_column_is_named(
 ) -> None:
     write_crafted_source(source_url)
     if source_url.startswith("sqlite"):
-        with sqlite3.connect(tmp_path / "source.sqlite") as conn:
+        with closing(sqlite3.connect(tmp_path / "source.sqlite")) as conn, conn:
             conn.execute(statement)
         where = f"the source (sqlite file {tmp_path / 'source.sqlite'})"
     else:
@@ -154,7 +155,7 @@ def test_bad_settings_stop_the_run_with_the_exact_message(
 def write_messy_sqlite(path: Path) -> None:
     """What SQLite's loose typing lets an app store: text in number columns, NULs, invalid UTF-8."""
     write_crafted_source(f"sqlite:///{path}")
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         rows = [
             (2001, 1, 10, "rec_a", "four", None, None, 1, "2025-10-25 13:00:00"),
             (2002, "user-1", 10, "rec_a", 4, None, None, 1, "2025-10-25 13:00:01"),
@@ -262,7 +263,7 @@ def test_any_timestamp_text_in_sqlite_ends_counted_never_a_crash(
         records=[{"id": f"rec_{i}", "analysis_id": 10} for i in range(len(AWKWARD_CREATED_AT))],
         feedback=[],
     )
-    with sqlite3.connect(tmp_path / "source.sqlite") as db:
+    with closing(sqlite3.connect(tmp_path / "source.sqlite")) as db, db:
         db.executemany(
             "INSERT INTO recommendation_feedback (id, user_id, analysis_id, recommendation_id, helpful_rating, "
             "created_at) VALUES (?, 1, 10, ?, 4, ?)",

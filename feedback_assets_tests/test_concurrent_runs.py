@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def test_an_erasure_started_with_an_export_of_the_same_days_leaves_nothing_of_th
     # The user with the most feedback asks to be erased; an export and the erasure start together,
     # twice, the second time with a second erasure beside them.
     busiest = data.recommendation_feedback.group_by("user_id").len().sort("len", descending=True)["user_id"][0]
-    with sqlite3.connect(tmp_path / "source.sqlite") as db:
+    with closing(sqlite3.connect(tmp_path / "source.sqlite")) as db, db:
         db.execute("INSERT INTO erasure_requests (user_id, requested_at) VALUES (?, '2025-11-03 00:00:00')", (busiest,))
     args = (str(home), str(shared), source_url)
     _together((_export_range, args), (_erase, args))

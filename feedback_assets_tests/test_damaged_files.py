@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -98,7 +99,7 @@ def test_a_corrupt_manifest_stops_erasure_naming_it(
 ) -> None:
     manifest = tmp_path / "export" / "feedback_training_20251025.manifest.json"
     manifest.write_text("{")
-    with sqlite3.connect(tmp_path / "source.sqlite") as db:
+    with closing(sqlite3.connect(tmp_path / "source.sqlite")) as db, db:
         db.execute("INSERT INTO erasure_requests (user_id, requested_at) VALUES (1, '2025-10-27 00:00:00')")
     # A dry run reads what the erasure reads, so it stops where the erasure would.
     with pytest.raises(dg.Failure) as dry:

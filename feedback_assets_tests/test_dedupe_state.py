@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import random
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -134,7 +135,7 @@ def test_a_late_row_for_an_earlier_day_reports_the_later_day_until_it_is_rerun(
     # Nothing to re-run yet: no blank row for it.
     assert "later_days_to_rerun" not in latest_metadata(instance, "deduplicated_pairs", DAYS[0])
 
-    with sqlite3.connect(tmp_path / "source.sqlite") as conn:
+    with closing(sqlite3.connect(tmp_path / "source.sqlite")) as conn, conn:
         conn.execute(
             "INSERT INTO recommendation_feedback (id, user_id, analysis_id, recommendation_id, helpful_rating, "
             "created_at) VALUES (1, 1, 10, 'rec_a', 5, '2025-10-20 09:00:00.000000')"

@@ -55,7 +55,12 @@ def test_the_image_is_slim_python_with_the_project_run_as_a_user_without_privile
     steps = instructions()
     (base,) = [rest for keyword, rest in steps if keyword == "FROM"]
     assert base.startswith("python:3.11-") and "slim" in base
-    assert any(keyword == "RUN" and "pip install" in rest and rest.rstrip().endswith(" .") for keyword, rest in steps)
+    runs = [rest for keyword, rest in steps if keyword == "RUN" and "pip install" in rest]
+    # The runtime's lock with every hash checked, then the project alone on top of it (issue 26).
+    assert runs == [
+        "pip install --no-cache-dir --require-hashes -r requirements/runtime.txt",
+        "pip install --no-cache-dir --no-deps .",
+    ]
     (user,) = [rest for keyword, rest in steps if keyword == "USER"]
     assert user.split(":")[0] not in ("0", "root")
     # The user is switched to after everything is installed, and before the server starts.
@@ -72,13 +77,18 @@ def test_the_build_context_admits_the_package_and_nothing_else() -> None:
     rules = [line for line in ignored if line and not line.startswith("#")]
     assert rules[0] == "*"
     assert {rule for rule in rules if rule.startswith("!")} == {
+        "!requirements/runtime.txt",
         "!setup.cfg",
         "!pyproject.toml",
         "!README.md",
         "!feedback_assets/",
     }
     copied = [rest for keyword, rest in instructions() if keyword == "COPY"]
-    assert copied == ["setup.cfg pyproject.toml README.md ./", "feedback_assets ./feedback_assets"]
+    assert copied == [
+        "requirements/runtime.txt ./requirements/runtime.txt",
+        "setup.cfg pyproject.toml README.md ./",
+        "feedback_assets ./feedback_assets",
+    ]
 
 
 def test_the_values_run_this_code_location_from_its_image() -> None:

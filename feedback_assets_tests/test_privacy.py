@@ -10,6 +10,7 @@ import json
 import sqlite3
 import stat
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -181,7 +182,7 @@ def test_month_pseudonyms_link_rows_within_a_month_only_and_erasure_finds_them(
     erased = next(
         u for u in users if month_hash(u, "2025-10-31") in october and month_hash(u, "2025-11-01") in november
     )
-    with sqlite3.connect(tmp_path / "source.sqlite") as db:
+    with closing(sqlite3.connect(tmp_path / "source.sqlite")) as db, db:
         db.execute("INSERT INTO erasure_requests (user_id, requested_at) VALUES (?, '2025-11-03 00:00:00')", (erased,))
     assert erase_subjects.execute_in_process(
         instance=instance, resources=resources_for(settings), run_config=CONFIRM

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -90,7 +91,7 @@ def test_a_day_the_app_nearly_stopped_writing_warns_without_failing_the_run_and_
     last = dt.date(2025, 10, 25)
     write_demo_source(f"sqlite:///{source}", end_date=last, days=10, rows_per_day=60, seed=3)
     # The app stopped writing on the last day: all but a handful of its feedback rows never arrived.
-    with sqlite3.connect(source) as conn:
+    with closing(sqlite3.connect(source)) as conn, conn:
         conn.execute(
             "DELETE FROM recommendation_feedback WHERE created_at >= '2025-10-25' AND id NOT IN "
             "(SELECT id FROM recommendation_feedback WHERE created_at >= '2025-10-25' ORDER BY id LIMIT 3)"
