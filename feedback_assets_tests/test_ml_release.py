@@ -21,6 +21,7 @@ from feedback_assets.typed_export import typed_rows
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 from feedback_assets_tests.late_rows import execute
 from feedback_assets_tests.paths import exported_files
+from feedback_assets_tests.sources import rating, write_source
 
 FIRST, LAST = "2025-10-28", "2025-10-31"
 DAYS = ("2025-10-28", "2025-10-29", "2025-10-30", "2025-10-31")
@@ -166,3 +167,70 @@ def test_release_lists_every_file_and_its_version_follows_the_rows(
     before = {f["path"]: f["sha256"] for f in files}
     changed = {f["path"] for f in repinned["files"] if before[f["path"]] != f["sha256"]}  # type: ignore[attr-defined]
     assert changed and all("20251030" in path for path in changed)
+
+
+# A text the CSV escapes (`=`), one whose source already began with `'=` (the same cell in the CSV),
+# and plain ones; each user gives one row a day over two days.
+TEXTS = ("=1+1", "'=1+1", "-plain", "plain", "@x", "rec")
+
+
+def write_texts_source(url: str) -> None:
+    users = range(1, 25)
+    write_source(
+        url,
+        users=[
+            {
+                "id": u,
+                "age": 40 if u % 8 == 0 else 20 + u % 3,
+                "ml_training_consent": True,
+                "image_sharing_consent": False,
+            }
+            for u in users
+        ],
+        analyses=[{"id": u, "user_id": u, "conditions": "acne" if u % 2 else "dryness"} for u in users],
+        records=[
+            {"id": f"{TEXTS[u % len(TEXTS)]}{u}", "analysis_id": u, "rules_applied": "=spf", "timeframe": "4w"}
+            for u in users
+        ],
+        feedback=[
+            rating(day * 100 + u, u, u, f"{TEXTS[u % len(TEXTS)]}{u}", f"2025-10-2{day} 0{u % 3}:00:00", 4, 4, 60, True)
+            for u in users
+            for day in (4, 5)
+        ],
+    )
+
+
+@pytest.mark.parametrize("overrides", [{}, {"pseudonym_scope": "month", "k_anonymity_suppress": "true"}])
+def test_parquet_text_is_the_source_text_and_holds_the_csvs_rows(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance, overrides: dict[str, str]
+) -> None:
+    url = sqlite_url(tmp_path)
+    write_texts_source(url)
+    assert materialize(instance, settings_for(tmp_path, url, **overrides), "2025-10-24", "2025-10-25").success
+    export = tmp_path / "export"
+    users_split: dict[str, str] = {}
+    for day, path in exported_files(export).items():
+        cells = pl.read_csv(path, infer_schema=False)
+        parts = {
+            name: pl.read_parquet(export / "parquet" / name / f"feedback_training_{day.replace('-', '')}.parquet")
+            for name in SPLIT_NAMES
+        }
+        typed = pl.concat(parts.values())
+        # The same rows as the CSV after the same suppression, the texts as the source wrote them.
+        assert typed.height == cells.height > 0
+        sources = {f"{t}{u}" for t in TEXTS for u in range(1, 25)}
+        assert set(typed["recommendation_id"]) <= sources
+        escaped = ["'" + text if text[0] in "=+-@" else text for text in typed["recommendation_id"].to_list()]
+        assert sorted(escaped) == sorted(cells["recommendation_id"].to_list())
+        assert set(typed["rules_applied"]) == {"=spf"}
+        # A user (by recommendation, one per user) is in the same split on both days.
+        for name, part in parts.items():
+            for rec in part["recommendation_id"].to_list():
+                assert users_split.setdefault(rec, name) == name
+    written = {f"{TEXTS[u % len(TEXTS)]}{u}" for u in range(1, 25)}
+    if overrides:
+        # The three users aged 40 are a group below k on each day: gone from the CSV, and so from the Parquet.
+        assert set(users_split) == written - {f"{TEXTS[u % len(TEXTS)]}{u}" for u in (8, 16, 24)}
+    else:
+        assert set(users_split) == written
+    assert "'=1+17" in users_split and "=1+16" in users_split
