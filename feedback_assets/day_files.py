@@ -76,12 +76,19 @@ def write_day(
     facts: Mapping[str, object],
     day_formats: DayFormats,
 ) -> DayFiles:
-    """Write the day's Parquet files (one per split, empty or not, so every day has its three and a
-    split's glob never misses a day), then its CSV, then the manifest describing them, each atomically.
+    """Write the day's CSV, then its Parquet files (one per split, empty or not, so every day has its
+    three and a split's glob never misses a day), then the manifest describing them, each atomically.
 
     `rows` are the CSV's rows in its order with `transforms.source_columns` when Parquet is written."""
     exports.ensure()
     manifest: dict[str, object] = {**facts, "export_formats": list(day_formats.formats)}
+    cells = csv_cells(rows, columns)
+    name: str | None = None
+    data = b""
+    if day_formats.csv:
+        name = csv_name(partition)
+        data = csv_bytes(cells)
+        write_bytes(exports, name, data)
     counts: dict[SplitName, int] = {}
     if day_formats.parquet:
         splits = assign_splits(rows[STABLE_PSEUDONYM], day_formats.split, day_formats.master_key)
@@ -92,13 +99,6 @@ def write_day(
             write_typed_parquet(exports, path, frame)
             listed.append({"split": split, "path": path, "rows": frame.height})
         manifest.update({"split": str(day_formats.split), MANIFEST_SPLIT_COUNTS: counts, MANIFEST_PARQUET: listed})
-    cells = csv_cells(rows, columns)
-    name: str | None = None
-    data = b""
-    if day_formats.csv:
-        name = csv_name(partition)
-        data = csv_bytes(cells)
-        write_bytes(exports, name, data)
     manifest.update(
         {"csv": name, "row_count": cells.height, "sha256": hashlib.sha256(data).hexdigest() if name else None}
     )

@@ -9,6 +9,7 @@ taken off.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import Final
 
@@ -17,6 +18,7 @@ import polars as pl
 from feedback_assets.schemas import IMAGE_URL_COLUMN, TEXT_COLUMNS, TRAINING_COLUMNS, UTC_US
 from feedback_assets.splits import SplitName
 from feedback_assets.storage import Storage
+from feedback_assets.storage.base import write_bytes
 from feedback_assets.transforms import FORMULA_PREFIXES, TIMESTAMP_FORMAT
 
 # The export is for the ML team's disk and downloads, read many times: zstd, unlike the intermediates' LZ4.
@@ -106,7 +108,11 @@ def write_typed_parquet(exports: Storage, name: str, typed: pl.DataFrame) -> Non
     folder, _, file_name = name.rpartition("/")
     directory = exports / folder if folder else exports
     directory.ensure()
-    directory.write(file_name, lambda handle: typed.write_parquet(handle, compression=TYPED_COMPRESSION))
+    # Encoded in memory first (a day's split is small): Polars' writer reports a full or read-only disk
+    # only as the text of a ComputeError, while a plain write raises the OSError the storage explains.
+    buffer = io.BytesIO()
+    typed.write_parquet(buffer, compression=TYPED_COMPRESSION)
+    write_bytes(directory, file_name, buffer.getvalue())
 
 
 def split_frames(typed: pl.DataFrame, splits: pl.Series, names: Sequence[SplitName]) -> dict[SplitName, pl.DataFrame]:
