@@ -22,7 +22,7 @@ from feedback_assets.storage import Storage
 from feedback_assets.storage.base import write_bytes
 from feedback_assets.training_csv import csv_bytes, csv_name, manifest_name
 from feedback_assets.transforms import STABLE_PSEUDONYM, unescaped
-from feedback_assets.typed_export import parquet_name, split_frames, typed_rows, write_typed_parquet
+from feedback_assets.typed_export import PARQUET_DIR, parquet_name, split_frames, typed_rows, write_typed_parquet
 
 # The manifest's format: what it lists beyond the CSV's fields of docs/contract.md, section 4.
 MANIFEST_PARQUET: Final = "parquet"
@@ -53,6 +53,13 @@ class DayFiles:
     csv: str | None
     rows: int
     split_counts: dict[SplitName, int]
+
+
+def remove_stale_temp_files(exports: Storage) -> None:
+    """The temporary files killed runs left in the export dir and beside each split's files."""
+    exports.remove_stale_temp_files()
+    for split in SPLIT_NAMES:
+        (exports / PARQUET_DIR / split).remove_stale_temp_files()
 
 
 def csv_cells(rows: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:

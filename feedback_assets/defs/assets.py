@@ -28,7 +28,7 @@ from feedback_assets.asset_runs import (
     SlicedRun,
     export_asset,
 )
-from feedback_assets.day_files import DayFormats, write_day
+from feedback_assets.day_files import DayFormats, remove_stale_temp_files, write_day
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.export_release import MANIFEST_K_ANONYMITY, write_card
 from feedback_assets.failures import explained_failures
@@ -286,7 +286,7 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
     run = SlicedRun(context)
     settings = feedback_settings.settings
     store, exports = feedback_settings.partition_store(), feedback_settings.exports()
-    exports.remove_stale_temp_files()
+    remove_stale_temp_files(exports)
 
     def export(days: list[str]) -> int:
         with explained_failures():
