@@ -5,6 +5,8 @@ run stale as soon as any file of the export changes.
 
 No `from __future__ import annotations` here: Dagster resolves the `context` annotation at definition time."""
 
+import warnings
+
 import dagster as dg
 
 from feedback_assets.asset_names import AssetName
@@ -13,21 +15,12 @@ from feedback_assets.export_release import rows_per_split, write_release
 from feedback_assets.failures import explained_failures
 from feedback_assets.resources import FeedbackSettings
 
-# Apart from the daily export's group: the feedback_export job selects that group by day, and an
-# unpartitioned asset cannot share a partitioned job.
+# Apart from the daily export's group, which the nightly feedback_export job selects: that job exports a
+# day, while the release hashes every file of the export dir.
 RELEASE_GROUP = "ml_release"
 
 
-@dg.asset(
-    name=AssetName.TRAINING_DATASET.value,
-    deps=[TRAINING_CSV],
-    group_name=RELEASE_GROUP,
-    kinds={"polars", "parquet", "csv"},
-    description="release.json at the export root: every day's CSV and Parquet file with its SHA-256 and rows, "
-    "the settings and the day range, under a version that is a content hash of the file list. The version is "
-    "this asset's data version: a training run that depends on it is stale when the files change.",
-)
-def training_dataset(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
+def _training_dataset(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
     settings = feedback_settings.settings
     exports = feedback_settings.exports()
     # Held as the export steps hold it: no erasure rewrites a file between its hash and the release.
@@ -47,5 +40,21 @@ def training_dataset(context: dg.AssetExecutionContext, feedback_settings: Feedb
         },
     )
 
+
+# Dagster warns at every load that `backfill_policy` is beta; the policy is chosen knowingly (asset_runs.py).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    training_dataset = dg.asset(
+        name=AssetName.TRAINING_DATASET.value,
+        deps=[TRAINING_CSV],
+        group_name=RELEASE_GROUP,
+        # One run: the CLI takes a range of days (`--select '*' --partition-range`) only when every
+        # selected asset has this policy; the release is then made once, after the range's days.
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"polars", "parquet", "csv"},
+        description="release.json at the export root: every day's CSV and Parquet file with its SHA-256 and rows, "
+        "the settings and the day range, under a version that is a content hash of the file list. The version is "
+        "this asset's data version: a training run that depends on it is stale when the files change.",
+    )(_training_dataset)
 
 defs = dg.Definitions(assets=[training_dataset])
