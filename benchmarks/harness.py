@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 from feedback_assets.definitions import defs
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import FeedbackSettings, resources_for
 
 EXPORT_JOB = "feedback_export"
 # A fixed pseudonymisation key for the benchmarks' throwaway exports (set as FEEDBACK_HMAC_KEY unless one is set).
@@ -18,7 +18,7 @@ def run_export(
 ) -> dg.ExecuteInProcessResult:
     """One run of the feedback_export job over the days first..last (one partition when last is None)."""
     job = defs.resolve_job_def(EXPORT_JOB)
-    resources = {"feedback_settings": settings}
+    resources = resources_for(settings)
     if last is None:
         return job.execute_in_process(instance=instance, resources=resources, partition_key=first)
     return job.execute_in_process(

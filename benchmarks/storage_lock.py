@@ -24,9 +24,10 @@ import psycopg2
 from dagster_postgres.run_storage import PostgresRunStorage
 
 from benchmarks.year import SERVER
-from feedback_assets.object_storage import ObjectPath
 from feedback_assets.storage import ObjectStorage
-from feedback_assets.storage_lock import advisory_lock, storage_lease
+from feedback_assets.storage.lock import storage_lease
+from feedback_assets.storage.object_paths import ObjectPath
+from feedback_assets.storage_lock import advisory_lock
 from feedback_assets_tests.s3_server import running_s3_server
 
 

@@ -15,7 +15,7 @@ from feedback_assets.asset_names import AssetName
 from feedback_assets.failures import explained_failures
 from feedback_assets.files import WritesBehind
 from feedback_assets.partitions import backfill_policy, daily_partitions
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import StorageResource
 from feedback_assets.slices import in_slices
 
 GROUP = "feedback_export"
@@ -93,12 +93,12 @@ class SlicedRun:
         self.metadata: dict[str, dict[str, Any]] = {}
 
     @contextmanager
-    def writing(self, feedback_settings: FeedbackSettings) -> Iterator[WritesBehind]:
+    def writing(self, feedback_storage: StorageResource) -> Iterator[WritesBehind]:
         """Domain errors become plain Failures; erasure waits while this is held; every write
         submitted behind has landed (or raised) when this ends."""
         with (
             explained_failures(),
-            feedback_settings.writing(self.context.log.info, self.context.instance),
+            feedback_storage.writing(self.context.log.info, self.context.instance),
             WritesBehind() as behind,
         ):
             yield behind

@@ -8,17 +8,19 @@ and per HMAC key id, because keys made under another scope or key mean nothing h
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from itertools import pairwise
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 import polars as pl
 
+from feedback_assets.asset_names import AssetName
 from feedback_assets.files import OBJECT_STORE_ERRORS, concurrently, first_line_of
 from feedback_assets.schemas import STATE_SCHEMA
 from feedback_assets.storage import Storage
-from feedback_assets.storage.base import sink_parquet, write_parquet
+from feedback_assets.storage.base import WRITES, Sink, streamed, write_parquet
 
 # Each key is stored with its first 15 hex digits as an integer: a lookup reads that 8-byte column
 # of every day instead of the 64-character keys, then the keys of the few days that may match
@@ -40,6 +42,10 @@ INDEX_STALE_DAYS = 31
 INDEX_SCHEMA = pl.Schema({"key_prefix": pl.Int64(), "partition": pl.Date(), "day": pl.String(), "version": pl.String()})
 # In a directory of its own: `partitions()` lists only the files directly in the state's directory.
 INDEX_DIR, INDEX_FILE = "index", "prefixes.parquet"
+
+
+def _as_index(rows: pl.LazyFrame) -> pl.LazyFrame:
+    return rows.select(INDEX_SCHEMA.names()).cast(INDEX_SCHEMA)
 
 
 def key_prefix(keys: pl.Expr) -> pl.Expr:
@@ -79,6 +85,10 @@ class DedupeStateError(RuntimeError):
     """The dedupe state a run needs is missing or unreadable; the message says how to rebuild it."""
 
 
+class _OldFormat(Exception):
+    """A state file written before the key prefix existed, found by a read that must not upgrade it."""
+
+
 def _rebuild_hint(partitions: Iterable[str]) -> str:
     days = sorted(partitions)
     span = days[0] if len(days) == 1 else f"{days[0]}...{days[-1]}"
@@ -91,9 +101,17 @@ def _rebuild_hint(partitions: Iterable[str]) -> str:
 
 class DedupeStateStore:
     def __init__(self, storage: Storage, scope: str, key_id: str, index_stale_days: int = INDEX_STALE_DAYS) -> None:
-        self.directory = storage / "seen_pair_hashes" / f"scope={scope}" / f"key_id={key_id}"
+        self.directory = storage / AssetName.SEEN_PAIR_HASHES / f"scope={scope}" / f"key_id={key_id}"
         self.index = self.directory / INDEX_DIR
         self.index_stale_days = index_stale_days
+        # Every write, deletion and temporary-file removal goes there: a recording sink makes a dry run.
+        self.sink: Sink = WRITES
+
+    def through(self, sink: Sink) -> DedupeStateStore:
+        """The same state, its changes going to `sink`."""
+        store = copy.copy(self)
+        store.sink = sink
+        return store
 
     @staticmethod
     def file(partition: str) -> str:
@@ -132,13 +150,15 @@ class DedupeStateStore:
             if "key_prefix" not in self.directory.parquet_columns(self.file(partition)):
                 self.write({partition: self.directory.scan_parquet([self.file(partition)]).collect()})
 
-    def _collect(self, frame: pl.LazyFrame) -> pl.DataFrame:
+    def _collect(self, frame: pl.LazyFrame, upgrade: bool = True) -> pl.DataFrame:
         # Streaming: the state grows with every exported key; a lookup reads it in batches, so its
         # memory does not grow with it.
         try:
             try:
                 return frame.collect(engine="streaming")
             except pl.exceptions.ColumnNotFoundError:
+                if not upgrade:
+                    raise _OldFormat from None
                 # State written before the key prefix existed: upgraded once, then read again.
                 self._upgrade()
                 return frame.collect(engine="streaming")
@@ -163,13 +183,13 @@ class DedupeStateStore:
                 damaged.append(self.directory.location(self.file(partition)))
         return damaged
 
-    def owners(self, keys: pl.Series, excluding: Collection[str]) -> pl.DataFrame:
+    def owners(self, keys: pl.Series, excluding: Collection[str], upgrade: bool = True) -> pl.DataFrame:
         """The partitions outside `excluding` that own any of `keys`: the key prefixes find the few
         days that may hold one, and only those days' keys are read."""
         if keys.is_empty():
             return STATE_SCHEMA.to_frame()
         prefixes = keys.to_frame("dedupe_key").select(key_prefix(pl.col("dedupe_key")))["key_prefix"]
-        return self._owners_among(self._candidate_days(prefixes, excluding), keys)
+        return self._owners_among(self._candidate_days(prefixes, excluding, upgrade), keys)
 
     def _owners_among(self, days: list[str], keys: pl.Series) -> pl.DataFrame:
         if not days:
@@ -177,7 +197,7 @@ class DedupeStateStore:
         found = self._scan(days)
         return self._collect(found.filter(pl.col("dedupe_key").is_in(keys.implode())).select(STATE_SCHEMA.names()))
 
-    def _candidate_days(self, prefixes: pl.Series, excluding: Collection[str]) -> list[str]:
+    def _candidate_days(self, prefixes: pl.Series, excluding: Collection[str], upgrade: bool = True) -> list[str]:
         """The days outside `excluding` whose files hold any of `prefixes`: from the index for the
         days whose files it read as they are now, from the files themselves for the others."""
         skip = set(excluding)
@@ -191,7 +211,8 @@ class DedupeStateStore:
         unread = sorted(set(current) - covered)
         if unread:
             direct = self._collect(
-                self._scan(unread).filter(pl.col("key_prefix").is_in(prefixes.implode())).select("partition").unique()
+                self._scan(unread).filter(pl.col("key_prefix").is_in(prefixes.implode())).select("partition").unique(),
+                upgrade,
             )
             found |= {day.isoformat() for day in direct["partition"].to_list()}
         return sorted(found)
@@ -231,31 +252,36 @@ class DedupeStateStore:
         """
         current = self._versions()
         if not current:
-            self.index.delete(INDEX_FILE)
+            self.sink.delete(self.index, INDEX_FILE)
             return
         days = sorted(current)
         listed = pl.LazyFrame({"day": days, "version": [current[day] for day in days]})
-        self.index.ensure()
-        self.index.remove_stale_temp_files()
-        # The index as it is now, whatever another writer renames over it meanwhile: the rows taken
-        # over must be those of the versions compared.
-        with self.index.pinned_parquet(INDEX_FILE, INDEX_SCHEMA) as old:
-            indexed = self._index_versions(old)
-            kept = [dt.date.fromisoformat(day) for day in days if indexed.get(day) == current[day]]
-            parts = [self._scan_prefixes([day for day in days if indexed.get(day) != current[day]])]
-            if old is not None and kept:
-                wanted = pl.col("day").is_null() & pl.col("partition").is_in(pl.Series(kept, dtype=pl.Date()).implode())
-                parts.append(old.filter(wanted).select("key_prefix", "partition"))
-            try:
-                self._write_index(pl.concat([*parts, listed], how="diagonal"))
-                return
-            except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS):
-                pass
+        self.sink.prepare(self.index)
+
+        # Inside the write, so a sink that only records it reads nothing.
+        def write(handle: BinaryIO) -> None:
+            # The index as it is now, whatever another writer renames over it meanwhile: the rows
+            # taken over must be those of the versions compared.
+            with self.index.pinned_parquet(INDEX_FILE, INDEX_SCHEMA) as old:
+                indexed = self._index_versions(old)
+                kept = [dt.date.fromisoformat(day) for day in days if indexed.get(day) == current[day]]
+                parts = [self._scan_prefixes([day for day in days if indexed.get(day) != current[day]])]
+                if old is not None and kept:
+                    wanted = pl.col("partition").is_in(pl.Series(kept, dtype=pl.Date()).implode())
+                    parts.append(old.filter(pl.col("day").is_null() & wanted).select("key_prefix", "partition"))
+                streamed(_as_index(pl.concat([*parts, listed], how="diagonal")))(handle)
+
+        try:
+            self.sink.write(self.index, INDEX_FILE, write)
+            return
+        except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS):
+            pass
         # The old index damaged past its footer (it is only a cache), or a day file without its
         # prefixes or damaged: made from every day's file, as a lookup reads them, or the damage named.
         try:
             self._upgrade()
-            self._write_index(pl.concat([self._scan_prefixes(days), listed], how="diagonal"))
+            whole = pl.concat([self._scan_prefixes(days), listed], how="diagonal")
+            self.sink.write(self.index, INDEX_FILE, streamed(_as_index(whole)))
         except (pl.exceptions.PolarsError, *OBJECT_STORE_ERRORS) as exc:
             self._raise_unreadable(exc)
 
@@ -263,9 +289,6 @@ class DedupeStateStore:
         if not days:
             return INDEX_SCHEMA.to_frame().lazy().select("key_prefix", "partition")
         return self._scan(days).select("key_prefix", "partition")
-
-    def _write_index(self, index: pl.LazyFrame) -> None:
-        sink_parquet(self.index, INDEX_FILE, index.select(INDEX_SCHEMA.names()).cast(INDEX_SCHEMA))
 
     @staticmethod
     def _index_versions(index: pl.LazyFrame | None) -> dict[str, str]:
@@ -278,20 +301,38 @@ class DedupeStateStore:
             return {}
         return dict(zip(days["day"].to_list(), days["version"].to_list(), strict=True))
 
-    def write(self, owned: dict[str, pl.DataFrame]) -> None:
-        """Replace the state of each given partition with the keys it now owns; rebuild the index
-        once more than `index_stale_days` days are not in it as they are."""
-        self.directory.ensure()
-        self.directory.remove_stale_temp_files()
+    def write(self, owned: Mapping[str, pl.DataFrame | pl.LazyFrame], rebuild: bool = False) -> None:
+        """Replace the state of each given partition with the keys it now owns; rebuild the index once
+        more than `index_stale_days` days are not in it as they are, or if any with `rebuild` (keys gone)."""
+        self.sink.prepare(self.directory)
         concurrently(lambda day: self._write_day(*day), owned.items())
+        if rebuild and self.has_index():
+            self.rebuild_index()
+            return
         _, index_versions = self._read_index(None)
         stale = sum(index_versions.get(day) != version for day, version in self._versions().items())
         if stale > self.index_stale_days:
             self.rebuild_index()
 
-    def _write_day(self, partition: str, owned: pl.DataFrame) -> None:
-        data = owned.select(STATE_SCHEMA.names()).with_columns(key_prefix(pl.col("dedupe_key"))).sort("dedupe_key")
-        write_parquet(self.directory, self.file(partition), data)
+    def _write_day(self, partition: str, owned: pl.DataFrame | pl.LazyFrame) -> None:
+        data = (
+            owned.lazy().select(STATE_SCHEMA.names()).with_columns(key_prefix(pl.col("dedupe_key"))).sort("dedupe_key")
+        )
+        write_parquet(self.directory, self.file(partition), data, sink=self.sink)
+
+    def erase(self, keys: pl.Series) -> dict[str, int]:
+        """Remove `keys` from the day files owning them, the only ones read whole and rewritten (left
+        empty, a file stays: a missing one is lost state), and the index; rows removed by day."""
+        try:
+            owned = self.owners(keys.unique(), excluding=(), upgrade=False)
+        except _OldFormat:
+            # No prefixes to look in, and adding them is a write no dry run may make: read every key.
+            owned = self._owners_among(self.partitions(), keys.unique())
+        gone = {day.isoformat(): n for day, n in owned.group_by("partition").len().iter_rows()}
+        if gone:
+            kept = ~pl.col("dedupe_key").is_in(keys.implode())
+            self.write({day: self.directory.scan_parquet([self.file(day)]).filter(kept) for day in gone}, rebuild=True)
+        return gone
 
     def all_keys(self) -> pl.DataFrame:
         scan = self._scan_all()

@@ -1,5 +1,5 @@
 """The code location Dagster loads (`dagster dev`, workspace.yaml, `dagster job execute -m`): every
-module of feedback_assets/defs/ merged, with the resource and the executor every job shares."""
+module of feedback_assets/defs/ merged, with the resources and the executor every job shares."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pkgutil
 import dagster as dg
 
 from feedback_assets import defs as defs_folder
-from feedback_assets.resources import settings_in_effect
+from feedback_assets.resources import resources_for, settings_in_effect
 
 
 def _defs_folder() -> list[dg.Definitions]:
@@ -27,7 +27,7 @@ defs = dg.Definitions.merge(
     dg.Definitions(
         # The settings as the code location loads them, shown on the resource's page; the key (and a
         # source URL, which may hold a password) by the name of its variable, never its value.
-        resources={"feedback_settings": settings_in_effect()},
+        resources=resources_for(settings_in_effect()),
         # Polars already uses every core inside a step; a process per step only adds seconds of
         # start-up to every run (docs/decisions.md, "In-process executor": 20 s against 4.8 s).
         executor=dg.in_process_executor,

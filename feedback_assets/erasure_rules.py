@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from feedback_assets import k_anonymity, transforms
+from feedback_assets.schemas import IMAGE_URL_COLUMN
 from feedback_assets.training_csv import csv_bytes
 
 
@@ -102,3 +103,23 @@ def counts_after_erasure(before: Mapping[str, int], removed: int, suppressed: in
         "excluded_records": before["excluded_records"] + removed,
         "excluded_erased": before["excluded_erased"] + removed,
     }
+
+
+def blank_in_frame(frame: pl.DataFrame, column: str, whose: pl.Series) -> tuple[pl.DataFrame, int]:
+    """`frame` with the image URLs of the rows whose `column` is among `whose` blanked, and how many."""
+    hit = is_erased(column, whose) & pl.col(IMAGE_URL_COLUMN).is_not_null()
+    blanked = frame.select(hit.sum()).item()
+    if not blanked:
+        return frame, 0
+    kept = pl.when(hit).then(None).otherwise(pl.col(IMAGE_URL_COLUMN)).alias(IMAGE_URL_COLUMN)
+    return frame.with_columns(kept), blanked
+
+
+def blank_in_csv(data: bytes, pseudonyms: pl.Series) -> tuple[bytes, int]:
+    """A training CSV with the image URLs of `pseudonyms`' rows blanked, in the pipeline's format;
+    a file without an image_url column is returned as it is."""
+    rows = pl.read_csv(io.BytesIO(data), infer_schema=False)
+    if IMAGE_URL_COLUMN not in rows.columns:
+        return data, 0
+    blanked_rows, blanked = blank_in_frame(rows, "analysis_hash", pseudonyms)
+    return (csv_bytes(blanked_rows), blanked) if blanked else (data, 0)

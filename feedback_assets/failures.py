@@ -18,7 +18,7 @@ from feedback_assets.key_guard import FormatMismatchError, KeyMismatchError
 from feedback_assets.settings import ConfigError
 from feedback_assets.source import SourceSchemaError
 from feedback_assets.storage import MissingPartitionError
-from feedback_assets.storage_lock import LockLostError
+from feedback_assets.storage.lock import LockLostError
 from feedback_assets.training_csv import StatisticsError
 
 EXPLAINED_ERRORS = (

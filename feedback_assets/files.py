@@ -16,8 +16,13 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import polars as pl
+from obstore.exceptions import BaseError
 
-from feedback_assets.object_storage import ERRORS as OBJECT_STORE_ERRORS
+# Errors of the object store a read or write can meet: a missing object, a refused request, a
+# network failure. obstore raises FileNotFoundError for a missing object, and its own BaseError
+# family (with builtin OSError subclasses for some) for the rest. Here, below the storage package
+# (storage/object_paths.py), so every reader of stored files can name them.
+OBJECT_STORE_ERRORS: Final = (BaseError, OSError)
 
 # The storage dir holds personal data (raw_feedback keeps user ids and ages until pseudonymised):
 # owner only. The exports are for the data science team's group to read.

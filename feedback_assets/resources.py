@@ -1,7 +1,10 @@
-"""The resource every asset and the erasure job share: the settings, checked once per run, and the
-source, stores and dedupe state built from them."""
+"""The resources the assets, checks and jobs name: the settings, checked once per run, and the
+small resources built on them (the source, the stored files and their lock, the dedupe state), and
+the alert sensor's settings.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: Dagster reads a resource's field types as classes to
+let a field that names the settings resource take it as a partial (`resources_for`).
+"""
 
 import enum
 import os
@@ -16,8 +19,16 @@ from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.failures import EXPLAINED_ERRORS
 from feedback_assets.key_guard import ensure_same_key
 from feedback_assets.partitions import load_problems
-from feedback_assets.settings import ExportSettings, check_output_dirs
-from feedback_assets.settings_fields import ConfigError, Setting, SettingValue, declared, read, read_setting
+from feedback_assets.settings import AlertSettings, ExportSettings, check_output_dirs
+from feedback_assets.settings_fields import (
+    ConfigError,
+    Setting,
+    SettingValue,
+    declared,
+    read,
+    read_leniently,
+    read_setting,
+)
 from feedback_assets.source import FeedbackSource, open_source
 from feedback_assets.storage import PartitionStore, Storage
 from feedback_assets.storage_lock import storage_lock
@@ -60,8 +71,8 @@ else:
 
 
 class FeedbackSettings(_Fields):
-    """The pipeline's settings (docs/contract.md, section 2) and the seam between the assets and
-    what they read and write.
+    """The pipeline's settings (docs/contract.md, section 2), checked once per run: the one place
+    the FEEDBACK_* variables become `ExportSettings`; the resources below hand out what is built on them.
 
     A field left unset takes its FEEDBACK_* environment variable when a run starts, else the
     contract's default; definitions.py gives the HMAC key as `dg.EnvVar`, so the UI shows the
@@ -120,39 +131,33 @@ class FeedbackSettings(_Fields):
             raise dg.Failure(description="FeedbackSettings was used outside a run", allow_retries=False)
         return self._validated
 
-    def source(self, log: Callable[[str], None] | None = None) -> FeedbackSource:
+
+class FeedbackSourceResource(dg.ConfigurableResource):
+    """The app's database (FEEDBACK_SOURCE_URL), read as the run's settings say."""
+
+    feedback_settings: FeedbackSettings
+
+    def reader(self, log: Callable[[str], None] | None = None) -> FeedbackSource:
         """The source reader; `log` hears of every transient fault and when the next try is."""
-        settings = self.settings
+        settings = self.feedback_settings.settings
         return open_source(
             settings.source, settings.include_image_urls, retry_seconds=settings.source_retry_seconds, log=log
         )
 
-    def writing(self, log: Callable[[str], None], instance: dg.DagsterInstance) -> AbstractContextManager[None]:
-        """Held by every export step while it reads and writes the stored files (erasure waits); in
-        the instance's database when that is PostgreSQL (storage_lock.py)."""
-        return storage_lock(
-            instance,
-            self.settings.storage_dir,
-            exclusive=False,
-            on_wait=lambda: log("waiting for an erase_subjects run to finish with the stored files"),
-        )
 
-    def erasing(self, log: Callable[[str], None], instance: dg.DagsterInstance) -> AbstractContextManager[None]:
-        """Held by erasure while it rewrites the stored and exported files (export steps wait)."""
-        return storage_lock(
-            instance,
-            self.settings.storage_dir,
-            exclusive=True,
-            on_wait=lambda: log("waiting for the export steps now running to finish with the stored files"),
-        )
+class StorageResource(dg.ConfigurableResource):
+    """The private storage dir (FEEDBACK_STORAGE_DIR), the export dir (FEEDBACK_EXPORT_DIR) and the
+    lock every step holds on the stored files."""
+
+    feedback_settings: FeedbackSettings
 
     def storage(self) -> Storage:
         """The private storage dir: partitions, dedupe state, subjects, audit log."""
-        return self.settings.storage_dir
+        return self.feedback_settings.settings.storage_dir
 
     def exports(self) -> Storage:
         """The export directory of the training CSVs, readable by the data science team's group."""
-        return self.settings.export_dir
+        return self.feedback_settings.settings.export_dir
 
     def partition_store(self) -> PartitionStore:
         """The daily partitions' files; every export step opens them first, so a setting the code
@@ -162,9 +167,67 @@ class FeedbackSettings(_Fields):
             raise dg.Failure(description=problems[0], allow_retries=False)
         return PartitionStore(self.storage())
 
-    def dedupe_state(self) -> DedupeStateStore:
-        settings = self.settings
-        return DedupeStateStore(self.storage(), settings.dedupe_scope, settings.hmac_key_id)
+    def writing(self, log: Callable[[str], None], instance: dg.DagsterInstance) -> AbstractContextManager[None]:
+        """Held by every export step while it reads and writes the stored files (erasure waits); in
+        the instance's database when that is PostgreSQL (storage_lock.py)."""
+        return storage_lock(
+            instance,
+            self.storage(),
+            exclusive=False,
+            on_wait=lambda: log("waiting for an erase_subjects run to finish with the stored files"),
+        )
+
+    def erasing(self, log: Callable[[str], None], instance: dg.DagsterInstance) -> AbstractContextManager[None]:
+        """Held by erasure while it rewrites the stored and exported files (export steps wait)."""
+        return storage_lock(
+            instance,
+            self.storage(),
+            exclusive=True,
+            on_wait=lambda: log("waiting for the export steps now running to finish with the stored files"),
+        )
+
+
+class DedupeStateResource(dg.ConfigurableResource):
+    """The dedupe state in the storage dir: the keys each day owns, under FEEDBACK_DEDUPE_SCOPE and
+    the key FEEDBACK_HMAC_KEY_ID names."""
+
+    feedback_settings: FeedbackSettings
+
+    def store(self) -> DedupeStateStore:
+        settings = self.feedback_settings.settings
+        return DedupeStateStore(settings.storage_dir, settings.dedupe_scope, settings.hmac_key_id)
+
+
+class AlertSettingsResource:
+    """FEEDBACK_UI_URL and FEEDBACK_ALERT_WEBHOOK_URL, for the failure sensor in the daemon, which
+    holds no HMAC key: so they are not the run's settings.
+
+    A plain object (`dg.ResourceParam`), not a ConfigurableResource: it has nothing to configure,
+    and Dagster 1.13 warns (PydanticDeprecatedSince20) when one without fields is made."""
+
+    def read(self) -> tuple[AlertSettings, dict[str, str]]:
+        """Read at each tick; a bad value keeps its default and is returned as the problem, never
+        raised: the sensor must keep watching."""
+        return read_leniently(AlertSettings)
+
+
+def resources_for(settings: FeedbackSettings) -> dict[str, Any]:
+    """Every resource the code location serves, on `settings`; tests and benchmarks pass one
+    settings object through this too.
+
+    The others name the settings resource given as a partial: a nested resource given whole is set
+    up again inside each resource that names it (the settings checked once for each, and a change
+    made in the Launchpad seen by none), while a partial one is Dagster's pointer to the top-level
+    `feedback_settings`, set up once a run."""
+    given = {field: getattr(settings, field) for field in settings.model_fields_set}
+    shared: Any = FeedbackSettings.configure_at_launch(**given)
+    return {
+        "feedback_settings": shared,
+        "feedback_source": FeedbackSourceResource(feedback_settings=shared),
+        "feedback_storage": StorageResource(feedback_settings=shared),
+        "dedupe_state": DedupeStateResource(feedback_settings=shared),
+        "alert_settings": AlertSettingsResource(),
+    }
 
 
 def _shown(value: object) -> SettingValue:

@@ -18,9 +18,10 @@ from collections.abc import Iterable, Mapping
 
 import polars as pl
 
+from feedback_assets.asset_names import AssetName
 from feedback_assets.files import concurrently, reading, rematerialize_command
 from feedback_assets.storage import Storage
-from feedback_assets.storage.base import files_matching, write_parquet
+from feedback_assets.storage.base import WRITES, Sink, files_matching, write_parquet
 
 SUBJECTS_DIR = "subjects"
 DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.parquet")
@@ -46,9 +47,11 @@ def subjects_of(raw: pl.DataFrame) -> pl.DataFrame:
 class SubjectRecord:
     """The record's files in the storage dir; writers hold the storage lock like the partitions' writers."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, sink: Sink = WRITES) -> None:
         self.directory = storage / SUBJECTS_DIR
-        self.raw_feedback = storage / "raw_feedback"
+        self.raw_feedback = storage / AssetName.RAW_FEEDBACK
+        # Every write goes there: a recording sink makes a dry run.
+        self.sink = sink
 
     def days(self) -> list[str]:
         return days_in(self.directory)
@@ -64,18 +67,37 @@ class SubjectRecord:
     def write(self, raw_parts: Mapping[str, pl.DataFrame]) -> None:
         """The record of each day of `raw_parts`, the days' raw_feedback rows as written."""
         found = _by_day(subjects_of(pl.concat(list(raw_parts.values())))) if raw_parts else {}
-        self.directory.ensure()
-        # A killed step's temporary files, as PartitionStore.write removes them from the partitions'.
-        self.directory.remove_stale_temp_files()
+        # With a killed step's temporary files removed, as PartitionStore.write removes the partitions'.
+        self.sink.prepare(self.directory)
         concurrently(lambda day: self._write(day, found.get(day, pl.DataFrame(schema=RECORD_SCHEMA))), list(raw_parts))
 
     def replace(self, day: str, record: pl.DataFrame) -> None:
         """Write what the record says of `day` (erasure and withdrawal, once the files hold it)."""
-        self.directory.ensure()
+        self.sink.prepare(self.directory)
         self._write(day, record.select(RECORD_SCHEMA.names()).cast(RECORD_SCHEMA).sort("user_id"))
 
+    def erase(
+        self, held: pl.DataFrame, gone: pl.DataFrame, blanked: pl.DataFrame, days: Iterable[str]
+    ) -> dict[str, int]:
+        """Rewrite the record of `days` from `held` (`read`'s rows) once the files hold what it says:
+        the users of `gone` (`partition`, `user_id` rows) no longer named, those of `blanked` no longer
+        holding an image URL. How many users each day's record lost."""
+        keys = ["partition", "user_id"]
+        after = (
+            held.join(gone, on=keys, how="anti")
+            .join(blanked.with_columns(blanked=pl.lit(True)), on=keys, how="left")
+            .with_columns(image_url=pl.col("image_url") & ~pl.col("blanked").fill_null(False))
+            .drop("blanked")
+        )
+        removed = {}
+        for day in sorted(days):
+            record = after.filter(pl.col("partition") == day)
+            self.replace(day, record)
+            removed[day] = held.filter(pl.col("partition") == day).height - record.height
+        return removed
+
     def _write(self, day: str, record: pl.DataFrame) -> None:
-        write_parquet(self.directory, _file(day), record)
+        write_parquet(self.directory, _file(day), record, sink=self.sink)
 
     def unrecorded_raw_days(self) -> list[str]:
         """Days whose raw_feedback was written before the record existed."""
@@ -88,7 +110,8 @@ class SubjectRecord:
         def derive(day: str) -> pl.DataFrame:
             name = _file(day)
             with reading(
-                self.raw_feedback.location(name), f"rebuild it with {rematerialize_command('raw_feedback', day)}"
+                self.raw_feedback.location(name),
+                f"rebuild it with {rematerialize_command(AssetName.RAW_FEEDBACK, day)}",
             ):
                 raw = self.raw_feedback.scan_parquet([name]).select(RAW_COLUMNS).collect()
             return _by_day(subjects_of(raw)).get(day, pl.DataFrame(schema=RECORD_SCHEMA))

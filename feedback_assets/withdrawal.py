@@ -3,35 +3,34 @@ of users who withdrew image consent (docs/privacy.md, "Consent withdrawn").
 
 `plan` compares the record of subjects (whose rows each day holds) with what the source says of
 those users now; removing a whole user is `erasure.erase`, restricted to the days the record names.
-`blank_image_urls` rewrites only the image_url cells of the users' rows, and with `dry_run` only
-counts them. No Dagster here.
+`blank_image_urls` has the partition store and the CSVs' store rewrite only the image_url cells of
+the users' rows; a dry run is the same code with a recording sink. No Dagster here.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
 
-from feedback_assets.erasure import (
-    IMAGE_CONSENT_WITHDRAWN,
-    CsvPseudonyms,
-    append_audit_entry,
-    is_erased,
-)
-from feedback_assets.files import reading, rematerialize_command
+from feedback_assets.asset_names import AssetName
+from feedback_assets.erasure import IMAGE_CONSENT_WITHDRAWN, append_audit_entry
+from feedback_assets.erasure_rules import CsvPseudonyms, blank_in_frame, is_erased
+from feedback_assets.erasure_rules import blank_in_csv as blank_in_csv
+from feedback_assets.export_store import TrainingExports
 from feedback_assets.schemas import IMAGE_URL_COLUMN
 from feedback_assets.storage import PartitionStore, Storage
-from feedback_assets.storage.base import read_text, write_bytes
-from feedback_assets.training_csv import csv_bytes, manifest_bytes, manifest_name, training_files
+from feedback_assets.storage.base import WRITES, Recording, Sink
 
 # The files that can hold an image URL, by the column that names whose row it is.
-IMAGE_KINDS = {"raw_feedback": "user_id", "anonymized_pairs": "analysis_hash", "deduplicated_pairs": "analysis_hash"}
-IMAGE_ROW_KINDS = ("training_csv", *IMAGE_KINDS)
+IMAGE_KINDS = {
+    AssetName.RAW_FEEDBACK: "user_id",
+    AssetName.ANONYMIZED_PAIRS: "analysis_hash",
+    AssetName.DEDUPLICATED_PAIRS: "analysis_hash",
+}
+IMAGE_ROW_KINDS = (AssetName.TRAINING_CSV, *IMAGE_KINDS)
 
 
 @dataclass(frozen=True)
@@ -96,26 +95,6 @@ class BlankingSummary:
         return {kind: sum(days.values()) for kind, days in self.blanked_by_partition.items()}
 
 
-def blank_in_frame(frame: pl.DataFrame, column: str, whose: pl.Series) -> tuple[pl.DataFrame, int]:
-    """`frame` with the image URLs of the rows whose `column` is among `whose` blanked, and how many."""
-    hit = is_erased(column, whose) & pl.col(IMAGE_URL_COLUMN).is_not_null()
-    blanked = frame.select(hit.sum()).item()
-    if not blanked:
-        return frame, 0
-    kept = pl.when(hit).then(None).otherwise(pl.col(IMAGE_URL_COLUMN)).alias(IMAGE_URL_COLUMN)
-    return frame.with_columns(kept), blanked
-
-
-def blank_in_csv(data: bytes, pseudonyms: pl.Series) -> tuple[bytes, int]:
-    """A training CSV with the image URLs of `pseudonyms`' rows blanked, in the pipeline's format;
-    a file without an image_url column is returned as it is."""
-    rows = pl.read_csv(io.BytesIO(data), infer_schema=False)
-    if IMAGE_URL_COLUMN not in rows.columns:
-        return data, 0
-    blanked_rows, blanked = blank_in_frame(rows, "analysis_hash", pseudonyms)
-    return (csv_bytes(blanked_rows), blanked) if blanked else (data, 0)
-
-
 def blank_image_urls(
     *,
     storage: Storage,
@@ -127,66 +106,31 @@ def blank_image_urls(
     dry_run: bool = False,
 ) -> BlankingSummary:
     """Blank the users' image URLs in the stored partitions and CSVs of `days` (their manifests'
-    SHA-256 follows); nothing else in the files changes. The caller audits and updates the record."""
-    found: dict[str, dict[str, int]] = {kind: {} for kind in IMAGE_ROW_KINDS}
+    SHA-256 follows); nothing else in the files changes. The caller audits and updates the record.
+    A dry run is the same code with a recording sink."""
+    sink: Sink = Recording() if dry_run else WRITES
+    store = PartitionStore(storage, sink)
+    found: dict[str, dict[str, int]] = {}
     for kind, column in IMAGE_KINDS.items():
         whose = user_ids if column == "user_id" else pseudonyms
-        directory = storage / kind
-        for day in sorted(days):
-            name = f"{day}.parquet"
-            if not directory.exists(name):
-                continue
-            with reading(
-                directory.location(name),
-                f"rebuild it with {rematerialize_command(kind, day)}, then run erase_subjects again",
-            ):
-                frame = directory.scan_parquet([name]).collect()
-            if IMAGE_URL_COLUMN not in frame.columns:
-                continue
-            blanked_frame, blanked = blank_in_frame(frame, column, whose)
-            if blanked:
-                found[kind][day] = blanked
-                if not dry_run:
-                    PartitionStore(storage).write(kind, {day: blanked_frame})
-    csv_files = training_files(exports)
-    for day in sorted(set(days) & set(csv_files)):
-        name = csv_files[day]
-        data = exports.read_bytes(name)
-        with reading(exports.location(name), f"rebuild it with {rematerialize_command('training_csv', day)}"):
-            new, blanked = blank_in_csv(data, csv_pseudonyms(day))
-        if not blanked:
-            continue
-        found["training_csv"][day] = blanked
-        if not dry_run:
-            write_bytes(exports, name, new)
-            _restate_manifest(exports, day, name, new, blanked)
+
+        def blank(frame: pl.DataFrame, column: str = column, whose: pl.Series = whose) -> tuple[pl.DataFrame, int]:
+            return blank_in_frame(frame, column, whose) if IMAGE_URL_COLUMN in frame.columns else (frame, 0)
+
+        found[kind] = store.update(kind, days, blank)
+    found[AssetName.TRAINING_CSV] = TrainingExports(exports, sink).blank_image_urls(csv_pseudonyms, days)
+    by_partition: dict[str, dict[str, int]] = {kind: dict(sorted(found[kind].items())) for kind in IMAGE_ROW_KINDS}
     return BlankingSummary(
         subjects=user_ids.n_unique(),
-        partitions=sorted({day for by_day in found.values() for day in by_day}),
-        blanked_by_partition={kind: dict(sorted(by_day.items())) for kind, by_day in found.items()},
+        partitions=sorted({day for by_day in by_partition.values() for day in by_day}),
+        blanked_by_partition=by_partition,
         dry_run=dry_run,
         audit_entry_id=None if dry_run else uuid.uuid4().hex,
     )
 
 
-def _restate_manifest(exports: Storage, day: str, csv_name: str, data: bytes, blanked: int) -> None:
-    """The manifest of a CSV whose image URLs were blanked: same rows and counts, its new SHA-256."""
-    name = manifest_name(day)
-    if not exports.exists(name):
-        return
-    with reading(exports.location(name), f"rebuild it with {rematerialize_command('training_csv', day)}"):
-        old: dict[str, object] = json.loads(read_text(exports, name))
-        row_count = old["row_count"]
-        if not isinstance(row_count, int):
-            raise ValueError("row_count is not a number")
-    facts = {k: v for k, v in old.items() if k not in ("csv", "row_count", "sha256")}
-    previously = old.get("image_urls_blanked_after_export", 0)
-    facts["image_urls_blanked_after_export"] = (previously if isinstance(previously, int) else 0) + blanked
-    write_bytes(exports, name, manifest_bytes(csv_name, data, row_count, facts))
-
-
 def audit_blanking(
-    storage: Storage, at: str, run_id: str, hmac_key_id: str, summary: BlankingSummary
+    storage: Storage, at: str, run_id: str, hmac_key_id: str, summary: BlankingSummary, sink: Sink = WRITES
 ) -> Mapping[str, object]:
     """Append the audit entry of an image-consent withdrawal: counts and days, never a subject."""
     entry = {
@@ -200,5 +144,5 @@ def audit_blanking(
         "image_urls_blanked": summary.blanked,
         "image_urls_blanked_by_partition": summary.blanked_by_partition,
     }
-    append_audit_entry(storage, entry)
+    append_audit_entry(storage, entry, sink)
     return entry

@@ -15,7 +15,7 @@ import pytest
 from dagster._core.storage.defs_state.base import set_defs_state_storage
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from feedback_assets.object_storage import ObjectPath
+from feedback_assets.storage.object_paths import ObjectPath
 from feedback_assets_tests.s3_server import S3Server, running_s3_server
 
 

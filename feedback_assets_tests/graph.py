@@ -10,7 +10,7 @@ import dagster as dg
 
 from feedback_assets.defs.assets import FEEDBACK_ASSETS
 from feedback_assets.defs.checks import feedback_volume, k_anonymity_of_exports, no_key_owned_twice
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import FeedbackSettings, resources_for
 
 KEY_HEX = "0123456789abcdef" * 4
 ALL_ASSETS = (
@@ -64,14 +64,14 @@ def materialize(
         return dg.materialize(
             selected,
             instance=instance,
-            resources={"feedback_settings": settings},
+            resources=resources_for(settings),
             partition_key=first,
             tags=dict(tags or {}),
         )
     return dg.materialize(
         selected,
         instance=instance,
-        resources={"feedback_settings": settings},
+        resources=resources_for(settings),
         tags={**(tags or {}), "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
     )
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from dagster_postgres.run_storage import PostgresRunStorage
 
-from feedback_assets.object_storage import ObjectPath
 from feedback_assets.storage import ObjectStorage
-from feedback_assets.storage_lock import LockLostError, advisory_lock, storage_lease
+from feedback_assets.storage.lock import LockLostError, storage_lease
+from feedback_assets.storage.object_paths import ObjectPath
+from feedback_assets.storage_lock import advisory_lock
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import obstore
 from obstore.store import S3Store
 
-from feedback_assets.object_storage import ObjectPath
+from feedback_assets.storage.object_paths import ObjectPath
 from feedback_assets_tests.daemon import free_port
 from feedback_assets_tests.processes import BIN_DIR, Processes
 

@@ -16,6 +16,7 @@ import pytest
 
 from feedback_assets.definitions import defs
 from feedback_assets.defs.alerts import feedback_run_failed
+from feedback_assets.resources import AlertSettingsResource, resources_for
 from feedback_assets_tests.daemon import (
     BACKFILL_RUNS,
     CODE_LOCATION_NAME,
@@ -69,7 +70,7 @@ def failed_export(tmp_path: Path, instance: dg.DagsterInstance) -> dg.ExecuteInP
     """The nightly job for one day against a source file that does not exist."""
     settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'gone.sqlite'}")
     result = defs.resolve_job_def("feedback_export").execute_in_process(
-        instance=instance, resources={"feedback_settings": settings}, partition_key="2025-10-25", raise_on_error=False
+        instance=instance, resources=resources_for(settings), partition_key="2025-10-25", raise_on_error=False
     )
     assert not result.success
     return result
@@ -82,6 +83,7 @@ def evaluate(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) ->
         dagster_event=failure,
         dagster_instance=instance,
         dagster_run=result.dagster_run,
+        resources={"alert_settings": AlertSettingsResource()},
     ).for_run_failure()
     feedback_run_failed(context)
 

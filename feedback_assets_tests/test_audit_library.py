@@ -17,6 +17,7 @@ import pytest
 
 from feedback_assets.defs.audit import audit_history
 from feedback_assets.demo.database import write_demo_source
+from feedback_assets.resources import resources_for
 from feedback_assets_tests.graph import materialize, settings_for
 from feedback_assets_tests.paths import exported_files
 
@@ -87,9 +88,7 @@ def test_k_and_l_equal_pycanons_on_generated_data(
         theirs["l"],
     )
 
-    overall = audit_metadata(
-        audit_history.execute_in_process(instance=instance, resources={"feedback_settings": settings})
-    )
+    overall = audit_metadata(audit_history.execute_in_process(instance=instance, resources=resources_for(settings)))
     everything = pycanon([path for path in files.values()], quasi_identifiers)
     assert (overall["rows_overall"], overall["smallest_group_overall"], overall["l_diversity_overall"]) == (
         everything["rows"],

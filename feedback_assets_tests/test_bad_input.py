@@ -14,8 +14,8 @@ import polars as pl
 import psycopg2
 import pytest
 
-from feedback_assets.object_storage import ObjectPath
 from feedback_assets.pseudonyms import pseudonym
+from feedback_assets.storage.object_paths import ObjectPath
 from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import KEY_HEX, latest_metadata, materialize, settings_for
 from feedback_assets_tests.s3_server import S3Server

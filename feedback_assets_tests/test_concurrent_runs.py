@@ -20,7 +20,7 @@ from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.defs.erasure import EraseConfig, erase_subjects
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets.pseudonyms import pseudonym
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import FeedbackSettings, resources_for
 from feedback_assets.storage import storage_for
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 
@@ -112,7 +112,7 @@ def _erase(home: str, root: str, source_url: str, barrier: Barrier) -> None:
     instance, settings = _in_process(home, root, source_url, barrier)
     with instance:
         result = erase_subjects.execute_in_process(
-            instance=instance, resources={"feedback_settings": settings}, run_config=CONFIRM
+            instance=instance, resources=resources_for(settings), run_config=CONFIRM
         )
         if not result.success:
             raise SystemExit(1)

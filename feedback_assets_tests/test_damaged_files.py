@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from feedback_assets.defs.erasure import EraseConfig, erase_subjects
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import FeedbackSettings, resources_for
 from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import materialize, settings_for
 
@@ -102,12 +102,10 @@ def test_a_corrupt_manifest_stops_erasure_naming_it(
         db.execute("INSERT INTO erasure_requests (user_id, requested_at) VALUES (1, '2025-10-27 00:00:00')")
     # A dry run reads what the erasure reads, so it stops where the erasure would.
     with pytest.raises(dg.Failure) as dry:
-        erase_subjects.execute_in_process(instance=instance, resources={"feedback_settings": exported})
+        erase_subjects.execute_in_process(instance=instance, resources=resources_for(exported))
     assert f"{manifest} is damaged and cannot be read" in str(dry.value.description)
     with pytest.raises(dg.Failure) as raised:
-        erase_subjects.execute_in_process(
-            instance=instance, resources={"feedback_settings": exported}, run_config=CONFIRM
-        )
+        erase_subjects.execute_in_process(instance=instance, resources=resources_for(exported), run_config=CONFIRM)
     message = str(raised.value.description)
     assert f"{manifest} is damaged and cannot be read" in message
     assert REBUILD.format(asset="training_csv") in message and "then run erase_subjects again" in message
@@ -122,7 +120,7 @@ def test_a_damaged_audit_log_is_kept_and_the_next_entry_is_whole(
     log.parent.mkdir(mode=0o700, exist_ok=True)
     log.write_bytes(b'{"at": "2025-10-27T00:00:00Z", "subj')
     assert erase_subjects.execute_in_process(
-        instance=instance, resources={"feedback_settings": exported}, run_config=CONFIRM
+        instance=instance, resources=resources_for(exported), run_config=CONFIRM
     ).success
     torn, entry = log.read_bytes().split(b"\n", 1)
     assert torn == b'{"at": "2025-10-27T00:00:00Z", "subj'

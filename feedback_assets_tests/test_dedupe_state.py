@@ -19,6 +19,7 @@ from feedback_assets.defs.assets import rejected_feedback
 from feedback_assets.defs.audit import audit_history
 from feedback_assets.defs.checks import k_anonymity_of_exports
 from feedback_assets.demo.database import write_demo_source
+from feedback_assets.resources import FeedbackSettings, resources_for
 from feedback_assets.storage import PartitionStore, storage_for
 from feedback_assets_tests.graph import latest_metadata, materialize, selection, settings_for
 from feedback_assets_tests.paths import index_file, on_disk, state_file
@@ -151,20 +152,22 @@ def test_a_late_row_for_an_earlier_day_reports_the_later_day_until_it_is_rerun(
     check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "no_key_owned_twice")
     assert check.passed
     with pytest.raises(dg.Failure, match=rf"1 dedupe key\(s\) are owned by two days; .* through {DAYS[2]}"):
-        audit_history.execute_in_process(instance=instance, resources={"feedback_settings": settings})
+        audit_history.execute_in_process(instance=instance, resources=resources_for(settings))
 
     assert materialize(instance, settings, DAYS[0], DAYS[2]).success
     assert "2025-10-20T09" in (tmp_path / "export" / "feedback_training_20251020.csv").read_text()
     assert (tmp_path / "export" / "feedback_training_20251022.csv").read_text().count("\n") == 1
     assert state_of(tmp_path, "first_per_pair").shared_keys().is_empty()
-    assert audit_history.execute_in_process(instance=instance, resources={"feedback_settings": settings}).success
+    assert audit_history.execute_in_process(instance=instance, resources=resources_for(settings)).success
 
 
-def materialize_allowing_failure(instance: dg.DagsterInstance, settings: object, day: str) -> dg.ExecuteInProcessResult:
+def materialize_allowing_failure(
+    instance: dg.DagsterInstance, settings: FeedbackSettings, day: str
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [d for d in selection() if d is not k_anonymity_of_exports and d is not rejected_feedback],
         instance=instance,
-        resources={"feedback_settings": settings},
+        resources=resources_for(settings),
         partition_key=day,
         raise_on_error=False,
     )

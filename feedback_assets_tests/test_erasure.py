@@ -28,7 +28,7 @@ from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.definitions import defs
 from feedback_assets.defs.erasure import ASSET_OF_KIND, DRY_RUN_NOTE, DRY_RUN_TAG, erase_subjects
 from feedback_assets.files import LOCK_NAME
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import FeedbackSettings, resources_for
 from feedback_assets.storage import EXPORT, PartitionStore, storage_for
 from feedback_assets.storage.scratch import SCRATCH_DIR
 from feedback_assets.training_csv import csv_bytes, write_training_csv
@@ -202,7 +202,7 @@ def scalars(value: object) -> Iterator[object]:
 
 def erase(instance: dg.DagsterInstance, settings: FeedbackSettings, confirm: bool = True) -> dg.ExecuteInProcessResult:
     return erase_subjects.execute_in_process(
-        instance=instance, resources={"feedback_settings": settings}, run_config=CONFIRM if confirm else None
+        instance=instance, resources=resources_for(settings), run_config=CONFIRM if confirm else None
     )
 
 

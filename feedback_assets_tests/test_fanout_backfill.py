@@ -17,8 +17,8 @@ import pytest
 
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets.object_storage import ObjectPath
 from feedback_assets.storage import storage_for
+from feedback_assets.storage.object_paths import ObjectPath
 from feedback_assets_tests.daemon import (
     GraphQL,
     clear_feedback_settings,

@@ -11,7 +11,7 @@ import dagster as dg
 from feedback_assets.definitions import defs
 from feedback_assets.defs.nightly_export import training_csv_freshness
 from feedback_assets.demo.database import write_demo_source
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import FeedbackSettings, resources_for
 from feedback_assets_tests.graph import materialize, settings_for
 
 
@@ -21,7 +21,7 @@ def freshness(instance: dg.DagsterInstance) -> dg.AssetCheckEvaluation:
         asset_checks=list(training_csv_freshness),
         jobs=[dg.define_asset_job("freshness", selection=dg.AssetSelection.checks(*training_csv_freshness))],
         # The assets are there for the check's asset key; the check itself reads only the instance.
-        resources={"feedback_settings": FeedbackSettings()},
+        resources=resources_for(FeedbackSettings()),
     ).resolve_job_def("freshness")
     (evaluation,) = job.execute_in_process(instance=instance).get_asset_check_evaluations()
     return evaluation

@@ -16,6 +16,7 @@ from polars.testing import assert_frame_equal
 
 from feedback_assets.defs.release import training_dataset
 from feedback_assets.demo.database import write_demo_source
+from feedback_assets.resources import resources_for
 from feedback_assets.splits import DEFAULT_SPLIT, SPLIT_NAMES, SplitName, assign_splits, parse_split
 from feedback_assets.typed_export import typed_rows
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
@@ -43,7 +44,7 @@ def export_all(tmp_path: Path, instance: dg.DagsterInstance, **overrides: str) -
 def release_run(tmp_path: Path, instance: dg.DagsterInstance, **overrides: str) -> dict[str, object]:
     """training_dataset materialized; release.json as written, checked against its recorded data version."""
     settings = settings_for(tmp_path, sqlite_url(tmp_path), **overrides)
-    assert dg.materialize([training_dataset], instance=instance, resources={"feedback_settings": settings}).success
+    assert dg.materialize([training_dataset], instance=instance, resources=resources_for(settings)).success
     pinned: dict[str, object] = json.loads((tmp_path / "export" / "release.json").read_text())
     record = instance.get_latest_data_version_record(dg.AssetKey("training_dataset"))
     assert record is not None and record.asset_materialization is not None

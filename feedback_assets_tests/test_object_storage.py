@@ -27,12 +27,12 @@ from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets.files import OutputWriteError
 from feedback_assets.key_guard import MARKER_NAME
-from feedback_assets.object_storage import ObjectPath
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.storage import ObjectStorage, storage_for
 from feedback_assets.storage.base import write_bytes
-from feedback_assets.storage_lock import storage_lease
+from feedback_assets.storage.lock import storage_lease
+from feedback_assets.storage.object_paths import ObjectPath
 from feedback_assets_tests.daemon import free_port
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 from feedback_assets_tests.processes import BIN_DIR, Processes

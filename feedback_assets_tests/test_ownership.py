@@ -20,6 +20,7 @@ from feedback_assets import transforms as t
 from feedback_assets.dedupe_state import DedupeStateStore, days_to_rerun, repair_of
 from feedback_assets.defs.audit import audit_history
 from feedback_assets.defs.checks import no_key_owned_twice
+from feedback_assets.resources import resources_for
 from feedback_assets.schemas import REPEATED_IDS_SCHEMA
 from feedback_assets.settings import parse_source_url
 from feedback_assets.source import open_source
@@ -425,7 +426,7 @@ def test_the_check_and_the_audit_fail_on_a_day_holding_a_key_twice(
         selection(),
         selection=dg.AssetSelection.checks(no_key_owned_twice),
         instance=instance,
-        resources={"feedback_settings": settings},
+        resources=resources_for(settings),
         tags={"dagster/asset_partition_range_start": DAY, "dagster/asset_partition_range_end": DAY},
         raise_on_error=False,
     )
@@ -435,12 +436,12 @@ def test_the_check_and_the_audit_fail_on_a_day_holding_a_key_twice(
     assert check.metadata["days_to_rerun"].value == DAY
     assert "rejects them as ambiguous" in str(check.metadata["repair"].value)
     with pytest.raises(dg.Failure, match=r"1 dedupe key\(s\) are owned twice, by two days or twice by one; backfill"):
-        audit_history.execute_in_process(instance=instance, resources={"feedback_settings": settings})
+        audit_history.execute_in_process(instance=instance, resources=resources_for(settings))
 
     # The repair: re-running the day writes its state anew, each key once.
     assert materialize(instance, settings, DAY).success
     assert state.shared_keys().is_empty()
-    assert audit_history.execute_in_process(instance=instance, resources={"feedback_settings": settings}).success
+    assert audit_history.execute_in_process(instance=instance, resources=resources_for(settings)).success
 
 
 def test_raw_rows_stored_before_the_rules_are_refused_with_the_command_to_rebuild_them(

@@ -24,6 +24,7 @@ from feedback_assets.defs.erasure import EraseConfig, erase_subjects
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets.key_guard import MARKER_NAME, fingerprint
 from feedback_assets.pseudonyms import pseudonym, scoped_pseudonyms
+from feedback_assets.resources import resources_for
 from feedback_assets_tests.crafted_source import EXPECTED_20251025, write_crafted_source
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
 from feedback_assets_tests.paths import exported_files
@@ -199,7 +200,7 @@ def test_month_pseudonyms_link_rows_within_a_month_only_and_erasure_finds_them(
     with sqlite3.connect(tmp_path / "source.sqlite") as db:
         db.execute("INSERT INTO erasure_requests (user_id, requested_at) VALUES (?, '2025-11-03 00:00:00')", (erased,))
     assert erase_subjects.execute_in_process(
-        instance=instance, resources={"feedback_settings": settings}, run_config=CONFIRM
+        instance=instance, resources=resources_for(settings), run_config=CONFIRM
     ).success
     for day, path in files.items():
         left = set(pl.read_csv(path, infer_schema=False)["analysis_hash"].to_list())
@@ -338,6 +339,6 @@ def test_the_k_anonymity_check_reports_and_suppression_is_counted(
         assert check.severity == dg.AssetCheckSeverity.WARN
         assert metadata["smallest_group_in_run"] == 1
         assert metadata["rows_below_threshold_in_run"] == 3
-        audit = audit_history.execute_in_process(instance=instance, resources={"feedback_settings": settings})
+        audit = audit_history.execute_in_process(instance=instance, resources=resources_for(settings))
         assert audit_metadata(audit)["smallest_group_overall"] == 1
         assert manifest["counts"]["suppressed_records"] == 0

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from feedback_assets.object_storage import ObjectPath
 from feedback_assets.settings import SETTINGS, AlertSettings, ConfigError, settings_from
 from feedback_assets.settings_fields import read_leniently
 from feedback_assets.splits import Split
 from feedback_assets.storage import LocalStorage, ObjectStorage
+from feedback_assets.storage.object_paths import ObjectPath
 
 GOOD_KEY = "0123456789abcdef" * 4
 

@@ -27,7 +27,7 @@ from feedback_assets.defs.source_watch import (
     source_check_minutes,
 )
 from feedback_assets.fingerprint import FINGERPRINT_METADATA
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import FeedbackSettings, resources_for
 from feedback_assets.settings import ConfigError
 from feedback_assets_tests.daemon import clear_feedback_settings
 from feedback_assets_tests.graph import latest_metadata, settings_for
@@ -94,7 +94,7 @@ def _export(
         [*FEEDBACK_ASSETS, *FEEDBACK_CHECKS, app_feedback_source],
         selection=dg.AssetSelection.groups(GROUP),
         instance=instance,
-        resources={"feedback_settings": settings},
+        resources=resources_for(settings),
         tags=tags,
         raise_on_error=expect_success,
     )

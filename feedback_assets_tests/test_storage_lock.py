@@ -19,8 +19,8 @@ import psycopg2
 import pytest
 from dagster_postgres.run_storage import PostgresRunStorage
 
-from feedback_assets.object_storage import ObjectPath
 from feedback_assets.storage import LocalStorage
+from feedback_assets.storage.object_paths import ObjectPath
 from feedback_assets.storage_lock import ADVISORY_CHECK_SECONDS, advisory_key, storage_lock
 from feedback_assets_tests.processes import Processes
 from feedback_assets_tests.s3_server import S3Server, running_s3_server

@@ -11,6 +11,7 @@ import pytest
 
 from feedback_assets.definitions import defs
 from feedback_assets.demo.database import write_demo_source
+from feedback_assets.resources import resources_for
 from feedback_assets.settings import ConfigError, settings_from
 from feedback_assets.volume import day_volumes
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
@@ -111,7 +112,7 @@ def test_a_day_the_app_nearly_stopped_writing_warns_without_failing_the_run_and_
     assert check.passed and "odd_days" not in check.metadata
 
     audit = defs.resolve_job_def("audit_history").execute_in_process(
-        instance=instance, resources={"feedback_settings": settings}
+        instance=instance, resources=resources_for(settings)
     )
     assert audit.success
     (materialized,) = [e for e in audit.all_events if e.event_type_value == "STEP_OUTPUT"]

@@ -25,7 +25,7 @@ from feedback_assets import erasure, withdrawal
 from feedback_assets.definitions import defs
 from feedback_assets.defs.erasure import DRY_RUN_NOTE, NOTHING_TO_DO_NOTE, SCHEDULED_TAGS, erase_subjects
 from feedback_assets.pseudonyms import pseudonym
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import FeedbackSettings, resources_for
 from feedback_assets.storage import storage_for
 from feedback_assets.subjects import SUBJECTS_DIR, SubjectRecord, subjects_of
 from feedback_assets.training_csv import csv_bytes
@@ -123,7 +123,7 @@ def scheduled_erasure(instance: dg.DagsterInstance, settings: FeedbackSettings) 
     [request] = list(schedule.evaluate_tick(context).run_requests or [])
     return erase_subjects.execute_in_process(
         instance=instance,
-        resources={"feedback_settings": settings},
+        resources=resources_for(settings),
         run_config=request.run_config,
         tags=request.tags,
     )
@@ -269,7 +269,7 @@ def test_the_record_of_subjects_is_derived_for_days_exported_before_it_existed_a
     before = file_hashes(tmp_path)
     source_bytes = (tmp_path / "source.sqlite").read_bytes()
 
-    dry = erase_subjects.execute_in_process(instance=instance, resources={"feedback_settings": settings})
+    dry = erase_subjects.execute_in_process(instance=instance, resources=resources_for(settings))
 
     assert dry.success
     assert file_hashes(tmp_path) == before and not (storage / SUBJECTS_DIR).exists()

@@ -11,8 +11,7 @@ import dagster as dg
 
 from feedback_assets import alerts
 from feedback_assets.partitions import days_of_run
-from feedback_assets.settings import AlertSettings
-from feedback_assets.settings_fields import read_leniently
+from feedback_assets.resources import AlertSettingsResource
 
 # Runs launched from the asset catalog, an asset page, the lineage graph or a backfill belong to
 # Dagster's hidden asset job, whose name means nothing to an operator.
@@ -57,10 +56,11 @@ def alert_for(context: dg.RunFailureSensorContext, ui_url: str) -> alerts.Alert:
     "sensors, Launchpad, asset pages, backfills, CLI) and, with FEEDBACK_ALERT_WEBHOOK_URL set, posts it as "
     "JSON (run, job or 'assets', days, failed step, reason, link to the run).",
 )
-def feedback_run_failed(context: dg.RunFailureSensorContext) -> None:
-    # Read at each tick, in the daemon; a bad value is said in the log, never raised: the sensor
-    # must keep watching.
-    settings, problems = read_leniently(AlertSettings)
+def feedback_run_failed(
+    context: dg.RunFailureSensorContext, alert_settings: dg.ResourceParam[AlertSettingsResource]
+) -> None:
+    # A bad value is said in the log, never raised: the sensor must keep watching.
+    settings, problems = alert_settings.read()
     if "ui_url" in problems:
         context.log.error(f"feedback_assets ALERT: run {context.dagster_run.run_id} failed; {problems['ui_url']}")
         return

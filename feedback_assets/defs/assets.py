@@ -2,7 +2,7 @@
 seen_pair_hashes (the dedupe state, recorded by the same step that claims the keys) and
 rejected_feedback (the quarantine of rejected rows).
 
-Each asset reads its partition window through the `FeedbackSettings` resource, calls the pure
+Each asset reads its partition window through the resources it names, calls the pure
 functions of `transforms` and `training_csv`, writes its own files (an IO manager cannot store one
 output per day of a ranged run: docs/decisions.md, "IO managers and ranged runs") and reports each
 day's statistics as that day's metadata, also when one run covers a range of days.
@@ -36,7 +36,7 @@ from feedback_assets.files import WritesBehind, concurrently, rematerialize_comm
 from feedback_assets.fingerprint import FINGERPRINT_METADATA, watched_days
 from feedback_assets.partitions import backfill_policy, daily_partitions, window_of
 from feedback_assets.pseudonyms import PseudonymCache
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import DedupeStateResource, FeedbackSettings, FeedbackSourceResource, StorageResource
 from feedback_assets.settings import CONTRACT_VERSION, DedupeScope, ExportSettings
 from feedback_assets.storage import MissingPartitionError, PartitionStore, Storage, split_by_partition
 from feedback_assets.subjects import SubjectRecord
@@ -49,13 +49,18 @@ from feedback_assets.training_csv import csv_format_of, export_day, manifest_nam
     catalog.page("raw_feedback", {"polars", catalog.source_kind(), "parquet"}, catalog.PII_IDENTIFIED),
     deps=[APP_FEEDBACK_SOURCE],
 )
-def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
+def raw_feedback(
+    context: dg.AssetExecutionContext,
+    feedback_settings: FeedbackSettings,
+    feedback_source: FeedbackSourceResource,
+    feedback_storage: StorageResource,
+) -> dg.MaterializeResult:
     """The day's feedback rows joined with their user, analysis and recommendation record, as read
     from the app's database; still personal data (user ids, ages), kept in the private storage dir."""
     run = SlicedRun(context)
     settings = feedback_settings.settings
-    source, store = feedback_settings.source(context.log.warning), feedback_settings.partition_store()
-    storage = feedback_settings.storage()
+    source, store = feedback_source.reader(context.log.warning), feedback_storage.partition_store()
+    storage = feedback_storage.storage()
     subjects = SubjectRecord(storage)
     with_history = settings.dedupe_scope == "first_per_pair"
     context.log.info(f"reading {len(context.partition_keys)} day(s) from the {settings.source.describe()}")
@@ -72,7 +77,7 @@ def raw_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
         )
 
     with (
-        run.writing(feedback_settings) as behind,
+        run.writing(feedback_storage) as behind,
         source.reading_run(*run_window, with_history=with_history, scratch_root=storage) as read_window,
     ):
 
@@ -115,12 +120,14 @@ def _classified_raw(store: PartitionStore, keys: list[str], min_feedback_fields:
 
 
 @export_asset(catalog.page("anonymized_pairs", {"polars", "parquet"}, catalog.PII_PSEUDONYMISED), deps=[raw_feedback])
-def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
+def anonymized_pairs(
+    context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings, feedback_storage: StorageResource
+) -> dg.MaterializeResult:
     """The eligible feedback rows, pseudonymised: keyed HMAC user pseudonyms, age ranges instead of
     ages, normalised conditions; no user id, free text or unconsented image URL."""
     run = SlicedRun(context)
     settings = feedback_settings.settings
-    store = feedback_settings.partition_store()
+    store = feedback_storage.partition_store()
     pseudonyms = PseudonymCache(settings.hmac_key)
 
     def anonymize(days: list[str]) -> int:
@@ -140,17 +147,19 @@ def anonymized_pairs(context: dg.AssetExecutionContext, feedback_settings: Feedb
             run.metadata[key] = {"dagster/row_count": rows, "hmac_key_id": settings.hmac_key_id, **counts[key]}
         return classified.height
 
-    with run.writing(feedback_settings) as behind:
+    with run.writing(feedback_storage) as behind:
         run.over_slices(anonymize)
     return run.report()
 
 
 @export_asset(catalog.page("rejected_feedback", {"polars", "parquet"}, {}), deps=[raw_feedback])
-def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
+def rejected_feedback(
+    context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings, feedback_storage: StorageResource
+) -> dg.MaterializeResult:
     """The quarantine: the feedback id and reason of every row rejected (malformed, orphan, ambiguous,
     mismatched, out_of_range), so the app team can look the rows up; no personal data."""
     run = SlicedRun(context)
-    store = feedback_settings.partition_store()
+    store = feedback_storage.partition_store()
 
     def quarantine(days: list[str]) -> int:
         classified = _classified_raw(store, days, feedback_settings.settings.min_feedback_fields)
@@ -160,7 +169,7 @@ def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: Feed
             run.metadata[key] = {"dagster/row_count": part.height, **transforms.rejected_counts(part)}
         return classified.height
 
-    with run.writing(feedback_settings) as behind:
+    with run.writing(feedback_storage) as behind:
         run.over_slices(quarantine)
     return run.report()
 
@@ -189,13 +198,16 @@ def rejected_feedback(context: dg.AssetExecutionContext, feedback_settings: Feed
     pool=DEDUPE_STATE_POOL,
 )
 def dedupe_and_claim_keys(
-    context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings
+    context: dg.AssetExecutionContext,
+    feedback_settings: FeedbackSettings,
+    feedback_storage: StorageResource,
+    dedupe_state: DedupeStateResource,
 ) -> Iterator[dg.MaterializeResult]:
     """Reads the dedupe state, removes duplicates and records the keys each day now owns, in one step:
     the state is both an input and an output of deduplication, and the lineage says so."""
     run = SlicedRun(context)
     scope, keys = feedback_settings.settings.dedupe_scope, context.partition_keys
-    store, state = feedback_settings.partition_store(), feedback_settings.dedupe_state()
+    store, state = feedback_storage.partition_store(), dedupe_state.store()
     with explained_failures():
         state.verify(context.instance.get_materialized_partitions(SEEN_PAIR_HASHES), excluding=keys)
     claims: list[_Claims] = []
@@ -204,7 +216,7 @@ def dedupe_and_claim_keys(
         claims.append(_claim_slice(store, state, scope, days, not_yet=keys[keys.index(days[0]) :], behind=behind))
         return claims[-1].rows
 
-    with run.writing(feedback_settings) as behind:
+    with run.writing(feedback_storage) as behind:
         run.over_slices(dedupe)
     rerun = _superseded_days(context, keys, sorted({day for c in claims for day in c.superseded}))
     with explained_failures():
@@ -280,12 +292,14 @@ def _superseded_days(context: dg.AssetExecutionContext, keys: list[str], days: l
     catalog.page("training_csv", {"polars", "csv"}, catalog.PII_PSEUDONYMISED, catalog.csv_schema()),
     deps=[DEDUPLICATED_PAIRS, SEEN_PAIR_HASHES],
 )
-def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
+def training_csv(
+    context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings, feedback_storage: StorageResource
+) -> dg.MaterializeResult:
     """The daily training file for the data science team: feedback_training_YYYYMMDD.csv, the
     12 columns of docs/contract.md section 4, one row per exported pair."""
     run = SlicedRun(context)
     settings = feedback_settings.settings
-    store, exports = feedback_settings.partition_store(), feedback_settings.exports()
+    store, exports = feedback_storage.partition_store(), feedback_storage.exports()
     remove_stale_temp_files(exports)
 
     def export(days: list[str]) -> int:
@@ -308,7 +322,7 @@ def training_csv(context: dg.AssetExecutionContext, feedback_settings: FeedbackS
         return deduplicated.height
 
     exported: list[tuple[list[str], Future[list[dict[str, Any]]]]] = []
-    with run.writing(feedback_settings) as behind:
+    with run.writing(feedback_storage) as behind:
         run.over_slices(export)
         # Last, once every day's files are in: the card tells of what is on disk.
         behind.submit(lambda: write_card(exports, settings))

@@ -13,27 +13,32 @@ import dagster as dg
 from feedback_assets import k_anonymity
 from feedback_assets.dedupe_state import days_holding_a_key_twice, days_to_rerun, repair_of
 from feedback_assets.failures import explained_failures
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import DedupeStateResource, FeedbackSettings, StorageResource
 from feedback_assets.storage import PartitionStore
 from feedback_assets.training_csv import training_files
 from feedback_assets.volume_stats import day_volumes
 
 
 @dg.op
-def audit_exported_history(context: dg.OpExecutionContext, feedback_settings: FeedbackSettings) -> None:
+def audit_exported_history(
+    context: dg.OpExecutionContext,
+    feedback_settings: FeedbackSettings,
+    feedback_storage: StorageResource,
+    dedupe_state: DedupeStateResource,
+) -> None:
     """Fails if any dedupe key is owned by two days or twice by one (naming the days to re-run);
     reports k-anonymity over every exported file, and each day whose feedback volume is far from
     the days before it (feedback_volume), as warnings in the log."""
     settings = feedback_settings.settings
     with explained_failures():
-        shared = feedback_settings.dedupe_state().shared_keys()
-    exports = feedback_settings.exports()
+        shared = dedupe_state.store().shared_keys()
+    exports = feedback_storage.exports()
     files = list(training_files(exports).values())
     qis = settings.quasi_identifiers
     cells = k_anonymity.exported_cells(exports, files, qis)
     every_day = k_anonymity.measure(cells, settings.k_anonymity_threshold, qis)
     days = days_to_rerun(shared)
-    volumes = day_volumes(settings, PartitionStore(feedback_settings.storage()))
+    volumes = day_volumes(settings, PartitionStore(feedback_storage.storage()))
     odd_volumes = [day for day in volumes if day.odd]
     metadata: dict[str, dg.RawMetadataValue] = {
         "keys_owned_twice": shared.height,

@@ -13,7 +13,7 @@ from feedback_assets.asset_runs import ANONYMIZED_PAIRS, SEEN_PAIR_HASHES, TRAIN
 from feedback_assets.dedupe_state import days_to_rerun, repair_of
 from feedback_assets.failures import explained_failures
 from feedback_assets.partitions import days_of_run
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import DedupeStateResource, FeedbackSettings, StorageResource
 from feedback_assets.storage import PartitionStore
 from feedback_assets.training_csv import training_files
 from feedback_assets.volume_stats import day_volumes, volume_metadata
@@ -31,10 +31,10 @@ from feedback_assets.volume_stats import day_volumes, volume_metadata
     "ambiguous, and the app team should remove the duplicate rows.",
 )
 def no_key_owned_twice(
-    context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings
+    context: dg.AssetCheckExecutionContext, dedupe_state: DedupeStateResource
 ) -> dg.AssetCheckResult:
     with explained_failures():
-        shared = feedback_settings.dedupe_state().shared_keys(among=days_of_run(context.run.tags))
+        shared = dedupe_state.store().shared_keys(among=days_of_run(context.run.tags))
     days = days_to_rerun(shared)
     metadata: dict[str, int | str] = {"keys_owned_twice": shared.height}
     # The repair's fields only when there is something to repair: blank rows read as missing data.
@@ -55,12 +55,12 @@ def no_key_owned_twice(
     "leave such rows out, or a coarser FEEDBACK_TIMESTAMP_PRECISION, and re-run the days (docs/privacy.md).",
 )
 def k_anonymity_of_exports(
-    context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings
+    context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings, feedback_storage: StorageResource
 ) -> dg.AssetCheckResult:
     settings = feedback_settings.settings
     threshold = settings.k_anonymity_threshold
     run_days = days_of_run(context.run.tags)
-    exports = feedback_settings.exports()
+    exports = feedback_storage.exports()
     run_files = [name for day, name in training_files(exports).items() if day in run_days]
     qis = settings.quasi_identifiers
     these_days = k_anonymity.measure(k_anonymity.exported_cells(exports, run_files, qis), threshold, qis)
@@ -90,9 +90,11 @@ def k_anonymity_of_exports(
     "(a release bug, a broken sync). What to do: ask the app team; once the rows are in the source, the day is "
     "re-exported (docs/operate.md). The weekly audit_history job judges every day.",
 )
-def feedback_volume(context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings) -> dg.AssetCheckResult:
+def feedback_volume(
+    context: dg.AssetCheckExecutionContext, feedback_settings: FeedbackSettings, feedback_storage: StorageResource
+) -> dg.AssetCheckResult:
     with explained_failures():
-        store = PartitionStore(feedback_settings.storage())
+        store = PartitionStore(feedback_storage.storage())
         judged = day_volumes(feedback_settings.settings, store, days_of_run(context.run.tags))
     for day in judged:
         if day.odd:

@@ -21,6 +21,7 @@ import polars as pl
 from pydantic import Field
 
 from feedback_assets import erasure, erasure_rules, withdrawal
+from feedback_assets.asset_names import AssetName
 from feedback_assets.asset_runs import (
     ANONYMIZED_PAIRS,
     DEDUPE_STATE_POOL,
@@ -31,9 +32,10 @@ from feedback_assets.asset_runs import (
 )
 from feedback_assets.failures import explained_failures
 from feedback_assets.pseudonyms import pseudonymize_user_ids, scoped_pseudonyms
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import DedupeStateResource, FeedbackSettings, FeedbackSourceResource, StorageResource
 from feedback_assets.settings import ExportSettings
 from feedback_assets.storage import Storage
+from feedback_assets.storage.base import WRITES, Recording, Sink
 from feedback_assets.subjects import SubjectRecord, days_in
 from feedback_assets.training_csv import training_files
 
@@ -42,11 +44,11 @@ DRY_RUN_NOTE = "dry run: nothing was changed; launch with config confirm: true t
 # The asset each kind of file erasure rewrites belongs to (rejected_feedback names no person and is
 # left alone).
 ASSET_OF_KIND: dict[str, dg.AssetKey] = {
-    "training_csv": TRAINING_CSV,
-    "raw_feedback": RAW_FEEDBACK,
-    "anonymized_pairs": ANONYMIZED_PAIRS,
-    "deduplicated_pairs": DEDUPLICATED_PAIRS,
-    "seen_pair_hashes": SEEN_PAIR_HASHES,
+    AssetName.TRAINING_CSV: TRAINING_CSV,
+    AssetName.RAW_FEEDBACK: RAW_FEEDBACK,
+    AssetName.ANONYMIZED_PAIRS: ANONYMIZED_PAIRS,
+    AssetName.DEDUPLICATED_PAIRS: DEDUPLICATED_PAIRS,
+    AssetName.SEEN_PAIR_HASHES: SEEN_PAIR_HASHES,
 }
 
 
@@ -112,26 +114,13 @@ def _blanking_observations(summary: withdrawal.BlankingSummary, run_id: str) -> 
 def _unrecorded_days(storage: Storage, exports: Storage, recorded: set[str]) -> list[str]:
     """Days with files whose raw_feedback is gone, so no record says whose rows they hold."""
     days = set(training_files(exports))
-    for kind in ("anonymized_pairs", "deduplicated_pairs"):
+    for kind in (AssetName.ANONYMIZED_PAIRS, AssetName.DEDUPLICATED_PAIRS):
         days |= set(days_in(storage / kind))
     return sorted(days - recorded)
 
 
 def _days(rows: pl.DataFrame) -> set[str]:
     return set(rows["partition"].to_list())
-
-
-def _record_after(held: pl.DataFrame, work: withdrawal.Withdrawals) -> pl.DataFrame:
-    """The record once the withdrawals are done: the users gone, the blanked images unflagged."""
-    keys = ["partition", "user_id"]
-    gone = pl.concat([work.requested, work.withdrawn])
-    blanked = work.images.with_columns(blanked=pl.lit(True))
-    return (
-        held.join(gone, on=keys, how="anti")
-        .join(blanked, on=keys, how="left")
-        .with_columns(image_url=pl.col("image_url") & ~pl.col("blanked").fill_null(False))
-        .drop("blanked")
-    )
 
 
 def _merged_by_day(*by_partition: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
@@ -146,7 +135,12 @@ def _merged_by_day(*by_partition: Mapping[str, Mapping[str, int]]) -> dict[str, 
 # The dedupe state pool: the op rewrites state files, so it must not run while a dedupe step reads them.
 @dg.op(pool=DEDUPE_STATE_POOL)
 def erase_requested_subjects(
-    context: dg.OpExecutionContext, config: EraseConfig, feedback_settings: FeedbackSettings
+    context: dg.OpExecutionContext,
+    config: EraseConfig,
+    feedback_settings: FeedbackSettings,
+    feedback_source: FeedbackSourceResource,
+    feedback_storage: StorageResource,
+    dedupe_state: DedupeStateResource,
 ) -> None:
     """Remove the rows of every user in erasure_requests, and of every user whose consent the source
     now withdraws, from the exports, the intermediates and the dedupe state; blank the image URLs of
@@ -156,18 +150,20 @@ def erase_requested_subjects(
     dry_run = not config.confirm
     if dry_run:
         context.instance.add_run_tags(context.run_id, {DRY_RUN_TAG: "true"})
-    source = feedback_settings.source(context.log.warning)
+    source = feedback_source.reader(context.log.warning)
     with explained_failures():
         source.check_schema()
         read = source.read_erasure_requests()
     # Requests whose user id cannot be read fail the run, once everything else is done.
     unreadable, requests = read.null_count(), read.drop_nulls()
-    storage, exports = feedback_settings.storage(), feedback_settings.exports()
-    record = SubjectRecord(storage)
+    storage, exports = feedback_storage.storage(), feedback_storage.exports()
+    # What the run changes goes there: a dry run records it and changes nothing.
+    sink: Sink = Recording() if dry_run else WRITES
+    record = SubjectRecord(storage, sink)
 
     # A dry run only reads, so it shares the lock as export steps do: it waits for an erasure in
     # progress instead of counting from files half of which are already erased.
-    lock = feedback_settings.writing if dry_run else feedback_settings.erasing
+    lock = feedback_storage.writing if dry_run else feedback_storage.erasing
     with explained_failures(), lock(context.log.info, context.instance):
         if not dry_run:
             # A killed raw_feedback step's copies of source rows (docs/privacy.md, Erasure).
@@ -192,7 +188,7 @@ def erase_requested_subjects(
             return erasure.erase(
                 storage=storage,
                 exports=exports,
-                state=feedback_settings.dedupe_state(),
+                state=dedupe_state.store(),
                 user_ids=pseudonyms["user_id"],
                 pseudonyms=pseudonyms["analysis_hash"],
                 csv_pseudonyms=_csv_pseudonyms(settings, pseudonyms),
@@ -230,14 +226,12 @@ def erase_requested_subjects(
                 days=_days(work.images),
                 dry_run=dry_run,
             )
-            if not dry_run:
-                at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-                withdrawal.audit_blanking(storage, at, context.run_id, settings.hmac_key_id, blanked)
-        if not dry_run and not (work.nothing_to_do and not derived):
+            at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            withdrawal.audit_blanking(storage, at, context.run_id, settings.hmac_key_id, blanked, sink)
+        if not (work.nothing_to_do and not derived):
             # Last, once the files hold what it says: a run killed before it finds the same work again.
-            after = _record_after(held, work)
-            for day in sorted(_days(work.requested) | _days(work.withdrawn) | _days(work.images) | set(derived)):
-                record.replace(day, after.filter(pl.col("partition") == day))
+            days = _days(work.requested) | _days(work.withdrawn) | _days(work.images) | set(derived)
+            record.erase(held, pl.concat([work.requested, work.withdrawn]), work.images, days)
     _report(context, storage, dry_run, held, work, nothing_to_do, erased, withdrawn, blanked, len(requests))
     if unreadable:
         raise dg.Failure(
@@ -299,7 +293,8 @@ def _report(
         **{f"image_urls_blanked_{kind}": sum(blanked_by_day.get(kind, {}).values()) for kind in IMAGE_KINDS},
     }
     rows = (
-        f"{removed['training_csv']} CSV row(s) and {sum(removed.values()) - removed['training_csv']} stored "
+        f"{removed[AssetName.TRAINING_CSV]} CSV row(s) and "
+        f"{sum(removed.values()) - removed[AssetName.TRAINING_CSV]} stored "
         "row(s) or key(s)"
     )
     images = f"{sum(sum(n.values()) for n in blanked_by_day.values())} image URL(s) in {len(days)} day(s)"

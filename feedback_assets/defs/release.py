@@ -13,18 +13,20 @@ from feedback_assets.asset_names import AssetName
 from feedback_assets.asset_runs import TRAINING_CSV
 from feedback_assets.export_release import rows_per_split, write_release
 from feedback_assets.failures import explained_failures
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import FeedbackSettings, StorageResource
 
 # Apart from the daily export's group, which the nightly feedback_export job selects: that job exports a
 # day, while the release hashes every file of the export dir.
 RELEASE_GROUP = "ml_release"
 
 
-def _training_dataset(context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings) -> dg.MaterializeResult:
+def _training_dataset(
+    context: dg.AssetExecutionContext, feedback_settings: FeedbackSettings, feedback_storage: StorageResource
+) -> dg.MaterializeResult:
     settings = feedback_settings.settings
-    exports = feedback_settings.exports()
+    exports = feedback_storage.exports()
     # Held as the export steps hold it: no erasure rewrites a file between its hash and the release.
-    with explained_failures(), feedback_settings.writing(context.log.info, context.instance):
+    with explained_failures(), feedback_storage.writing(context.log.info, context.instance):
         pinned = write_release(exports, settings)
     version = str(pinned["version"])
     days = dict(pinned["days"])  # type: ignore[call-overload]

@@ -30,7 +30,7 @@ from feedback_assets.connections import SourceUnreachableError
 from feedback_assets.files import first_line_of
 from feedback_assets.fingerprint import FINGERPRINT_METADATA, watched_days
 from feedback_assets.partitions import daily_partitions, days_of_run
-from feedback_assets.resources import FeedbackSettings
+from feedback_assets.resources import FeedbackSettings, FeedbackSourceResource
 from feedback_assets.settings import ExportSettings, LoadSettings
 from feedback_assets.settings_fields import ConfigError, read_leniently, read_setting
 from feedback_assets.source import open_source
@@ -202,11 +202,12 @@ def feedback_source_changes(context: dg.SensorEvaluationContext) -> dg.SensorRes
     return dg.SensorResult(run_requests=requests, asset_events=_observations(instance, fingerprints))
 
 
-def _observe(context: dg.OpExecutionContext, feedback_settings: FeedbackSettings) -> dg.DataVersionsByPartition:
-    settings = feedback_settings.settings
-    days = watched_days(dt.datetime.now(dt.UTC).date(), settings.lookback_days)
+def _observe(
+    context: dg.OpExecutionContext, feedback_settings: FeedbackSettings, feedback_source: FeedbackSourceResource
+) -> dg.DataVersionsByPartition:
+    days = watched_days(dt.datetime.now(dt.UTC).date(), feedback_settings.settings.lookback_days)
     # One try, as the sensor reads: an observation that fails is simply run again.
-    fingerprints = open_source(settings.source, settings.include_image_urls).fingerprints(days, once=True)
+    fingerprints = feedback_source.reader().fingerprints(days, once=True)
     return dg.DataVersionsByPartition({day: dg.DataVersion(value) for day, value in fingerprints.items()})
 
 

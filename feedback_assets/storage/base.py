@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Generic, Protocol, Self, TypeVar
 
@@ -183,21 +183,80 @@ class Rooted(Generic[Root]):
         return self.root.name
 
 
-def write_bytes(storage: Storage, name: str, data: bytes, mode: int | None = None) -> None:
-    storage.write(name, lambda handle: handle.write(data), mode)
+class Sink(Protocol):
+    """Where a store's changes go. `WRITES` makes them; a `Recording` only notes them, so a dry run
+    is the same code as the real run with another sink, and says what the real run changes."""
+
+    def write(self, storage: Storage, name: str, write: Callable[[BinaryIO], object], mode: int | None = None) -> None:
+        """As `Storage.write`: `write` is only called by a sink that writes."""
+        ...
+
+    def delete(self, storage: Storage, name: str) -> None: ...
+
+    def prepare(self, storage: Storage) -> None:
+        """Make the directory before writing in it, and remove the temporary files of dead writers."""
+        ...
 
 
-def write_parquet(storage: Storage, name: str, frame: pl.DataFrame, *, statistics: bool = True) -> None:
+class Writes:
+    def write(self, storage: Storage, name: str, write: Callable[[BinaryIO], object], mode: int | None = None) -> None:
+        storage.write(name, write, mode)
+
+    def delete(self, storage: Storage, name: str) -> None:
+        storage.delete(name)
+
+    def prepare(self, storage: Storage) -> None:
+        storage.ensure()
+        storage.remove_stale_temp_files()
+
+
+WRITES = Writes()
+
+
+@dataclass
+class Recording:
+    """A sink that changes nothing: the locations written and deleted, in order. The content is never
+    made (a lazy frame is never run), so a dry run costs the reads only."""
+
+    written: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def write(self, storage: Storage, name: str, write: Callable[[BinaryIO], object], mode: int | None = None) -> None:
+        self.written.append(storage.location(name))
+
+    def delete(self, storage: Storage, name: str) -> None:
+        self.deleted.append(storage.location(name))
+
+    def prepare(self, storage: Storage) -> None:
+        pass
+
+
+def write_bytes(storage: Storage, name: str, data: bytes, mode: int | None = None, sink: Sink = WRITES) -> None:
+    sink.write(storage, name, lambda handle: handle.write(data), mode)
+
+
+def write_parquet(
+    storage: Storage, name: str, frame: pl.DataFrame | pl.LazyFrame, *, statistics: bool = True, sink: Sink = WRITES
+) -> None:
     """`statistics=False` leaves out the column statistics: files only ever read whole do not need
-    them, and computing them is a quarter of writing a day of pairs."""
-    storage.write(
-        name, lambda handle: frame.write_parquet(handle, compression=PARQUET_COMPRESSION, statistics=statistics)
-    )
+    them, and computing them is a quarter of writing a day of pairs. A lazy frame is collected as
+    the file is written: never by a sink that only records, and by concurrent writers a few at a time."""
+
+    def write(handle: BinaryIO) -> None:
+        whole = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+        whole.write_parquet(handle, compression=PARQUET_COMPRESSION, statistics=statistics)
+
+    sink.write(storage, name, write)
 
 
-def sink_parquet(storage: Storage, name: str, frame: pl.LazyFrame) -> None:
+def streamed(frame: pl.LazyFrame) -> Callable[[BinaryIO], object]:
+    """A write that streams a lazy frame into the file, never whole in memory."""
+    return lambda handle: frame.sink_parquet(handle, compression=PARQUET_COMPRESSION, engine="streaming")
+
+
+def sink_parquet(storage: Storage, name: str, frame: pl.LazyFrame, sink: Sink = WRITES) -> None:
     """Stream a lazy frame into one file, never whole in memory."""
-    storage.write(name, lambda handle: frame.sink_parquet(handle, compression=PARQUET_COMPRESSION, engine="streaming"))
+    sink.write(storage, name, streamed(frame))
 
 
 def read_text(storage: Storage, name: str) -> str:

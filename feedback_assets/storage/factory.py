@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 
 from feedback_assets.errors import ConfigError
-from feedback_assets.object_storage import SCHEMES, ObjectPath
 from feedback_assets.source_url import expand_home
 from feedback_assets.storage.base import EXPORT, PRIVATE, Modes, Storage
 from feedback_assets.storage.local import LocalStorage
+from feedback_assets.storage.object_paths import SCHEMES, ObjectPath
 from feedback_assets.storage.objects import ObjectStorage
 
 URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")

@@ -18,9 +18,9 @@ import polars as pl
 
 from feedback_assets.errors import ConfigError
 from feedback_assets.files import OutputWriteError, ensure_dir, storage_lock
-from feedback_assets.object_storage import check_writes
 from feedback_assets.storage.base import Rooted, Storage, Warn, ignore
 from feedback_assets.storage.scratch import SCRATCH_DIR, private_scratch, remove_abandoned_scratch, writer_id
+from feedback_assets.storage.write_checks import check_writes
 
 TEMP_PREFIX = ".tmp-"
 # What `temp_path_for` names: .tmp-<name>.<host>-<pid>.<uuid>; nothing else is ever reaped as a temporary file.

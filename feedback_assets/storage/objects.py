@@ -1,7 +1,7 @@
 """Storage under a bucket (`s3://`, `gs://`, `az://`): writes and listings through obstore, reads
 through Polars' own cloud scans, so a lookup fetches the byte ranges of the columns it selects
 instead of whole objects. Both clients are the same Rust object_store, configured from the same
-environment variables (object_storage.ENV_PREFIXES): nothing here holds or shows a credential.
+environment variables (object_paths.ENV_PREFIXES): nothing here holds or shows a credential.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from obstore.store import ObjectStore, from_url
 
 from feedback_assets.errors import ConfigError
 from feedback_assets.files import PRIVATE_DIR_MODE, OutputWriteError, ensure_dir
-from feedback_assets.object_storage import ENV_PREFIXES, ERRORS, ObjectPath, reason
 from feedback_assets.storage.base import Rooted, Storage, Warn, ignore
+from feedback_assets.storage.lock import storage_lease
+from feedback_assets.storage.object_paths import ENV_PREFIXES, ERRORS, ObjectPath, reason
 from feedback_assets.storage.scratch import SCRATCH_DIR, private_scratch, refuse_shared_temp, remove_abandoned_scratch
-from feedback_assets.storage_lock import storage_lease
 
 # obstore's client never reads a profile; Polars would take one as its own credential source and
 # refuses it beside other settings (aws_allow_http among them), so it is left out for both to agree.

@@ -14,13 +14,16 @@ import fnmatch
 import functools
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
 import obstore
-from obstore.exceptions import AlreadyExistsError, BaseError
+from obstore.exceptions import AlreadyExistsError
 from obstore.store import ObjectStore, from_url
+
+from feedback_assets.files import OBJECT_STORE_ERRORS
+from feedback_assets.storage.write_checks import check_writes
 
 # The schemes obstore's from_url reads its credentials for from the environment; any other URL is
 # refused by the settings before anything is written.
@@ -29,21 +32,7 @@ SCHEMES: Final = ("s3", "gs", "az")
 # What a store is built from besides its URL: the environment its credentials and endpoint come from.
 ENV_PREFIXES: Final = ("AWS_", "GOOGLE_", "AZURE_")
 
-# Errors of the object store a read or write can meet: a missing object, a refused request, a
-# network failure. obstore raises FileNotFoundError for a missing object, and its own BaseError
-# family (with builtin OSError subclasses for some) for the rest.
-ERRORS: Final = (BaseError, OSError)
-
-# Run before every request that changes a stored file, here and in files.write_atomically: the
-# storage lock adds its holder's check while held (storage_lock.py), so a process whose lock was
-# lost writes nothing more.
-WRITE_CHECKS: list[Callable[[], None]] = []
-
-
-def check_writes() -> None:
-    for check in tuple(WRITE_CHECKS):
-        check()
-
+ERRORS: Final = OBJECT_STORE_ERRORS
 
 _ERROR_CODE: Final = re.compile(r"<Code>([^<]+)</Code>")
 
