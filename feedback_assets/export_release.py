@@ -21,7 +21,7 @@ from feedback_assets.release import RELEASE_NAME, DataFile, release, release_byt
 from feedback_assets.settings import CONTRACT_VERSION, ExportSettings
 from feedback_assets.splits import SPLIT_NAMES, SplitName
 from feedback_assets.storage import Storage
-from feedback_assets.storage.base import files_matching, read_text, write_bytes
+from feedback_assets.storage.base import WRITES, Sink, files_matching, read_text, write_bytes
 
 MANIFEST_FILE: Final = re.compile(r"feedback_training_(\d{4})(\d{2})(\d{2})\.manifest\.json")
 # Each day's smallest group and fewest distinct conditions, as its rows were written (day_files).
@@ -58,11 +58,11 @@ def card_facts(settings: ExportSettings, written: Mapping[str, Mapping[str, Any]
     )
 
 
-def write_card(exports: Storage, settings: ExportSettings) -> None:
+def write_card(exports: Storage, settings: ExportSettings, sink: Sink = WRITES) -> None:
     """README.md at the export root, atomically. Only where Parquet is written: the card's configs
     point `datasets` at the split files, which a CSV-only export does not have."""
     if "parquet" in settings.export_formats:
-        write_bytes(exports, CARD_NAME, card_text(card_facts(settings, manifests(exports))).encode())
+        write_bytes(exports, CARD_NAME, card_text(card_facts(settings, manifests(exports))).encode(), sink=sink)
 
 
 def _rows(name: str, data: bytes) -> int:
@@ -99,6 +99,23 @@ def release_settings(settings: ExportSettings) -> dict[str, object]:
 
 def write_release(exports: Storage, settings: ExportSettings) -> dict[str, object]:
     """release.json at the export root, atomically: every file the days' manifests list, as it is now."""
+    pinned = pinned_release(exports, settings)
+    exports.ensure()
+    write_bytes(exports, RELEASE_NAME, release_bytes(pinned))
+    return pinned
+
+
+def restate_release(exports: Storage, settings: ExportSettings, sink: Sink = WRITES) -> None:
+    """After files of the export changed (an erasure): the card, and release.json where training_dataset
+    wrote one, so that no release lists a file or a row that is gone. The release is made as it is
+    written: a sink that only records hashes no file."""
+    write_card(exports, settings, sink)
+    if exports.exists(RELEASE_NAME):
+        sink.write(exports, RELEASE_NAME, lambda handle: handle.write(release_bytes(pinned_release(exports, settings))))
+
+
+def pinned_release(exports: Storage, settings: ExportSettings) -> dict[str, object]:
+    """The release of the files the days' manifests list, as they are now."""
     written = manifests(exports)
     named = []
     for manifest in written.values():
@@ -107,10 +124,7 @@ def write_release(exports: Storage, settings: ExportSettings) -> dict[str, objec
         named += [(str(entry["path"]), manifest) for entry in manifest.get(MANIFEST_PARQUET, [])]
     files = [_data_file(exports, name, manifest) for name, manifest in named if exports.exists(name)]
     days = list(written)
-    pinned = release(files, release_settings(settings), days[0] if days else None, days[-1] if days else None)
-    exports.ensure()
-    write_bytes(exports, RELEASE_NAME, release_bytes(pinned))
-    return pinned
+    return release(files, release_settings(settings), days[0] if days else None, days[-1] if days else None)
 
 
 def rows_per_split(pinned: Mapping[str, Any]) -> dict[SplitName, int]:

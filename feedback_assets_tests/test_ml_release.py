@@ -7,15 +7,20 @@ import datetime as dt
 import hashlib
 import importlib
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from feedback_assets.defs.erasure import EraseConfig, erase_subjects
 from feedback_assets.defs.release import training_dataset
 from feedback_assets.demo.database import write_demo_source
+from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import resources_for
 from feedback_assets.splits import DEFAULT_SPLIT, SPLIT_NAMES, SplitName, assign_splits, parse_split
 from feedback_assets.typed_export import typed_rows
@@ -235,3 +240,72 @@ def test_parquet_text_is_the_source_text_and_holds_the_csvs_rows(
     else:
         assert set(users_split) == written
     assert "'=1+17" in users_split and "=1+16" in users_split
+
+
+def every_export_file(export: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(export)): p.read_bytes() for p in sorted(export.rglob("*")) if p.is_file()}
+
+
+def typed_files_on_disk(export: Path) -> dict[str, pl.DataFrame]:
+    return {str(p.relative_to(export)): pl.read_parquet(p) for p in sorted((export / "parquet").rglob("*.parquet"))}
+
+
+def test_an_erasure_leaves_no_row_of_the_user_in_the_parquet_the_card_or_the_release(
+    tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance
+) -> None:
+    """The Parquet loses the user's rows as the CSVs do; the manifests, the card and release.json are
+    restated from what is left (release.json exactly as training_dataset then writes it), under a new
+    version. A dry run first changes none of them."""
+    export = export_all(tmp_path, instance)
+    pinned = release_run(tmp_path, instance)
+    before = typed_files_on_disk(export)
+    key = bytes.fromhex(KEY_HEX)
+    with closing(sqlite3.connect(tmp_path / "source.sqlite")) as db:
+        user_ids = [row[0] for row in db.execute("SELECT id FROM users")]
+    held = pl.concat(before.values())["analysis_hash"].value_counts(sort=True)
+    by_pseudonym = {pseudonym(user_id, key): user_id for user_id in user_ids}
+    erased_hash = next(h for h in held["analysis_hash"].to_list() if h in by_pseudonym)
+    with closing(sqlite3.connect(tmp_path / "source.sqlite")) as db, db:
+        db.execute(
+            "INSERT INTO erasure_requests (user_id, requested_at) VALUES (?, '2025-11-01 00:00:00')",
+            (by_pseudonym[erased_hash],),
+        )
+    settings = settings_for(tmp_path, sqlite_url(tmp_path))
+    unchanged = every_export_file(export)
+
+    assert erase_subjects.execute_in_process(instance=instance, resources=resources_for(settings)).success
+    assert every_export_file(export) == unchanged
+
+    assert erase_subjects.execute_in_process(
+        instance=instance,
+        resources=resources_for(settings),
+        run_config=dg.RunConfig(ops={"erase_requested_subjects": EraseConfig(confirm=True)}),
+    ).success
+
+    after = typed_files_on_disk(export)
+    assert sorted(after) == sorted(before)
+    removed = 0
+    for name, frame in after.items():
+        mine = pl.col("analysis_hash") == erased_hash
+        assert_frame_equal(frame, before[name].filter(~mine))
+        removed += before[name].filter(mine).height
+    assert removed > 0
+    card = (export / "README.md").read_text()
+    for day in DAYS:
+        stem = f"feedback_training_{day.replace('-', '')}"
+        counts = {split: after[f"parquet/{split}/{stem}.parquet"].height for split in SPLIT_NAMES}
+        manifest = json.loads((export / f"{stem}.manifest.json").read_text())
+        assert manifest["split_counts"] == counts
+        assert [entry["rows"] for entry in manifest["parquet"]] == list(counts.values())
+        assert manifest["row_count"] == sum(counts.values()) == pl.read_csv(export / f"{stem}.csv").height
+        assert f"| {day} | {' | '.join(str(n) for n in counts.values())} |" in card
+    restated: dict[str, Any] = json.loads((export / "release.json").read_text())
+    assert restated["version"] != pinned["version"]
+    assert restated["rows"] == pinned["rows"] - 2 * removed  # type: ignore[operator]
+    for entry in restated["files"]:
+        path = export / entry["path"]
+        assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        rows = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema=False)
+        assert entry["rows"] == rows.height
+    # What training_dataset makes of the files now is the release the erasure wrote.
+    assert release_run(tmp_path, instance) == restated
