@@ -20,6 +20,7 @@ from feedback_assets import definitions
 from feedback_assets.defs.assets import FEEDBACK_ASSETS
 from feedback_assets.defs.checks import FEEDBACK_CHECKS
 from feedback_assets.defs.nightly_export import training_csv_freshness
+from feedback_assets.defs.release import training_dataset
 from feedback_assets.defs.source_watch import app_feedback_source
 
 
@@ -32,7 +33,7 @@ def _noop_asset(real: dg.AssetsDefinition) -> dg.AssetsDefinition:
     )
     def noop(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         for key in [spec.key for spec in real.specs]:
-            for day in context.partition_keys:
+            for day in context.partition_keys if real.partitions_def else []:
                 context.add_asset_metadata({"dagster/row_count": 0}, asset_key=key, partition_key=day)
             yield dg.MaterializeResult(asset_key=key)
 
@@ -68,7 +69,7 @@ def _noop_source() -> dg.AssetsDefinition:
 
 
 defs = dg.Definitions(
-    assets=[*(_noop_asset(real) for real in FEEDBACK_ASSETS), _noop_source()],
+    assets=[*(_noop_asset(real) for real in [*FEEDBACK_ASSETS, training_dataset]), _noop_source()],
     # The freshness check only reads Dagster's own records, so the floor runs the real one.
     asset_checks=[*(_noop_check(real) for real in FEEDBACK_CHECKS), *training_csv_freshness],
     executor=definitions.defs.executor,

@@ -13,5 +13,7 @@ class AssetName(StrEnum):
     DEDUPLICATED_PAIRS = "deduplicated_pairs"
     SEEN_PAIR_HASHES = "seen_pair_hashes"
     TRAINING_CSV = "training_csv"
+    # The pinned release of every day's files (defs/release.py), for the ML team's training runs.
+    TRAINING_DATASET = "training_dataset"
     # The app's tables, observed (defs/source_watch.py); raw_feedback reads them.
     APP_FEEDBACK_SOURCE = "app_feedback_source"

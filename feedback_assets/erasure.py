@@ -2,8 +2,9 @@
 
 `erase` has each store remove the users from its own files, by the rules of erasure_rules.py: the
 partitions (`PartitionStore.erase`), the dedupe state and its index (`DedupeStateStore.erase`), the
-CSVs and manifests (`TrainingExports.erase`); then it appends the audit entry. A dry run is the same
-code with a recording sink: what it reports is what a real run on the same files removes.
+CSVs, typed Parquet files and manifests, then the card and release (`TrainingExports.erase`); then it
+appends the audit entry. A dry run is the same code with a recording sink: what it reports is what a
+real run on the same files removes.
 No Dagster here: the job in `defs/erasure.py` only validates the settings, reads the requests, calls
 `erase` and reports its summary.
 
@@ -35,6 +36,7 @@ from feedback_assets.erasure_rules import (
     is_erased,
 )
 from feedback_assets.export_store import TrainingExports
+from feedback_assets.settings import ExportSettings
 from feedback_assets.storage import PartitionStore, Storage
 from feedback_assets.storage.base import WRITES, Recording, Sink, write_bytes
 
@@ -107,6 +109,7 @@ def _remove(
     subjects: tuple[pl.Series, pl.Series, CsvPseudonyms],
     suppression: Suppression | None,
     days: Collection[str] | None,
+    settings: ExportSettings | None,
 ) -> dict[AssetName, dict[str, int]]:
     """Have each store remove the subjects (user ids, pseudonyms, pseudonyms by day) from its files of
     `days` (None: every day); rows removed by kind and day."""
@@ -134,7 +137,7 @@ def _remove(
         return counts_from_stats(anonymized_stats, deduplicated_stats, rows, suppression is not None)
 
     restated = {*seen, *deduplicated.removed, *anonymized.removed}
-    csvs = TrainingExports(exports, sink).erase(csv_pseudonyms, suppression, counts_of, days, restated)
+    csvs = TrainingExports(exports, sink, settings).erase(csv_pseudonyms, suppression, counts_of, days, restated)
     return {
         AssetName.TRAINING_CSV: csvs,
         AssetName.RAW_FEEDBACK: raw.removed,
@@ -170,6 +173,7 @@ def erase(
     dry_run: bool = False,
     days: Collection[str] | None = None,
     cause: str = ERASURE_REQUEST,
+    settings: ExportSettings | None = None,
 ) -> ErasureSummary:
     """Remove the users' rows from every stored partition, the dedupe state and every CSV, then audit it.
 
@@ -177,14 +181,15 @@ def erase(
     `csv_pseudonyms(day)` gives them as that day's file spells them. With `dry_run`, the summary
     says what the erasure would remove, and no file, state or audit entry is written. With `days`,
     only the files of those days are looked at (and the state files and manifests the removal
-    touches); `cause` is what the audit entry says made the rows go.
+    touches); `cause` is what the audit entry says made the rows go. With `settings`, the dataset card
+    and release.json are restated when an export file changed.
     """
     # The one place a dry run differs: its sink records the writes instead of making them.
     sink: Sink = Recording() if dry_run else WRITES
     removed: Mapping[AssetName, dict[str, int]] = {}
     if not user_ids.is_empty():
         subjects = (user_ids, pseudonyms, csv_pseudonyms)
-        removed = _remove(sink, storage, exports, state, subjects, suppression, days)
+        removed = _remove(sink, storage, exports, state, subjects, suppression, days, settings)
     by_partition: dict[str, dict[str, int]] = {kind: dict(sorted(removed.get(kind, {}).items())) for kind in ROW_KINDS}
     # Random, so the id that goes into the UI's metadata says nothing about whom it erased.
     entry_id = uuid.uuid4().hex

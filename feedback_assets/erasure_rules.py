@@ -4,14 +4,18 @@ bytes (docs/privacy.md, "Erasure"); erasure.py applies them to the stored and ex
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
 
 from feedback_assets import k_anonymity, transforms
-from feedback_assets.schemas import IMAGE_URL_COLUMN
+from feedback_assets.schemas import IMAGE_URL_COLUMN, TEXT_COLUMNS
+from feedback_assets.settings import SENSITIVE_ATTRIBUTE
+from feedback_assets.splits import SplitName
 from feedback_assets.training_csv import csv_bytes
+
+_SPLIT_LABEL = "__split"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,59 @@ def erase_from_csv(data: bytes, pseudonyms: pl.Series, suppression: Suppression 
     if suppression is not None:
         kept, suppressed = k_anonymity.suppress_small_groups(kept, suppression.threshold, suppression.quasi_identifiers)
     return CsvErasure(csv_bytes(kept), kept.height, removed, suppressed)
+
+
+@dataclass(frozen=True)
+class TypedErasure:
+    """A day's typed Parquet after erasure: every split's rows, and what changed."""
+
+    frames: dict[SplitName, pl.DataFrame]
+    changed: tuple[SplitName, ...]
+    removed: int
+    suppressed: int
+
+    @property
+    def rows(self) -> int:
+        return sum(frame.height for frame in self.frames.values())
+
+
+def as_csv_cells(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    """`columns` of typed rows as the CSV groups them: text with its spreadsheet escape, so k-anonymity
+    finds the groups the CSV's rows form (two texts that the escape makes one are one group there)."""
+    return frame.select(
+        transforms.escape_formula(pl.col(name)).alias(name) if name in TEXT_COLUMNS else pl.col(name)
+        for name in columns
+    )
+
+
+def erase_from_typed(
+    splits: Mapping[SplitName, pl.DataFrame], pseudonyms: pl.Series, suppression: Suppression | None
+) -> TypedErasure:
+    """A day's split files without the rows of `pseudonyms`, each in its order. With `suppression`,
+    the groups the erasure leaves too small are suppressed over the day's rows of every split, as the
+    CSV's rows are: the split files stay the CSV's rows, split."""
+    labelled = pl.concat(
+        [frame.with_columns(pl.lit(name).alias(_SPLIT_LABEL)) for name, frame in splits.items()], how="vertical"
+    )
+    kept = labelled.filter(~is_erased("analysis_hash", pseudonyms))
+    removed, suppressed = labelled.height - kept.height, 0
+    if suppression is not None:
+        names = suppression.quasi_identifiers
+        large = as_csv_cells(kept, names).select(k_anonymity.group_size(names) >= suppression.threshold)
+        before = kept.height
+        kept = kept.filter(large.to_series())
+        suppressed = before - kept.height
+    frames = {name: kept.filter(pl.col(_SPLIT_LABEL) == name).drop(_SPLIT_LABEL) for name in splits}
+    changed = tuple(name for name in splits if frames[name].height != splits[name].height)
+    return TypedErasure(frames, changed, removed, suppressed)
+
+
+def measured_k_and_l(frame: pl.DataFrame, quasi_identifiers: Sequence[str], typed: bool) -> dict[str, int]:
+    """A day's k, l and rows as its manifest records them, from its CSV rows (as text) or typed rows."""
+    columns = [*quasi_identifiers, SENSITIVE_ATTRIBUTE]
+    cells = as_csv_cells(frame, columns) if typed else frame.select(columns)
+    measured = k_anonymity.measure(cells, 0, quasi_identifiers)
+    return {"k": measured.smallest_group, "l": measured.l_diversity, "rows": measured.rows}
 
 
 def counts_from_stats(

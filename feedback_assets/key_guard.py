@@ -2,9 +2,9 @@
 
 Each directory the pipeline writes (exports, storage) carries `.feedback_key.json`: the key id and
 a keyed fingerprint of the key (an HMAC of a fixed label), which shows whether two keys are the
-same without revealing either. The export directory's marker also records the timestamp precision
-and the pseudonym scope of its files: files of mixed precision, or whose pseudonyms follow
-different rules, are not one data set.
+same without revealing either. The export directory's marker also records the timestamp precision,
+the pseudonym scope and the split of its files: files of mixed precision, whose pseudonyms follow
+different rules, or whose users were split by other ratios, are not one data set.
 """
 
 from __future__ import annotations
@@ -92,11 +92,15 @@ def _refuse_other_key(directory: Storage, theirs: Mapping[str, object], key_id: 
     )
 
 
+# Marked only since the typed export: a marker without it describes no split file, so any split fits.
+FORMAT_SINCE_TYPED_EXPORT = ("split",)
+
+
 def _ensure_same_format(directory: Storage, theirs: Mapping[str, object], mine: Mapping[str, str]) -> None:
-    for name, value in FORMAT_BEFORE_SETTINGS.items():
-        if name not in mine:
+    for name in (*FORMAT_BEFORE_SETTINGS, *FORMAT_SINCE_TYPED_EXPORT):
+        if name not in mine or (name not in FORMAT_BEFORE_SETTINGS and name not in theirs):
             continue
-        existing = theirs.get(name, value)
+        existing = theirs.get(name, FORMAT_BEFORE_SETTINGS.get(name))
         if existing != mine[name]:
             setting = f"FEEDBACK_{name.upper()}"
             raise FormatMismatchError(

@@ -106,6 +106,7 @@ class FeedbackSettings(_Fields):
             export_format = {
                 "timestamp_precision": settings.timestamp_precision,
                 "pseudonym_scope": settings.pseudonym_scope,
+                "split": str(settings.split),
             }
             ensure_same_key(
                 [(settings.export_dir, export_format), (settings.storage_dir, {})],

@@ -273,19 +273,38 @@ def _cell_order(columns: Sequence[str]) -> list[pl.Expr]:
     return [pl.col(name).cast(pl.String).fill_null("") for name in order]
 
 
-def _cells(deduplicated: pl.DataFrame, csv_format: CsvFormat) -> pl.DataFrame:
-    """The kept rows' cells as the file shows them, in the CSV's columns, after their `partition`."""
+# Beside the cells, for the typed export (docs/ml.md): the stable pseudonym, which the split is drawn
+# from and a scoped `analysis_hash` no longer is, and each text before the spreadsheet escape.
+STABLE_PSEUDONYM = "__stable_pseudonym"
+
+
+def unescaped(name: str) -> str:
+    return f"__unescaped_{name}"
+
+
+def source_columns(csv_format: CsvFormat) -> list[str]:
+    """The columns `with_sources` adds after the cells."""
+    return [STABLE_PSEUDONYM, *(unescaped(name) for name in csv_format.columns if name in TEXT_COLUMNS)]
+
+
+def _cells(deduplicated: pl.DataFrame, csv_format: CsvFormat, *, with_sources: bool = False) -> pl.DataFrame:
+    """The kept rows' cells as the file shows them, in the CSV's columns, after their `partition`;
+    with `with_sources`, followed by `source_columns`."""
     columns = csv_format.columns
     text = [name for name in columns if name in TEXT_COLUMNS]
     kept = deduplicated.filter(pl.col("kept"))
+    texts = _nul_free(kept, text)
+    # Every expression of one with_columns sees the input: analysis_hash here is still the stable one.
+    sources = [pl.col("analysis_hash").alias(STABLE_PSEUDONYM), *(c.alias(unescaped(n)) for n, c in texts.items())]
     return kept.with_columns(
+        *(sources if with_sources else []),
         scoped_pseudonyms(kept, csv_format.pseudonym_scope, csv_format.hmac_key),
         *(
             exported_time(pl.col(name), csv_format.timestamp_precision)
             for name in ("feedback_created_at", "analysis_created_at")
         ),
-        *(escape_formula(cells).alias(name) for name, cells in _nul_free(kept, text).items()),
-    ).select("partition", *columns)
+        *(escape_formula(cells).alias(name) for name, cells in texts.items()),
+    ).select("partition", *columns, *(source_columns(csv_format) if with_sources else []))
 
 
 def training_rows(deduplicated: pl.DataFrame, csv_format: CsvFormat) -> pl.DataFrame:
@@ -297,12 +316,15 @@ def training_rows(deduplicated: pl.DataFrame, csv_format: CsvFormat) -> pl.DataF
 
 
 def training_rows_by_day(
-    deduplicated: pl.DataFrame, csv_format: CsvFormat, days: Sequence[str]
+    deduplicated: pl.DataFrame, csv_format: CsvFormat, days: Sequence[str], *, with_sources: bool = False
 ) -> dict[str, pl.DataFrame]:
     """`training_rows` of each of `days` (YYYY-MM-DD), made in one pass over all their rows: a
-    slice's days formatted and sorted together cost a fraction of one call per day."""
-    cells = _cells(deduplicated, csv_format)
-    ordered = cells.sort([pl.col("partition"), *_cell_order(csv_format.columns)])
+    slice's days formatted and sorted together cost a fraction of one call per day. With
+    `with_sources`, each row also carries `source_columns`; rows that tie on every cell are then
+    ordered by those too, so the typed file's order is fixed while the CSV's bytes stay the same."""
+    cells = _cells(deduplicated, csv_format, with_sources=with_sources)
+    hidden = [pl.col(name).fill_null("") for name in source_columns(csv_format)] if with_sources else []
+    ordered = cells.sort([pl.col("partition"), *_cell_order(csv_format.columns), *hidden])
     parts = {key.isoformat(): part for (key,), part in ordered.partition_by("partition", as_dict=True).items()}
     empty = ordered.clear().drop("partition")
     return {day: parts[day].drop("partition") if day in parts else empty for day in days}

@@ -9,19 +9,23 @@ taken off.
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Sequence
 from typing import Final
 
 import polars as pl
 
 from feedback_assets.schemas import IMAGE_URL_COLUMN, TEXT_COLUMNS, TRAINING_COLUMNS, UTC_US
-from feedback_assets.splits import SplitName
+from feedback_assets.splits import SPLIT_NAMES, SplitName
 from feedback_assets.storage import Storage
+from feedback_assets.storage.base import files_matching, write_bytes
 from feedback_assets.transforms import FORMULA_PREFIXES, TIMESTAMP_FORMAT
 
 # The export is for the ML team's disk and downloads, read many times: zstd, unlike the intermediates' LZ4.
 TYPED_COMPRESSION: Final = "zstd"
 PARQUET_DIR: Final = "parquet"
+TYPED_FILE: Final = re.compile(r"feedback_training_(\d{4})(\d{2})(\d{2})\.parquet")
 
 # The columns' types as the app means them (schemas.py: the ratings are smallints), times in UTC.
 TYPED_SCHEMA: Final = pl.Schema(
@@ -106,7 +110,26 @@ def write_typed_parquet(exports: Storage, name: str, typed: pl.DataFrame) -> Non
     folder, _, file_name = name.rpartition("/")
     directory = exports / folder if folder else exports
     directory.ensure()
-    directory.write(file_name, lambda handle: typed.write_parquet(handle, compression=TYPED_COMPRESSION))
+    write_bytes(directory, file_name, typed_bytes(typed))
+
+
+def typed_bytes(typed: pl.DataFrame) -> bytes:
+    """A typed file's bytes, encoded in memory (a day's split is small): Polars' writer reports a full
+    or read-only disk only as the text of a ComputeError, while a plain write raises the OSError the
+    storage explains."""
+    buffer = io.BytesIO()
+    typed.write_parquet(buffer, compression=TYPED_COMPRESSION)
+    return buffer.getvalue()
+
+
+def typed_files(exports: Storage) -> dict[str, dict[SplitName, str]]:
+    """The typed files by day (YYYY-MM-DD), oldest first, each split's name relative to `exports`;
+    temporary files never match."""
+    found: dict[str, dict[SplitName, str]] = {}
+    for split in SPLIT_NAMES:
+        for name, match in files_matching(exports / PARQUET_DIR / split, TYPED_FILE):
+            found.setdefault("-".join(match.groups()), {})[split] = f"{PARQUET_DIR}/{split}/{name}"
+    return dict(sorted(found.items()))
 
 
 def split_frames(typed: pl.DataFrame, splits: pl.Series, names: Sequence[SplitName]) -> dict[SplitName, pl.DataFrame]:

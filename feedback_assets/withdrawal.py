@@ -3,7 +3,7 @@ of users who withdrew image consent (docs/privacy.md, "Consent withdrawn").
 
 `plan` compares the record of subjects (whose rows each day holds) with what the source says of
 those users now; removing a whole user is `erasure.erase`, restricted to the days the record names.
-`blank_image_urls` has the partition store and the CSVs' store rewrite only the image_url cells of
+`blank_image_urls` has the partition store and the export store rewrite only the image_url cells of
 the users' rows; a dry run is the same code with a recording sink. No Dagster here.
 """
 
@@ -21,6 +21,7 @@ from feedback_assets.erasure_rules import CsvPseudonyms, blank_in_frame, is_eras
 from feedback_assets.erasure_rules import blank_in_csv as blank_in_csv
 from feedback_assets.export_store import TrainingExports
 from feedback_assets.schemas import IMAGE_URL_COLUMN
+from feedback_assets.settings import ExportSettings
 from feedback_assets.storage import PartitionStore, Storage
 from feedback_assets.storage.base import WRITES, Recording, Sink
 
@@ -104,10 +105,12 @@ def blank_image_urls(
     csv_pseudonyms: CsvPseudonyms,
     days: Collection[str],
     dry_run: bool = False,
+    settings: ExportSettings | None = None,
 ) -> BlankingSummary:
-    """Blank the users' image URLs in the stored partitions and CSVs of `days` (their manifests'
-    SHA-256 follows); nothing else in the files changes. The caller audits and updates the record.
-    A dry run is the same code with a recording sink."""
+    """Blank the users' image URLs in the stored partitions, CSVs and typed files of `days` (their
+    manifests' SHA-256 follows; with `settings`, the card and release.json are restated); nothing else
+    in the files changes. The caller audits and updates the record. A dry run is the same code with a
+    recording sink."""
     sink: Sink = Recording() if dry_run else WRITES
     store = PartitionStore(storage, sink)
     found: dict[str, dict[str, int]] = {}
@@ -118,7 +121,7 @@ def blank_image_urls(
             return blank_in_frame(frame, column, whose) if IMAGE_URL_COLUMN in frame.columns else (frame, 0)
 
         found[kind] = store.update(kind, days, blank)
-    found[AssetName.TRAINING_CSV] = TrainingExports(exports, sink).blank_image_urls(csv_pseudonyms, days)
+    found[AssetName.TRAINING_CSV] = TrainingExports(exports, sink, settings).blank_image_urls(csv_pseudonyms, days)
     by_partition: dict[str, dict[str, int]] = {kind: dict(sorted(found[kind].items())) for kind in IMAGE_ROW_KINDS}
     return BlankingSummary(
         subjects=user_ids.n_unique(),

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from feedback_assets_tests.crafted_source import (
@@ -45,7 +46,13 @@ def test_no_identifier_reaches_any_output_or_metadata(
 ) -> None:
     write_crafted_source(source_url)
     assert materialize(instance, settings_for(tmp_path, source_url), "2025-10-24", "2025-10-26").success
-    exported = "".join(p.read_text() for p in sorted((tmp_path / "export").iterdir()))
+    # Every file, the typed Parquet by its values (its bytes are compressed).
+    exported = "".join(
+        pl.read_parquet(p).write_csv() if p.suffix == ".parquet" else p.read_text()
+        for p in sorted((tmp_path / "export").rglob("*"))
+        if p.is_file()
+    )
+    assert "parquet/train/feedback_training_20251025.parquet" in exported
     for secret in ("calc", "line2 ü", "img.invalid", KEY_HEX):
         assert secret not in exported
     metadata_text = " ".join(

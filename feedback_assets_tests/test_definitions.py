@@ -19,7 +19,10 @@ ASSET_KEYS = {
     "training_csv",
     # The app's tables, observed (docs/contract.md, section 7).
     "app_feedback_source",
+    # The pinned release of every day, for the ML team (docs/ml.md): the one unpartitioned asset.
+    "training_dataset",
 }
+RELEASE = dg.AssetKey("training_dataset")
 
 
 def test_definitions_load_with_every_asset_job_and_schedule() -> None:
@@ -34,7 +37,10 @@ def test_definitions_load_with_every_asset_job_and_schedule() -> None:
         "weekly_history_audit": "audit_history",
     }
     graph = defs.resolve_asset_graph()
-    for key in graph.get_all_asset_keys():
+    release = graph.get(RELEASE)
+    assert release.partitions_def is None
+    assert {key.to_user_string() for key in release.parent_keys} == {"training_csv"}
+    for key in graph.get_all_asset_keys() - {RELEASE}:
         node = graph.get(key)
         assert node.partitions_def == daily_partitions
         if node.is_materializable:

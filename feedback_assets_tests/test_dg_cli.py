@@ -40,8 +40,11 @@ def test_dg_lists_the_code_locations_definitions(tmp_path: Path) -> None:
     listed = dg(tmp_path, "list", "defs", "--json")
     assert listed.returncode == 0, listed.stderr
     defs = json.loads(listed.stdout)
-    # The graph's assets and the app's tables they read, observed (docs/contract.md, section 7).
-    assert sorted(asset["asset_key"] for asset in defs["assets"]) == sorted([*ALL_ASSETS, "app_feedback_source"])
+    # The graph's assets, the app's tables they read, observed (docs/contract.md, section 7), and the
+    # pinned release after them (docs/ml.md).
+    assert sorted(asset["asset_key"] for asset in defs["assets"]) == sorted(
+        [*ALL_ASSETS, "app_feedback_source", "training_dataset"]
+    )
     assert {"feedback_export", "erase_subjects", "audit_history"} <= {job["name"] for job in defs["jobs"]}
 
 

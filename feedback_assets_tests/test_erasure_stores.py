@@ -12,19 +12,21 @@ from pathlib import Path
 from typing import TypeVar
 
 import polars as pl
+from polars.testing import assert_frame_equal
 
 from feedback_assets import erasure
 from feedback_assets.dedupe_state import DedupeStateStore
-from feedback_assets.erasure_rules import counts_after_erasure, is_erased
+from feedback_assets.erasure_rules import Suppression, counts_after_erasure, is_erased
 from feedback_assets.export_store import TrainingExports
 from feedback_assets.storage import EXPORT, PartitionStore, storage_for
 from feedback_assets.storage.base import Recording
 from feedback_assets.storage.partitions import Rewritten
 from feedback_assets.subjects import SubjectRecord
 from feedback_assets.training_csv import csv_bytes, write_training_csv
+from feedback_assets.typed_export import typed_rows, write_typed_parquet
 from feedback_assets_tests.paths import index_file, state_file
 
-A, B, C = "a" * 64, "b" * 64, "c" * 64
+A, B, C, D = "a" * 64, "b" * 64, "c" * 64, "d" * 64
 DAY1, DAY2, DAY3 = "2025-10-24", "2025-10-25", "2025-10-26"
 COUNTS = {
     "source_records": 4,
@@ -266,3 +268,76 @@ def test_a_dry_erasure_writes_nothing_and_reports_what_the_erasure_then_removes(
     assert {name for name in changed(before, identities(tmp_path)) if DAY3 in name or "20251026" in name} == {
         str(state_file(state, DAY3).relative_to(tmp_path))
     }
+
+
+def typed_day(hashes: list[str], ages: list[str]) -> pl.DataFrame:
+    """Typed rows of the training CSV's columns, one per pseudonym, with the given age ranges."""
+    n = len(hashes)
+    cells = pl.DataFrame(
+        {
+            "analysis_hash": hashes,
+            "recommendation_id": [f"rec{i}" for i in range(n)],
+            "helpful_rating": ["4"] * n,
+            "product_satisfaction": ["3"] * n,
+            "routine_completion_pct": ["50"] * n,
+            "would_recommend": ["true"] * n,
+            "conditions": [f"=c{i}" for i in range(n)],
+            "rules_applied": ["r"] * n,
+            "timeframe": ["4w"] * n,
+            "age_range": ages,
+            "feedback_created_at": ["2025-10-24T10:00:00.000000Z"] * n,
+            "analysis_created_at": ["2025-10-23T10:00:00.000000Z"] * n,
+        }
+    )
+    return typed_rows(cells)
+
+
+def test_the_exports_erase_from_the_typed_files_holding_a_subject_and_suppress_over_every_split(
+    tmp_path: Path,
+) -> None:
+    """B shares its age range with the erased A only, in another split: suppression takes it out of
+    that split's file too; the split file that loses no row is not rewritten."""
+    exports = storage_for(tmp_path, EXPORT)
+    splits = {
+        "train": typed_day([A, C], ["25-34", "35-44"]),
+        "validation": typed_day([B], ["25-34"]),
+        "test": typed_day([D], ["35-44"]),
+    }
+    listed = []
+    for split, frame in splits.items():
+        name = f"parquet/{split}/feedback_training_20251024.parquet"
+        write_typed_parquet(exports, name, frame)
+        listed.append({"split": split, "path": name, "rows": frame.height})
+    manifest = {
+        "csv": None,
+        "row_count": 4,
+        "sha256": None,
+        "counts": {**COUNTS, "source_records": 5, "anonymized_records": 4, "exported_records": 4},
+        "split_counts": {"train": 2, "validation": 1, "test": 1},
+        "parquet": listed,
+    }
+    (tmp_path / "feedback_training_20251024.manifest.json").write_text(json.dumps(manifest))
+    before = identities(tmp_path)
+
+    def erase(sink: Recording | None) -> dict[str, int]:
+        on = TrainingExports(exports, sink) if sink is not None else TrainingExports(exports)
+        return on.erase(lambda day: pl.Series([A]), Suppression(2, ("age_range",)), lambda day, rows: None)
+
+    planned, done, recording = dry_then_real(tmp_path, erase)
+
+    assert planned == done == {DAY1: 1}
+    rewritten = changed(before, identities(tmp_path))
+    assert rewritten == {
+        "parquet/train/feedback_training_20251024.parquet",
+        "parquet/validation/feedback_training_20251024.parquet",
+        "feedback_training_20251024.manifest.json",
+    }
+    assert {str(Path(p).relative_to(tmp_path)) for p in recording.written} == rewritten
+    train = pl.read_parquet(tmp_path / "parquet/train/feedback_training_20251024.parquet")
+    assert_frame_equal(train, splits["train"].filter(pl.col("analysis_hash") == C))
+    assert pl.read_parquet(tmp_path / "parquet/validation/feedback_training_20251024.parquet").is_empty()
+    restated = json.loads((tmp_path / "feedback_training_20251024.manifest.json").read_text())
+    assert restated["split_counts"] == {"train": 1, "validation": 0, "test": 1}
+    assert [entry["rows"] for entry in restated["parquet"]] == [1, 0, 1]
+    assert restated["row_count"] == 2 and restated["erased_after_export"] == 1
+    assert restated["counts"] == counts_after_erasure(manifest["counts"], removed=1, suppressed=1)  # type: ignore[arg-type]

@@ -41,7 +41,10 @@ from feedback_assets_tests.test_erasure import erase, request_erasure
 
 FIRST = dt.date(2025, 10, 7)
 DAYS = [(FIRST + dt.timedelta(days=i)).isoformat() for i in range(10)]
-EXPORT_NAMES = re.compile(rf"feedback_training_\d{{8}}\.(csv|manifest\.json)|{re.escape(MARKER_NAME)}")
+EXPORT_NAMES = re.compile(
+    rf"feedback_training_\d{{8}}\.(csv|manifest\.json)|{re.escape(MARKER_NAME)}|README\.md"
+    r"|parquet/(train|validation|test)/feedback_training_\d{8}\.parquet"
+)
 # What differs between two runs of the same days by design: which run wrote it, and when.
 RUN_FACTS = ("run_id", "at", "entry_id")
 

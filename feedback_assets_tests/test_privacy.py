@@ -94,7 +94,7 @@ def test_a_second_run_with_another_key_is_refused(
 ) -> None:
     write_crafted_source(sqlite_url(tmp_path))
     assert materialize(instance, settings_for(tmp_path, sqlite_url(tmp_path)), "2025-10-25").success
-    before = {p: p.read_bytes() for p in (tmp_path / "export").iterdir()}
+    before = export_files(tmp_path)
 
     monkeypatch.setenv("FEEDBACK_HMAC_KEY", key)
     settings = settings_for(tmp_path, sqlite_url(tmp_path), hmac_key_id=key_id)
@@ -102,7 +102,12 @@ def test_a_second_run_with_another_key_is_refused(
         materialize(instance, settings, "2025-10-26")
     assert "move the export and storage directories aside" in str(raised.value)
     assert KEY_HEX not in str(raised.value) and OTHER_KEY not in str(raised.value)
-    assert {p: p.read_bytes() for p in (tmp_path / "export").iterdir()} == before
+    assert export_files(tmp_path) == before
+
+
+def export_files(tmp_path: Path) -> dict[Path, bytes]:
+    """Every file of the export dir, the typed Parquet under parquet/ included."""
+    return {p: p.read_bytes() for p in (tmp_path / "export").rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize(
@@ -118,6 +123,12 @@ def test_a_second_run_with_another_key_is_refused(
             {},
             "holds files exported with FEEDBACK_PSEUDONYM_SCOPE=month; this run uses stable",
         ),
+        (
+            {},
+            {"split": "train=0.6,validation=0.2,test=0.2"},
+            "holds files exported with FEEDBACK_SPLIT=train=0.8,validation=0.1,test=0.1; "
+            "this run uses train=0.6,validation=0.2,test=0.2",
+        ),
     ],
 )
 def test_a_second_run_with_another_precision_or_pseudonym_scope_is_refused(
@@ -130,11 +141,11 @@ def test_a_second_run_with_another_precision_or_pseudonym_scope_is_refused(
 ) -> None:
     write_crafted_source(sqlite_url(tmp_path))
     assert materialize(instance, settings_for(tmp_path, sqlite_url(tmp_path), **first), "2025-10-25").success
-    before = {p: p.read_bytes() for p in (tmp_path / "export").iterdir()}
+    before = export_files(tmp_path)
     with pytest.raises(dg.Failure, match=message) as raised:
         materialize(instance, settings_for(tmp_path, sqlite_url(tmp_path), **second), "2025-10-26")
     assert "move the export directory aside" in str(raised.value)
-    assert {p: p.read_bytes() for p in (tmp_path / "export").iterdir()} == before
+    assert export_files(tmp_path) == before
     # The same settings again are welcome.
     assert materialize(instance, settings_for(tmp_path, sqlite_url(tmp_path), **first), "2025-10-26").success
 
@@ -153,7 +164,12 @@ def test_an_export_marked_before_the_precision_setting_counts_as_microseconds(
     settings = settings_for(tmp_path, sqlite_url(tmp_path), timestamp_precision="microsecond")
     assert materialize(instance, settings, "2025-10-25").success
     upgraded = json.loads((export / MARKER_NAME).read_text())
-    assert upgraded == {**marker, "timestamp_precision": "microsecond", "pseudonym_scope": "stable"}
+    assert upgraded == {
+        **marker,
+        "timestamp_precision": "microsecond",
+        "pseudonym_scope": "stable",
+        "split": "train=0.8,validation=0.1,test=0.1",
+    }
 
 
 def test_month_pseudonyms_link_rows_within_a_month_only_and_erasure_finds_them(

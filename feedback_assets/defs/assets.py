@@ -18,7 +18,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from feedback_assets import catalog, source_join, transforms
+from feedback_assets import catalog, k_anonymity, source_join, transforms
 from feedback_assets.asset_runs import (
     APP_FEEDBACK_SOURCE,
     DEDUPE_STATE_POOL,
@@ -28,7 +28,9 @@ from feedback_assets.asset_runs import (
     SlicedRun,
     export_asset,
 )
+from feedback_assets.day_files import DayFormats, remove_stale_temp_files, write_day
 from feedback_assets.dedupe_state import DedupeStateStore
+from feedback_assets.export_release import MANIFEST_K_ANONYMITY, write_card
 from feedback_assets.failures import explained_failures
 from feedback_assets.files import WritesBehind, concurrently, rematerialize_command
 from feedback_assets.fingerprint import FINGERPRINT_METADATA, watched_days
@@ -38,7 +40,7 @@ from feedback_assets.resources import DedupeStateResource, FeedbackSettings, Fee
 from feedback_assets.settings import CONTRACT_VERSION, DedupeScope, ExportSettings
 from feedback_assets.storage import MissingPartitionError, PartitionStore, Storage, split_by_partition
 from feedback_assets.subjects import SubjectRecord
-from feedback_assets.training_csv import csv_format_of, export_day, write_training_csv
+from feedback_assets.training_csv import csv_format_of, export_day, manifest_name
 
 
 # No Dagster retry policy: the reader itself tries again after transient faults, for up to
@@ -298,12 +300,14 @@ def training_csv(
     run = SlicedRun(context)
     settings = feedback_settings.settings
     store, exports = feedback_storage.partition_store(), feedback_storage.exports()
-    exports.remove_stale_temp_files()
+    remove_stale_temp_files(exports)
 
     def export(days: list[str]) -> int:
         with explained_failures():
             deduplicated = store.read("deduplicated_pairs", days)
-            rows = transforms.training_rows_by_day(deduplicated, csv_format_of(settings), days)
+            rows = transforms.training_rows_by_day(
+                deduplicated, csv_format_of(settings), days, with_sources="parquet" in settings.export_formats
+            )
             upstream = {
                 key: {**store.read_stats("anonymized_pairs", key), **store.read_stats("deduplicated_pairs", key)}
                 for key in rows
@@ -320,6 +324,8 @@ def training_csv(
     exported: list[tuple[list[str], Future[list[dict[str, Any]]]]] = []
     with run.writing(feedback_storage) as behind:
         run.over_slices(export)
+        # Last, once every day's files are in: the card tells of what is on disk.
+        behind.submit(lambda: write_card(exports, settings))
     for days, written in exported:
         run.metadata.update(zip(days, written.result(), strict=True))
     return run.report()
@@ -328,7 +334,7 @@ def training_csv(
 def _export_day(
     run_id: str, settings: ExportSettings, exports: Storage, key: str, rows: pl.DataFrame, upstream: dict[str, int]
 ) -> dict[str, Any]:
-    """Write one day's CSV and manifest; the day's metadata."""
+    """Write one day's CSV, typed Parquet and manifest, as FEEDBACK_EXPORT_FORMATS says; the day's metadata."""
     suppress_below = settings.k_anonymity_threshold if settings.suppress_small_groups else None
     day = export_day(
         key,
@@ -344,15 +350,25 @@ def _export_day(
         "timestamp_precision": settings.timestamp_precision,
         "pseudonym_scope": settings.pseudonym_scope,
     }
-    name = write_training_csv(
-        exports, key, day.rows, {"partition": key, "run_id": run_id, "counts": day.counts, **facts}
+    columns = csv_format_of(settings).columns
+    measured = k_anonymity.measure(day.rows, settings.k_anonymity_threshold, settings.quasi_identifiers)
+    k_and_l = {"k": measured.smallest_group, "l": measured.l_diversity, "rows": measured.rows}
+    written = write_day(
+        exports,
+        key,
+        day.rows,
+        columns,
+        {"partition": key, "run_id": run_id, "counts": day.counts, MANIFEST_K_ANONYMITY: k_and_l, **facts},
+        DayFormats(settings.export_formats, settings.split, settings.hmac_key),
     )
+    location = exports.location(written.csv) if written.csv else exports.location(manifest_name(key))
     return {
-        "dagster/row_count": day.rows.height,
-        "dagster/column_schema": catalog.csv_schema(tuple(day.rows.columns)),
-        "path": dg.MetadataValue.path(exports.location(name)),
+        "dagster/row_count": written.rows,
+        "dagster/column_schema": catalog.csv_schema(tuple(columns)),
+        "path": dg.MetadataValue.path(location),
         **facts,
         **day.counts,
+        **{f"{split}_rows": rows for split, rows in written.split_counts.items()},
     }
 
 

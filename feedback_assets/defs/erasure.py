@@ -202,6 +202,7 @@ def erase_requested_subjects(
                 dry_run=dry_run,
                 days=days,
                 cause=cause,
+                settings=settings,
             )
 
         erased = (
@@ -225,6 +226,7 @@ def erase_requested_subjects(
                 csv_pseudonyms=_csv_pseudonyms(settings, image_pseudonyms),
                 days=_days(work.images),
                 dry_run=dry_run,
+                settings=settings,
             )
             at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
             withdrawal.audit_blanking(storage, at, context.run_id, settings.hmac_key_id, blanked, sink)
