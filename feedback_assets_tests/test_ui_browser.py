@@ -30,6 +30,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Locator, Page, Playwright, expect, sync_playwright
 
 from feedback_assets import catalog
+from feedback_assets.asset_names import AssetName
 from feedback_assets.asset_runs import APP_FEEDBACK_SOURCE
 from feedback_assets.definitions import defs
 from feedback_assets.defs.checks import FEEDBACK_CHECKS
@@ -250,8 +251,9 @@ def see(locator: Locator) -> None:
 
 
 def test_the_catalog_lists_every_asset_with_its_description(ui: Browsing) -> None:
-    # The materialized assets and the observed source (app_feedback_source, docs/contract.md section 7).
-    assert sorted([*ALL_ASSETS, APP_FEEDBACK_SOURCE.to_user_string()]) == ASSETS
+    # The daily assets, the release pinned over them (docs/ml.md) and the observed source
+    # (app_feedback_source, docs/contract.md section 7).
+    assert sorted([*ALL_ASSETS, AssetName.TRAINING_DATASET, APP_FEEDBACK_SOURCE.to_user_string()]) == ASSETS
     page = ui.visit("/assets")
     for asset in ASSETS:
         assert DESCRIPTIONS[asset], f"{asset} has no description to show"
@@ -367,6 +369,7 @@ def test_the_settings_resource_page_shows_each_setting_and_the_key_by_name_only(
     for setting in FeedbackSettings.model_fields:
         see(text(page, setting, exact=True))
     see(text(page, "FEEDBACK_HMAC_KEY", exact=True))
-    # The settings in effect, as values: the contract's defaults the demo leaves unset.
+    # The settings in effect, as values: the contract's defaults the demo leaves unset. The resource
+    # is given as a partial (resources.resources_for), so each value is its field's launch default.
     for value in ("ml/feedback_training", "age_range,feedback_created_at,analysis_created_at", "stable", "day"):
-        see(text(page, f'"{value}"', exact=True))
+        see(page.get_by_role("cell", name=f'"{value}" Default', exact=True))

@@ -54,9 +54,10 @@ with warnings.catch_warnings():
         # selected asset has this policy; the release is then made once, after the range's days.
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"polars", "parquet", "csv"},
-        description="release.json at the export root: every day's CSV and Parquet file with its SHA-256 and rows, "
-        "the settings and the day range, under a version that is a content hash of the file list. The version is "
-        "this asset's data version: a training run that depends on it is stale when the files change.",
+        # Short enough for the UI's catalog, which cuts a description after 255 characters.
+        description="release.json at the export root: every CSV and Parquet file with its SHA-256 and rows, "
+        "the settings and the days, under a content-hash version that is this asset's data version: "
+        "a training run on it goes stale when the files change.",
     )(_training_dataset)
 
 defs = dg.Definitions(assets=[training_dataset])
