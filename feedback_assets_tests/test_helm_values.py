@@ -17,6 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
+from feedback_assets_tests.test_deploy_kubernetes import deployment, values
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VALUES = REPO_ROOT / "deploy" / "helm" / "values.yaml"
 CHART_VERSION = re.compile(r"--version (\d+\.\d+\.\d+)")
@@ -26,17 +28,6 @@ CREDENTIAL_IN_VALUE = re.compile(r"://[^/@\s]+:[^/@\s]*@|\b[0-9a-fA-F]{32,}\b|[A
 SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN|CREDENTIAL|WEBHOOK|SOURCE_URL", re.IGNORECASE)
 # Names the code reads that contain a word above but hold no secret.
 NOT_SECRET = {"FEEDBACK_HMAC_KEY_ID"}
-
-
-def values() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(VALUES.read_text())
-    return loaded
-
-
-def deployment() -> dict[str, Any]:
-    (only,) = values()["dagster-user-deployments"]["deployments"]
-    found: dict[str, Any] = only
-    return found
 
 
 def merged(defaults: Any, overrides: Any) -> Any:

@@ -133,15 +133,19 @@ class PartitionStore:
         """The days (YYYY-MM-DD) whose file `asset` holds, in the listing's order."""
         return [match.group(1) for _, match in files_matching(self.storage / asset, PARTITION_FILE)]
 
+    def _erasable_files(self, asset: str, days: Collection[str] | None) -> Iterator[tuple[str, str, str]]:
+        """Each day of `asset` among `days` (None: every day), with its file's name and what to do
+        if the file cannot be read."""
+        for day in self.days(asset):
+            if days is None or day in days:
+                repair = f"rebuild it with {rematerialize_command(asset, day)}, then run erase_subjects again"
+                yield day, _file(day), repair
+
     def selected(self, asset: str, rows: pl.Expr, column: str, days: Collection[str] | None = None) -> pl.Series | None:
         """`column` of the rows `rows` selects in the files of `asset` (of `days`; None: every day),
         read a file at a time; None when no file holds one."""
         directory, found = self.storage / asset, []
-        for day in self.days(asset):
-            if days is not None and day not in days:
-                continue
-            name = _file(day)
-            repair = f"rebuild it with {rematerialize_command(asset, day)}, then run erase_subjects again"
+        for _day, name, repair in self._erasable_files(asset, days):
             with reading(directory.location(name), repair):
                 values = directory.scan_parquet([name]).filter(rows).select(column).collect().to_series()
             if values.len():
@@ -154,11 +158,7 @@ class PartitionStore:
         the columns `rows` reads only: most files hold none of the rows, and those are neither read
         whole nor rewritten."""
         directory = self.storage / asset
-        for day in self.days(asset):
-            if days is not None and day not in days:
-                continue
-            name = _file(day)
-            repair = f"rebuild it with {rematerialize_command(asset, day)}, then run erase_subjects again"
+        for day, name, repair in self._erasable_files(asset, days):
             with reading(directory.location(name), repair):
                 scan = directory.scan_parquet([name])
                 if not scan.select(rows.sum()).collect().item():
