@@ -114,6 +114,19 @@ def restate_release(exports: Storage, settings: ExportSettings, sink: Sink = WRI
         sink.write(exports, RELEASE_NAME, lambda handle: handle.write(release_bytes(pinned_release(exports, settings))))
 
 
+def written_release(exports: Storage) -> dict[str, Any] | None:
+    """release.json as it is at the export root; None where training_dataset never wrote one."""
+    if not exports.exists(RELEASE_NAME):
+        return None
+    repair = (
+        "materialize training_dataset again: "
+        "dagster asset materialize -m feedback_assets.definitions --select training_dataset"
+    )
+    with reading(exports.location(RELEASE_NAME), repair):
+        pinned: dict[str, Any] = json.loads(read_text(exports, RELEASE_NAME))
+    return pinned
+
+
 def pinned_release(exports: Storage, settings: ExportSettings) -> dict[str, object]:
     """The release of the files the days' manifests list, as they are now."""
     written = manifests(exports)

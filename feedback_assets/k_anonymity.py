@@ -18,6 +18,7 @@ import polars as pl
 
 from feedback_assets.settings import SENSITIVE_ATTRIBUTE
 from feedback_assets.storage import Storage
+from feedback_assets.typed_export import csv_text
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,13 @@ def suppress_small_groups(
 
 
 def exported_cells(exports: Storage, files: Sequence[str], quasi_identifiers: Sequence[str]) -> pl.LazyFrame:
-    """The quasi-identifier and sensitive columns of every row of the CSVs `files` in `exports`, as
-    text, scanned file by file: a year of files is never fetched or held at once."""
+    """The quasi-identifier and sensitive columns of every row of `files` in `exports`, as the CSV's
+    text, scanned file by file: a year of files is never fetched or held at once. `files` are CSVs,
+    and for a day exported as Parquet alone its typed files (`day_files.measured_files`)."""
     names = [*quasi_identifiers, SENSITIVE_ATTRIBUTE]
-    if not files:
-        return pl.LazyFrame(schema=dict.fromkeys(names, pl.String))
-    return exports.scan_csv(files).select(names)
+    csvs = [name for name in files if not name.endswith(".parquet")]
+    typed = [name for name in files if name.endswith(".parquet")]
+    scans = [exports.scan_csv(csvs).select(names)] if csvs else []
+    if typed:
+        scans.append(exports.scan_parquet(typed).select(csv_text(names)))
+    return pl.concat(scans) if scans else pl.LazyFrame(schema=dict.fromkeys(names, pl.String))

@@ -20,7 +20,7 @@ from feedback_assets.schemas import IMAGE_URL_COLUMN, TEXT_COLUMNS, TRAINING_COL
 from feedback_assets.splits import SPLIT_NAMES, SplitName
 from feedback_assets.storage import Storage
 from feedback_assets.storage.base import files_matching, write_bytes
-from feedback_assets.transforms import FORMULA_PREFIXES, TIMESTAMP_FORMAT
+from feedback_assets.transforms import FORMULA_PREFIXES, TIMESTAMP_FORMAT, escape_formula
 
 # The export is for the ML team's disk and downloads, read many times: zstd, unlike the intermediates' LZ4.
 TYPED_COMPRESSION: Final = "zstd"
@@ -64,9 +64,12 @@ def _as_text(name: str) -> pl.Expr:
     return pl.col(name).cast(pl.String)
 
 
-def _typed(name: str, dtype: pl.DataType, escaped: bool) -> pl.Expr:
+def _typed(name: str, dtype: pl.DataType, escaped: bool, given: pl.DataType) -> pl.Expr:
     """One column of the CSV's frame, typed; the cells are parsed strictly, so a cell the CSV could not
-    hold in this type fails rather than becoming null."""
+    hold in this type fails rather than becoming null. A column the frame already holds as numbers or
+    booleans (the frame `transforms.training_rows` makes) is cast, not written out and parsed again."""
+    if dtype != pl.String and name not in TIMESTAMP_COLUMNS and given != pl.String:
+        return pl.col(name).cast(dtype, strict=True).alias(name)
     if name in TEXT_COLUMNS and escaped:
         cells = unescape_formula(pl.col(name))
     elif dtype == pl.String:
@@ -96,7 +99,22 @@ def typed_rows(csv_rows: pl.DataFrame, *, escaped: bool = True) -> pl.DataFrame:
     if columns != expected or len(columns) not in (len(TRAINING_COLUMNS), len(TRAINING_COLUMNS) + 1):
         raise ValueError(f"not the training CSV's columns: {columns}")
     schema = typed_schema(IMAGE_URL_COLUMN in columns)
-    return csv_rows.select(_typed(name, dtype, escaped) for name, dtype in schema.items())
+    return csv_rows.select(_typed(name, dtype, escaped, csv_rows.schema[name]) for name, dtype in schema.items())
+
+
+def csv_text(names: Sequence[str]) -> list[pl.Expr]:
+    """Typed columns `names` as the CSV spells their cells, the inverse of `typed_rows` (a missing
+    value stays missing): a measure over a day exported as Parquet alone groups its rows as it would
+    the CSV's."""
+    spelled = []
+    for name in names:
+        column = pl.col(name)
+        if name in TIMESTAMP_COLUMNS:
+            column = column.dt.strftime(TIMESTAMP_FORMAT)
+        elif name in TEXT_COLUMNS:
+            column = escape_formula(column)
+        spelled.append(column.cast(pl.String).alias(name))
+    return spelled
 
 
 def parquet_name(split: SplitName, partition: str) -> str:

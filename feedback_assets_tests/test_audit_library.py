@@ -112,3 +112,44 @@ def test_suppressed_files_are_k_anonymous_by_pycanons_measure(
     assert metadata["rows_below_threshold_in_run"] == 0
     assert theirs["k"] >= THRESHOLD
     assert (metadata["rows_in_run"], metadata["smallest_group_in_run"]) == (theirs["rows"], theirs["k"])
+
+
+@pytest.mark.parametrize(
+    "quasi_identifiers", ["age_range,feedback_created_at,analysis_created_at", "timeframe,would_recommend"]
+)
+def test_a_day_exported_as_parquet_alone_is_measured_as_its_csv(
+    tmp_path: Path, hmac_key: str, quasi_identifiers: str
+) -> None:
+    """With FEEDBACK_EXPORT_FORMATS=parquet there is no CSV to read: the check and the weekly audit
+    measure the typed files, spelled as the CSV would spell them, and find what they find in the CSVs
+    of the same export, which pyCANON confirms."""
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    write_demo_source(url, end_date=dt.date.fromisoformat(LAST), days=4, rows_per_day=400, users=150)
+    figures = {}
+    for formats in ("csv,parquet", "parquet"):
+        root = tmp_path / formats
+        settings = settings_for(root, url, export_formats=formats, k_anonymity_quasi_identifiers=quasi_identifiers)
+        (root / "dagster_home").mkdir(parents=True)
+        with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+            materialize(instance, settings, FIRST, "2025-03-02")
+            in_run = check_metadata(materialize(instance, settings, "2025-03-03", LAST))
+            audit = audit_history.execute_in_process(instance=instance, resources=resources_for(settings))
+        overall = audit_metadata(audit)
+        figures[formats] = (in_run, {key: value for key, value in overall.items() if key != "files"})
+    assert not list((tmp_path / "parquet" / "export").glob("*.csv"))
+    assert figures["parquet"] == figures["csv,parquet"]
+    in_run, overall = figures["parquet"]
+    assert in_run["days_in_run"] == 2 and int(str(in_run["rows_in_run"])) > 500
+    files = exported_files(tmp_path / "csv,parquet" / "export")
+    theirs = pycanon([files["2025-03-03"], files[LAST]], quasi_identifiers)
+    assert (in_run["rows_in_run"], in_run["smallest_group_in_run"], in_run["l_diversity_in_run"]) == (
+        theirs["rows"],
+        theirs["k"],
+        theirs["l"],
+    )
+    everything = pycanon(list(files.values()), quasi_identifiers)
+    assert (overall["rows_overall"], overall["smallest_group_overall"], overall["l_diversity_overall"]) == (
+        everything["rows"],
+        everything["k"],
+        everything["l"],
+    )

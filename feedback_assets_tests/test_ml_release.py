@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import importlib
 import json
+import random
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -15,13 +16,17 @@ from typing import Any
 import dagster as dg
 import polars as pl
 import pytest
+from dagster._core.definitions.data_version import StaleStatus
+from dagster._utils.test.data_versions import get_stale_status_resolver
 from polars.testing import assert_frame_equal
 
+from feedback_assets.defs.assets import FEEDBACK_ASSETS
 from feedback_assets.defs.erasure import EraseConfig, erase_subjects
 from feedback_assets.defs.release import training_dataset
 from feedback_assets.demo.database import write_demo_source
 from feedback_assets.pseudonyms import pseudonym
 from feedback_assets.resources import resources_for
+from feedback_assets.settings import PSEUDONYM_SCOPES
 from feedback_assets.splits import DEFAULT_SPLIT, SPLIT_NAMES, SplitName, assign_splits, parse_split
 from feedback_assets.typed_export import typed_rows
 from feedback_assets_tests.graph import KEY_HEX, materialize, settings_for
@@ -250,12 +255,24 @@ def typed_files_on_disk(export: Path) -> dict[str, pl.DataFrame]:
     return {str(p.relative_to(export)): pl.read_parquet(p) for p in sorted((export / "parquet").rglob("*.parquet"))}
 
 
+@dg.asset(deps=[training_dataset])
+def training_run() -> None:
+    """A model's training run in the ML team's own code, as docs/ml.md shows it: downstream of the release."""
+
+
+def trained_on_an_earlier_release(instance: dg.DagsterInstance) -> bool:
+    """Whether Dagster shows the training run stale, as the UI computes it."""
+    resolver = get_stale_status_resolver(instance, [*FEEDBACK_ASSETS, training_dataset, training_run])
+    return resolver.get_status(training_run.key, None) == StaleStatus.STALE
+
+
 def test_an_erasure_leaves_no_row_of_the_user_in_the_parquet_the_card_or_the_release(
     tmp_path: Path, hmac_key: str, instance: dg.DagsterInstance
 ) -> None:
     """The Parquet loses the user's rows as the CSVs do; the manifests, the card and release.json are
     restated from what is left (release.json exactly as training_dataset then writes it), under a new
-    version. A dry run first changes none of them."""
+    version that Dagster records as training_dataset's data version, so a training run downstream is
+    shown stale. A dry run first changes none of them."""
     export = export_all(tmp_path, instance)
     pinned = release_run(tmp_path, instance)
     before = typed_files_on_disk(export)
@@ -272,9 +289,12 @@ def test_an_erasure_leaves_no_row_of_the_user_in_the_parquet_the_card_or_the_rel
         )
     settings = settings_for(tmp_path, sqlite_url(tmp_path))
     unchanged = every_export_file(export)
+    assert dg.materialize([training_run], instance=instance).success
+    assert not trained_on_an_earlier_release(instance)
 
     assert erase_subjects.execute_in_process(instance=instance, resources=resources_for(settings)).success
     assert every_export_file(export) == unchanged
+    assert not trained_on_an_earlier_release(instance)
 
     assert erase_subjects.execute_in_process(
         instance=instance,
@@ -307,5 +327,83 @@ def test_an_erasure_leaves_no_row_of_the_user_in_the_parquet_the_card_or_the_rel
         assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         rows = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema=False)
         assert entry["rows"] == rows.height
+    # The erasure recorded the new version as training_dataset's data version: the training run is
+    # stale at once, before training_dataset runs again.
+    record = instance.get_latest_data_version_record(dg.AssetKey("training_dataset"))
+    assert record is not None and record.asset_materialization is not None
+    assert (record.asset_materialization.tags or {})["dagster/data_version"] == restated["version"]
+    assert trained_on_an_earlier_release(instance)
     # What training_dataset makes of the files now is the release the erasure wrote.
     assert release_run(tmp_path, instance) == restated
+    assert trained_on_an_earlier_release(instance)
+
+
+# Across a month's end and a year's end, so that the year, month and day scopes each give a user more
+# than one exported pseudonym, which the ML team could then not group by.
+SCOPE_DAYS = ("2025-12-30", "2025-12-31", "2026-01-01", "2026-01-02")
+SCOPE_USERS = range(1, 41)
+
+
+def write_scope_source(url: str) -> None:
+    """Each user gives one rating on most of SCOPE_DAYS, on a recommendation that names them (`rec<u>`)."""
+    write_source(
+        url,
+        users=[
+            {"id": u, "age": 20 + u % 3, "ml_training_consent": True, "image_sharing_consent": False}
+            for u in SCOPE_USERS
+        ],
+        analyses=[{"id": u, "user_id": u, "conditions": "acne" if u % 2 else "dryness"} for u in SCOPE_USERS],
+        records=[{"id": f"rec{u}", "analysis_id": u, "rules_applied": "spf", "timeframe": "4w"} for u in SCOPE_USERS],
+        feedback=[
+            rating(i * 100 + u, u, u, f"rec{u}", f"{day} 0{u % 5}:00:00", 1 + u % 5, 3, 50, u % 2 == 0)
+            for i, day in enumerate(SCOPE_DAYS)
+            for u in SCOPE_USERS
+            if (u + i) % 4
+        ],
+    )
+
+
+@pytest.mark.slow
+def test_no_user_is_in_two_splits_over_shuffled_backfills_in_every_pseudonym_scope(
+    tmp_path: Path, hmac_key: str
+) -> None:
+    """The graph itself, each pseudonym scope exporting to its own dir from its own instance: the days
+    backfilled one at a time in a shuffled order, then all again in one run. After each, every
+    Parquet file of every scope puts each user in the split their stable pseudonym draws, although
+    outside `stable` the files spell one user with several pseudonyms."""
+    url = sqlite_url(tmp_path)
+    write_scope_source(url)
+    key = bytes.fromhex(KEY_HEX)
+    drawn = assign_splits(
+        pl.Series([pseudonym(u, key) for u in SCOPE_USERS]), parse_split("split", DEFAULT_SPLIT), key
+    ).to_list()
+    expected = {f"rec{u}": name for u, name in zip(SCOPE_USERS, drawn, strict=True)}
+    assert set(expected.values()) == set(SPLIT_NAMES)
+    order = random.Random(25)
+    seen: list[pl.DataFrame] = []
+    for scope in PSEUDONYM_SCOPES:
+        root = tmp_path / scope
+        settings = settings_for(root, url, pseudonym_scope=scope)
+        days = list(SCOPE_DAYS)
+        order.shuffle(days)
+        (root / "dagster_home").mkdir(parents=True)
+        with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+            for batch in ([[day] for day in days], [list(SCOPE_DAYS)]):
+                for run in batch:
+                    assert materialize(instance, settings, run[0], run[-1] if len(run) > 1 else None).success
+                for path in sorted((root / "export" / "parquet").rglob("*.parquet")):
+                    rows = pl.read_parquet(path, columns=["recommendation_id", "analysis_hash"])
+                    seen.append(rows.with_columns(split=pl.lit(path.parent.name), scope=pl.lit(scope)))
+    every_file = pl.concat(seen)
+    assert set(every_file["recommendation_id"]) == set(expected)
+    assert {rec: split for rec, split in every_file.select("recommendation_id", "split").unique().iter_rows()} == (
+        expected
+    )
+    assert every_file.select("recommendation_id", "split").unique().height == len(expected)
+    pseudonyms_per_user = every_file.group_by("scope").agg(
+        pl.col("analysis_hash").n_unique() / pl.col("recommendation_id").n_unique()
+    )
+    per_user = dict(pseudonyms_per_user.iter_rows())
+    assert per_user["stable"] == 1
+    # The days cross a year's end, which is also a month's.
+    assert per_user["year"] == per_user["month"] > 1 and per_user["day"] > per_user["month"]

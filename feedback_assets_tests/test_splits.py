@@ -7,11 +7,13 @@ import datetime as dt
 import hashlib
 import hmac
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_series_equal
 
 from feedback_assets.errors import ConfigError
 from feedback_assets.pseudonyms import hkdf_expand, period_key, pseudonym, scoped_pseudonyms
@@ -21,6 +23,7 @@ from feedback_assets.splits import (
     SPLIT_DTYPE,
     SPLIT_NAMES,
     Split,
+    SplitDraws,
     assign_splits,
     parse_split,
     split_counts,
@@ -96,6 +99,29 @@ def test_the_draw_has_a_key_of_its_own_so_it_is_no_pseudonym_of_any_scope() -> N
     assert draws["draw"].min() >= 0 and draws["draw"].max() < 1  # type: ignore[operator]
     other = user_draws(pseudonyms, OTHER_KEY)
     assert draws.join(other, on="stable_pseudonym").filter(pl.col("draw") == pl.col("draw_right")).is_empty()
+
+
+def test_draws_kept_over_a_runs_days_give_the_same_splits_computing_each_user_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Days written on threads share the run's draws: every day's splits are those drawn afresh."""
+    days = [stable(*(uid % 300 for uid in range(day * 37, day * 37 + 120))) for day in range(20)]
+    split = Split(0.5, 0.25, 0.25)
+    afresh = [assign_splits(day, split, KEY) for day in days]
+    hmacs: list[str] = []
+    real = hmac.digest
+
+    def counted(key: bytes, message: bytes, digest: str) -> bytes:
+        hmacs.append(message.decode())
+        return real(key, message, digest)
+
+    monkeypatch.setattr(hmac, "digest", counted)
+    known = SplitDraws(KEY)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        kept = list(pool.map(lambda day: assign_splits(day, split, KEY, known), days))
+    for fresh, shared in zip(afresh, kept, strict=True):
+        assert_series_equal(shared, fresh)
+    assert sorted(hmacs) == sorted(set(pl.concat(days).to_list())) and len(hmacs) == 300
 
 
 def test_a_day_without_rows_has_no_splits() -> None:

@@ -20,6 +20,7 @@ from feedback_assets.training_csv import csv_bytes
 from feedback_assets.typed_export import (
     TYPED_IMAGE_SCHEMA,
     TYPED_SCHEMA,
+    csv_text,
     parquet_name,
     split_frames,
     typed_rows,
@@ -148,6 +149,23 @@ def test_a_csv_read_back_as_text_gives_the_same_typed_frame() -> None:
     assert_frame_equal(typed_rows(text), typed_rows(rows))
     assert typed_rows(rows).schema == TYPED_IMAGE_SCHEMA
     assert typed_rows(rows)["image_url"].to_list() == ["-https://x", None]
+
+
+def test_typed_columns_spelled_as_the_csv_give_back_its_cells() -> None:
+    """`csv_text` undoes `typed_rows`, so a day with Parquet alone is measured as its CSV would be."""
+    rows = csv_frame(
+        recommendation_id=["'=rec", "'+1", "plain"],
+        helpful_rating=[None, 1, 5],
+        would_recommend=[None, False, True],
+        conditions=["", "'@acne", 'say "hi"'],
+        feedback_created_at=["2025-10-25T13:04:05.123456Z", "", "2025-12-31T23:59:59.000000Z"],
+        image_url=["'-https://x", None, "'\t"],
+    )
+    text = pl.read_csv(io.BytesIO(csv_bytes(rows)), infer_schema=False)
+    spelled = typed_rows(text).select(csv_text(text.columns))
+    assert_frame_equal(spelled, text)
+    before_escape = typed_rows(rows.with_columns(recommendation_id=pl.lit("=x")), escaped=False)
+    assert before_escape.select(csv_text(["recommendation_id"]))["recommendation_id"].to_list() == ["'=x"] * 3
 
 
 def test_a_frame_that_is_not_the_csvs_is_refused() -> None:

@@ -28,7 +28,7 @@ from feedback_assets.asset_runs import (
     SlicedRun,
     export_asset,
 )
-from feedback_assets.day_files import DayFormats, remove_stale_temp_files, write_day
+from feedback_assets.day_files import DayFormats, remove_stale_temp_files, with_splits, write_day
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.export_release import MANIFEST_K_ANONYMITY, write_card
 from feedback_assets.failures import explained_failures
@@ -302,11 +302,17 @@ def training_csv(
     store, exports = feedback_storage.partition_store(), feedback_storage.exports()
     remove_stale_temp_files(exports)
 
+    # One for the run: each user's split is drawn once, not on every day they gave feedback.
+    day_formats = DayFormats(settings.export_formats, settings.split, settings.hmac_key)
+
     def export(days: list[str]) -> int:
         with explained_failures():
             deduplicated = store.read("deduplicated_pairs", days)
-            rows = transforms.training_rows_by_day(
-                deduplicated, csv_format_of(settings), days, with_sources="parquet" in settings.export_formats
+            rows = with_splits(
+                transforms.training_rows_by_day(
+                    deduplicated, csv_format_of(settings), days, with_sources=day_formats.parquet
+                ),
+                day_formats,
             )
             upstream = {
                 key: {**store.read_stats("anonymized_pairs", key), **store.read_stats("deduplicated_pairs", key)}
@@ -314,7 +320,9 @@ def training_csv(
             }
             written = behind.submit(
                 lambda: concurrently(
-                    lambda day: _export_day(context.run.run_id, settings, exports, day[0], day[1], upstream[day[0]]),
+                    lambda day: _export_day(
+                        context.run.run_id, settings, day_formats, exports, day[0], day[1], upstream[day[0]]
+                    ),
                     rows.items(),
                 )
             )
@@ -332,7 +340,13 @@ def training_csv(
 
 
 def _export_day(
-    run_id: str, settings: ExportSettings, exports: Storage, key: str, rows: pl.DataFrame, upstream: dict[str, int]
+    run_id: str,
+    settings: ExportSettings,
+    day_formats: DayFormats,
+    exports: Storage,
+    key: str,
+    rows: pl.DataFrame,
+    upstream: dict[str, int],
 ) -> dict[str, Any]:
     """Write one day's CSV, typed Parquet and manifest, as FEEDBACK_EXPORT_FORMATS says; the day's metadata."""
     suppress_below = settings.k_anonymity_threshold if settings.suppress_small_groups else None
@@ -359,7 +373,7 @@ def _export_day(
         day.rows,
         columns,
         {"partition": key, "run_id": run_id, "counts": day.counts, MANIFEST_K_ANONYMITY: k_and_l, **facts},
-        DayFormats(settings.export_formats, settings.split, settings.hmac_key),
+        day_formats,
     )
     location = exports.location(written.csv) if written.csv else exports.location(manifest_name(key))
     return {

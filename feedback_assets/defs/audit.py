@@ -11,11 +11,11 @@ definition time.
 import dagster as dg
 
 from feedback_assets import k_anonymity
+from feedback_assets.day_files import measured_files
 from feedback_assets.dedupe_state import days_holding_a_key_twice, days_to_rerun, repair_of
 from feedback_assets.failures import explained_failures
 from feedback_assets.resources import DedupeStateResource, FeedbackSettings, StorageResource
 from feedback_assets.storage import PartitionStore
-from feedback_assets.training_csv import training_files
 from feedback_assets.volume_stats import day_volumes
 
 
@@ -33,7 +33,7 @@ def audit_exported_history(
     with explained_failures():
         shared = dedupe_state.store().shared_keys()
     exports = feedback_storage.exports()
-    files = list(training_files(exports).values())
+    files = [name for names in measured_files(exports).values() for name in names]
     qis = settings.quasi_identifiers
     cells = k_anonymity.exported_cells(exports, files, qis)
     every_day = k_anonymity.measure(cells, settings.k_anonymity_threshold, qis)
@@ -77,7 +77,8 @@ def audit_exported_history(
 @dg.job(
     executor_def=dg.in_process_executor,
     description="Weekly audit of everything exported so far: every dedupe key owned once, k-anonymity and "
-    "l-diversity over every training CSV, and every day's feedback volume against the days before it.",
+    "l-diversity over every exported day (its CSV, or its Parquet where it has no CSV), and every day's feedback "
+    "volume against the days before it.",
 )
 def audit_history() -> None:
     audit_exported_history()

@@ -10,12 +10,12 @@ import dagster as dg
 
 from feedback_assets import k_anonymity
 from feedback_assets.asset_runs import ANONYMIZED_PAIRS, SEEN_PAIR_HASHES, TRAINING_CSV
+from feedback_assets.day_files import measured_files
 from feedback_assets.dedupe_state import days_to_rerun, repair_of
 from feedback_assets.failures import explained_failures
 from feedback_assets.partitions import days_of_run
 from feedback_assets.resources import DedupeStateResource, FeedbackSettings, StorageResource
 from feedback_assets.storage import PartitionStore
-from feedback_assets.training_csv import training_files
 from feedback_assets.volume_stats import day_volumes, volume_metadata
 
 
@@ -61,7 +61,8 @@ def k_anonymity_of_exports(
     threshold = settings.k_anonymity_threshold
     run_days = days_of_run(context.run.tags)
     exports = feedback_storage.exports()
-    run_files = [name for day, name in training_files(exports).items() if day in run_days]
+    run_days_files = [names for day, names in measured_files(exports).items() if day in run_days]
+    run_files = [name for names in run_days_files for name in names]
     qis = settings.quasi_identifiers
     these_days = k_anonymity.measure(k_anonymity.exported_cells(exports, run_files, qis), threshold, qis)
     return dg.AssetCheckResult(
@@ -76,7 +77,7 @@ def k_anonymity_of_exports(
             "rows_below_threshold_in_run": these_days.rows_below_threshold,
             "rows_in_run": these_days.rows,
             "suppression": "on" if settings.suppress_small_groups else "off",
-            "days_in_run": len(run_files),
+            "days_in_run": len(run_days_files),
         },
     )
 

@@ -7,7 +7,8 @@ module only wires them to Dagster.
 A run is a dry run unless its config says `confirm: true`: launched from the UI with the default
 config, it reports what it would remove and changes nothing. A real run records an
 AssetObservation on every day of every asset whose files it rewrote, so each partition's page
-shows the erasure.
+shows the erasure, and a materialization of training_dataset when it restated release.json, so
+that the release's new version is the asset's data version at once.
 
 No `from __future__ import annotations` here: Dagster resolves the op's `context` annotation at
 definition time and cannot resolve it from a string.
@@ -30,6 +31,7 @@ from feedback_assets.asset_runs import (
     SEEN_PAIR_HASHES,
     TRAINING_CSV,
 )
+from feedback_assets.defs.release import restated_release
 from feedback_assets.failures import explained_failures
 from feedback_assets.pseudonyms import pseudonymize_user_ids, scoped_pseudonyms
 from feedback_assets.resources import DedupeStateResource, FeedbackSettings, FeedbackSourceResource, StorageResource
@@ -234,7 +236,13 @@ def erase_requested_subjects(
             # Last, once the files hold what it says: a run killed before it finds the same work again.
             days = _days(work.requested) | _days(work.withdrawn) | _days(work.images) | set(derived)
             record.erase(held, pl.concat([work.requested, work.withdrawn]), work.images, days)
+        # Read under the lock, so the version is that of the files this run left.
+        restated = (
+            None if dry_run else restated_release(context.instance, exports, f"erase_subjects run {context.run_id}")
+        )
     _report(context, storage, dry_run, held, work, nothing_to_do, erased, withdrawn, blanked, len(requests))
+    if restated is not None:
+        context.log_event(restated)
     if unreadable:
         raise dg.Failure(
             description=f"{unreadable} erasure request(s) have a user id that does not read as a number, so those "

@@ -6,18 +6,65 @@ run stale as soon as any file of the export changes.
 No `from __future__ import annotations` here: Dagster resolves the `context` annotation at definition time."""
 
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
 from feedback_assets.asset_names import AssetName
 from feedback_assets.asset_runs import TRAINING_CSV
-from feedback_assets.export_release import rows_per_split, write_release
+from feedback_assets.export_release import rows_per_split, write_release, written_release
 from feedback_assets.failures import explained_failures
+from feedback_assets.release import RELEASE_NAME
 from feedback_assets.resources import FeedbackSettings, StorageResource
+from feedback_assets.storage import Storage
 
 # Apart from the daily export's group, which the nightly feedback_export job selects: that job exports a
 # day, while the release hashes every file of the export dir.
 RELEASE_GROUP = "ml_release"
+TRAINING_DATASET = dg.AssetKey(AssetName.TRAINING_DATASET.value)
+# The tag Dagster reads an asset's data version from (dagster._core.definitions.data_version): a
+# MaterializeResult sets it through `data_version`; a materialization logged by an op must set it itself.
+DATA_VERSION_TAG = "dagster/data_version"
+
+
+def release_metadata(pinned: Mapping[str, Any], exports: Storage) -> "dict[str, dg.RawMetadataValue]":
+    """What a release shows on its materialization: its version, file, days and rows per split."""
+    days = dict(pinned["days"])
+    return {
+        "version": str(pinned["version"]),
+        "path": dg.MetadataValue.path(exports.location(RELEASE_NAME)),
+        "files": len(pinned["files"]),
+        "first_day": days["first"] or "",
+        "last_day": days["last"] or "",
+        **{f"{split}_rows": rows for split, rows in rows_per_split(pinned).items()},
+    }
+
+
+def restated_release(instance: dg.DagsterInstance, exports: Storage, cause: str) -> dg.AssetMaterialization | None:
+    """A materialization of training_dataset for release.json as a run other than the asset's own
+    (an erasure) left it, when its version is not the one Dagster last recorded; None otherwise.
+
+    The erasure rewrites release.json so that no release lists a row that is gone; recording that
+    file's version as the asset's data version is what makes Dagster show a training run on the
+    earlier release stale at once, not only after training_dataset next runs."""
+    pinned = written_release(exports)
+    if pinned is None:
+        return None
+    version = str(pinned["version"])
+    recorded = instance.get_latest_data_version_record(TRAINING_DATASET)
+    if (
+        recorded is not None
+        and (recorded.asset_materialization is not None)
+        and ((recorded.asset_materialization.tags or {}).get(DATA_VERSION_TAG) == version)
+    ):
+        return None
+    return dg.AssetMaterialization(
+        asset_key=TRAINING_DATASET,
+        description=f"release.json restated by {cause}: the files it lists changed",
+        metadata={**release_metadata(pinned, exports), "restated_by": cause},
+        tags={DATA_VERSION_TAG: version},
+    )
 
 
 def _training_dataset(
@@ -28,18 +75,8 @@ def _training_dataset(
     # Held as the export steps hold it: no erasure rewrites a file between its hash and the release.
     with explained_failures(), feedback_storage.writing(context.log.info, context.instance):
         pinned = write_release(exports, settings)
-    version = str(pinned["version"])
-    days = dict(pinned["days"])  # type: ignore[call-overload]
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
-        metadata={
-            "version": version,
-            "path": dg.MetadataValue.path(exports.location("release.json")),
-            "files": len(pinned["files"]),  # type: ignore[arg-type]
-            "first_day": days["first"] or "",
-            "last_day": days["last"] or "",
-            **{f"{split}_rows": rows for split, rows in rows_per_split(pinned).items()},
-        },
+        data_version=dg.DataVersion(str(pinned["version"])), metadata=release_metadata(pinned, exports)
     )
 
 
