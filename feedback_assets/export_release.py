@@ -16,7 +16,7 @@ import polars as pl
 
 from feedback_assets.dataset_card import CARD_NAME, CardFacts, card_text
 from feedback_assets.day_files import MANIFEST_PARQUET, MANIFEST_SPLIT_COUNTS
-from feedback_assets.files import reading, rematerialize_command
+from feedback_assets.files import concurrently, reading, rematerialize_command
 from feedback_assets.release import RELEASE_NAME, DataFile, release, release_bytes
 from feedback_assets.settings import CONTRACT_VERSION, ExportSettings
 from feedback_assets.splits import SPLIT_NAMES, SplitName
@@ -135,7 +135,8 @@ def pinned_release(exports: Storage, settings: ExportSettings) -> dict[str, obje
         if manifest.get("csv"):
             named.append((str(manifest["csv"]), manifest))
         named += [(str(entry["path"]), manifest) for entry in manifest.get(MANIFEST_PARQUET, [])]
-    files = [_data_file(exports, name, manifest) for name, manifest in named if exports.exists(name)]
+    # Read and hashed a few at a time: the files of a year with Parquet are 1,460.
+    files = concurrently(lambda entry: _data_file(exports, *entry), [e for e in named if exports.exists(e[0])])
     days = list(written)
     return release(files, release_settings(settings), days[0] if days else None, days[-1] if days else None)
 
