@@ -177,7 +177,7 @@ class ExportSettings(_Settings):
         Setting("FEEDBACK_EXPORT_FORMATS", parse_export_formats, "csv,parquet", readme=" (or `csv`, `parquet`)"),
     ]
     """what each day is exported as: `csv,parquet` (the CSV and, beside it, typed Parquet split by user), `csv` or
-    `parquet` (docs/ml.md). Erasure and consent withdrawal do not yet rewrite the Parquet (issue 25)"""
+    `parquet` (docs/ml.md). Erasure and consent withdrawal rewrite the Parquet as they do the CSVs"""
     split: Annotated[Split, Setting("FEEDBACK_SPLIT", parse_split, DEFAULT_SPLIT)]
     """the share of users in each split of the typed Parquet, `train=..,validation=..,test=..`: each of the three
     once, every ratio above 0, adding up to 1. A user is in one split for ever, in every pseudonym scope, decided by
