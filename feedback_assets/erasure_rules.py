@@ -10,10 +10,11 @@ from dataclasses import dataclass
 import polars as pl
 
 from feedback_assets import k_anonymity, transforms
-from feedback_assets.schemas import IMAGE_URL_COLUMN, TEXT_COLUMNS
+from feedback_assets.schemas import IMAGE_URL_COLUMN
 from feedback_assets.settings import SENSITIVE_ATTRIBUTE
 from feedback_assets.splits import SplitName
 from feedback_assets.training_csv import csv_bytes
+from feedback_assets.typed_export import csv_text
 
 _SPLIT_LABEL = "__split"
 
@@ -99,15 +100,6 @@ class TypedErasure:
         return sum(frame.height for frame in self.frames.values())
 
 
-def as_csv_cells(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
-    """`columns` of typed rows as the CSV groups them: text with its spreadsheet escape, so k-anonymity
-    finds the groups the CSV's rows form (two texts that the escape makes one are one group there)."""
-    return frame.select(
-        transforms.escape_formula(pl.col(name)).alias(name) if name in TEXT_COLUMNS else pl.col(name)
-        for name in columns
-    )
-
-
 def erase_from_typed(
     splits: Mapping[SplitName, pl.DataFrame], pseudonyms: pl.Series, suppression: Suppression | None
 ) -> TypedErasure:
@@ -121,7 +113,8 @@ def erase_from_typed(
     removed, suppressed = labelled.height - kept.height, 0
     if suppression is not None:
         names = suppression.quasi_identifiers
-        large = as_csv_cells(kept, names).select(k_anonymity.group_size(names) >= suppression.threshold)
+        # Compared as the CSV shows them: two texts the spreadsheet escape makes one are one group there.
+        large = kept.select(csv_text(names)).select(k_anonymity.group_size(names) >= suppression.threshold)
         before = kept.height
         kept = kept.filter(large.to_series())
         suppressed = before - kept.height
@@ -133,7 +126,7 @@ def erase_from_typed(
 def measured_k_and_l(frame: pl.DataFrame, quasi_identifiers: Sequence[str], typed: bool) -> dict[str, int]:
     """A day's k, l and rows as its manifest records them, from its CSV rows (as text) or typed rows."""
     columns = [*quasi_identifiers, SENSITIVE_ATTRIBUTE]
-    cells = as_csv_cells(frame, columns) if typed else frame.select(columns)
+    cells = frame.select(csv_text(columns)) if typed else frame.select(columns)
     measured = k_anonymity.measure(cells, 0, quasi_identifiers)
     return {"k": measured.smallest_group, "l": measured.l_diversity, "rows": measured.rows}
 

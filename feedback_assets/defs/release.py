@@ -53,11 +53,8 @@ def restated_release(instance: dg.DagsterInstance, exports: Storage, cause: str)
         return None
     version = str(pinned["version"])
     recorded = instance.get_latest_data_version_record(TRAINING_DATASET)
-    if (
-        recorded is not None
-        and (recorded.asset_materialization is not None)
-        and ((recorded.asset_materialization.tags or {}).get(DATA_VERSION_TAG) == version)
-    ):
+    last = recorded.asset_materialization if recorded is not None else None
+    if last is not None and (last.tags or {}).get(DATA_VERSION_TAG) == version:
         return None
     return dg.AssetMaterialization(
         asset_key=TRAINING_DATASET,
