@@ -21,7 +21,7 @@ from feedback_assets.splits import SPLIT_NAMES, Split, SplitDraws, SplitName, as
 from feedback_assets.storage import Storage
 from feedback_assets.storage.base import write_bytes
 from feedback_assets.training_csv import csv_bytes, csv_name, manifest_name, training_files
-from feedback_assets.transforms import STABLE_PSEUDONYM, unescaped
+from feedback_assets.transforms import EXPORTED_TIMES, STABLE_PSEUDONYM, unescaped, untexted
 from feedback_assets.typed_export import (
     PARQUET_DIR,
     parquet_name,
@@ -90,11 +90,16 @@ def csv_cells(rows: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
 
 
 def typed_day(rows: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
-    """The typed frame of the day's rows, from the text before the escape."""
-    before_escape = rows.select(
-        pl.col(unescaped(name)).alias(name) if name in TEXT_COLUMNS else pl.col(name) for name in columns
-    )
-    return typed_rows(before_escape, escaped=False)
+    """The typed frame of the day's rows, from the text before the escape and the times before they were text."""
+
+    def source(name: str) -> pl.Expr:
+        if name in TEXT_COLUMNS:
+            return pl.col(unescaped(name)).alias(name)
+        if name in EXPORTED_TIMES:
+            return pl.col(untexted(name)).alias(name)
+        return pl.col(name)
+
+    return typed_rows(rows.select(source(name) for name in columns), escaped=False)
 
 
 def with_splits(rows_by_day: Mapping[str, pl.DataFrame], day_formats: DayFormats) -> dict[str, pl.DataFrame]:

@@ -120,14 +120,23 @@ class SplitDraws:
         self._known = pl.DataFrame(schema={"stable_pseudonym": pl.String, "draw": pl.Float64})
         self._lock = threading.Lock()
 
-    def of(self, stable_pseudonyms: pl.Series) -> pl.DataFrame:
-        """`stable_pseudonym` -> `draw` for every distinct one of `stable_pseudonyms` (and those met before)."""
-        distinct = stable_pseudonyms.drop_nulls().unique().cast(pl.String).to_frame("stable_pseudonym")
+    def of(self, stable_pseudonyms: pl.Series) -> pl.Series:
+        """The draw of each of `stable_pseudonyms`, in their order (null for a null).
+
+        One join of the rows with the users met before, then the few new users drawn and put in
+        place: finding the new users first, by an anti-join, cost as much as the join itself."""
+        rows = stable_pseudonyms.cast(pl.String).to_frame("stable_pseudonym")
         with self._lock:
-            new = distinct.join(self._known, on="stable_pseudonym", how="anti")
-            if not new.is_empty():
-                self._known = pl.concat([self._known, user_draws(new["stable_pseudonym"], self._master_key)])
-            return self._known
+            joined = rows.join(self._known, on="stable_pseudonym", how="left", maintain_order="left")
+            unknown = joined["draw"].is_null() & rows["stable_pseudonym"].is_not_null()
+            if not unknown.any():
+                return joined["draw"]
+            at = unknown.arg_true()
+            missing = rows["stable_pseudonym"].gather(at).to_frame()
+            new = user_draws(missing["stable_pseudonym"], self._master_key)
+            self._known = pl.concat([self._known, new])
+        placed = missing.join(new, on="stable_pseudonym", how="left", maintain_order="left")["draw"]
+        return joined["draw"].scatter(at, placed)
 
 
 def split_of_draw(draw: pl.Expr, split: Split) -> pl.Expr:
@@ -154,10 +163,8 @@ def assign_splits(
     pseudonym scope, so a user is in one split in every file, run and backfill."""
     if stable_pseudonyms.null_count():
         raise ValueError("a row without a stable pseudonym has no split")
-    draws = known.of(stable_pseudonyms) if known is not None else user_draws(stable_pseudonyms, master_key)
-    rows = stable_pseudonyms.cast(pl.String).to_frame("stable_pseudonym")
-    joined = rows.join(draws, on="stable_pseudonym", how="left", maintain_order="left")
-    return joined.select(split_of_draw(pl.col("draw"), split).alias("split")).to_series()
+    draws = (known if known is not None else SplitDraws(master_key)).of(stable_pseudonyms)
+    return draws.to_frame("draw").select(split_of_draw(pl.col("draw"), split).alias("split")).to_series()
 
 
 def split_counts(splits: pl.Series) -> dict[SplitName, int]:

@@ -13,6 +13,7 @@ from polars.testing import assert_frame_equal
 
 from feedback_assets import schemas
 from feedback_assets import transforms as t
+from feedback_assets.day_files import typed_day
 from feedback_assets.settings import TimestampPrecision
 from feedback_assets.source_join import join_source
 from feedback_assets.storage import EXPORT, LocalStorage
@@ -127,14 +128,17 @@ def test_times_are_utc_datetimes_at_the_exports_precision(
         record_rows=records({"recommendation_id": "rec_1"}),
     )
     pairs = t.anonymize(t.classify(join_source(frames), 1), KEY, include_image_urls=False)
-    exported = t.training_rows(
-        t.deduplicate(t.with_dedupe_key(pairs, "exact")), t.CsvFormat(timestamp_precision=precision)
-    )
+    deduplicated = t.deduplicate(t.with_dedupe_key(pairs, "exact"))
+    csv_format = t.CsvFormat(timestamp_precision=precision)
+    exported = t.training_rows(deduplicated, csv_format)
     typed = typed_rows(exported)
     assert typed.schema == TYPED_SCHEMA
     assert typed.row(0, named=True)["feedback_created_at"] == feedback_time
     assert typed.row(0, named=True)["conditions"] == "=acne"
     assert exported.row(0, named=True)["conditions"] == "'=acne"
+    # The export's own path takes the times as truncated, before they were text: the same frame.
+    with_sources = t.training_rows_by_day(deduplicated, csv_format, ["2025-10-25"], with_sources=True)
+    assert_frame_equal(typed_day(with_sources["2025-10-25"], csv_format.columns), typed)
 
 
 def test_a_csv_read_back_as_text_gives_the_same_typed_frame() -> None:
