@@ -147,8 +147,8 @@ def write_day(
         listed = []
         for split, frame in split_frames(typed_day(rows, columns), splits, SPLIT_NAMES).items():
             path = parquet_name(split, partition)
-            write_typed_parquet(exports, path, frame)
-            listed.append({"split": split, "path": path, "rows": frame.height})
+            sha256 = write_typed_parquet(exports, path, frame)
+            listed.append({"split": split, "path": path, "rows": frame.height, "sha256": sha256})
         manifest.update({"split": str(day_formats.split), MANIFEST_SPLIT_COUNTS: counts, MANIFEST_PARQUET: listed})
     manifest.update(
         {"csv": name, "row_count": cells.height, "sha256": hashlib.sha256(data).hexdigest() if name else None}

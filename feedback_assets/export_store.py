@@ -57,9 +57,10 @@ def _restated(
     csv: CsvErasure | None,
     typed: TypedErasure | None,
     stats_counts: dict[str, int] | None,
+    typed_sha256: Mapping[SplitName, str] | None = None,
 ) -> dict[str, object] | None:
-    """The manifest of the erased day (`csv` and `typed` the files that changed, at least one), or None
-    when nothing in it changes."""
+    """The manifest of the erased day (`csv` and `typed` the files that changed, at least one, and
+    `typed_sha256` the SHA-256 of each typed file rewritten, by split), or None when nothing in it changes."""
     erasure: CsvErasure | TypedErasure | None = csv if csv is not None else typed
     if erasure is None:
         return None
@@ -83,8 +84,17 @@ def _restated(
         manifest[MANIFEST_SPLIT_COUNTS] = {name: frame.height for name, frame in typed.frames.items()}
         listed = old.get(MANIFEST_PARQUET)
         if isinstance(listed, list):
-            manifest[MANIFEST_PARQUET] = [{**entry, "rows": typed.frames[entry["split"]].height} for entry in listed]
+            manifest[MANIFEST_PARQUET] = [
+                {**_with_sha256(entry, typed_sha256 or {}), "rows": typed.frames[entry["split"]].height}
+                for entry in listed
+            ]
     return manifest
+
+
+def _with_sha256(entry: Mapping[str, object], typed_sha256: Mapping[SplitName, str]) -> dict[str, object]:
+    """A manifest's entry of a typed file, with the SHA-256 of the file as rewritten if it was."""
+    rewritten = next((sha256 for split, sha256 in typed_sha256.items() if split == entry.get("split")), None)
+    return {**entry, "sha256": rewritten} if rewritten is not None else dict(entry)
 
 
 def _manifest_bytes(manifest: Mapping[str, object]) -> bytes:
@@ -127,17 +137,26 @@ class TrainingExports:
             return CsvErasure(data, erasure.rows + erasure.suppressed, removed=0, suppressed=0)
         return None
 
+    def _write_typed(self, name: str, frame: pl.DataFrame) -> str:
+        """Write a typed file through the sink; the SHA-256 of its bytes, for its manifest."""
+        data = typed_bytes(frame)
+        write_bytes(self.exports, name, data, sink=self.sink)
+        return hashlib.sha256(data).hexdigest()
+
     def _erase_typed(
         self, day: str, files: Mapping[SplitName, str], pseudonyms: pl.Series, suppression: Suppression | None
-    ) -> TypedErasure | None:
-        """The day's typed files without the rows, those that change written; None when none holds one."""
+    ) -> tuple[TypedErasure, dict[SplitName, str]] | None:
+        """The day's typed files without the rows, those that change written, with the SHA-256 of each
+        by split; None when none holds one."""
         if not files or not self._holds(list(files.values()), day, pseudonyms, parquet=True):
             return None
         erasure = erase_from_typed(self._read_typed(day, files), pseudonyms, suppression)
-        for split, name in files.items():
-            if split in erasure.changed:
-                write_bytes(self.exports, name, typed_bytes(erasure.frames[split]), sink=self.sink)
-        return erasure
+        written = {
+            split: self._write_typed(name, erasure.frames[split])
+            for split, name in files.items()
+            if split in erasure.changed
+        }
+        return erasure, written
 
     def _measured(self, csv: CsvErasure | None, typed: TypedErasure | None) -> dict[str, int] | None:
         """The day's k, l and rows after the erasure, when the settings name the quasi-identifiers."""
@@ -170,7 +189,8 @@ class TrainingExports:
                 continue
             csv_name = csv_files.get(day)
             csv = self._erase_csv(day, csv_name, pseudonyms(day), suppression, day in restated)
-            typed_erasure = self._erase_typed(day, typed.get(day, {}), pseudonyms(day), suppression)
+            typed_written = self._erase_typed(day, typed.get(day, {}), pseudonyms(day), suppression)
+            typed_erasure, typed_sha256 = typed_written if typed_written is not None else (None, {})
             changed = csv if csv is not None else typed_erasure
             if changed is None:
                 continue
@@ -182,7 +202,7 @@ class TrainingExports:
                 continue
             with reading(self.exports.location(manifest), _repair(day)):
                 written = json.loads(read_text(self.exports, manifest))
-            rewritten = _restated(written, csv_name, csv, typed_erasure, counts_of(day, changed.rows))
+            rewritten = _restated(written, csv_name, csv, typed_erasure, counts_of(day, changed.rows), typed_sha256)
             if rewritten is not None:
                 if (gone or typed_erasure is not None) and (measured := self._measured(csv, typed_erasure)):
                     rewritten[MANIFEST_K_ANONYMITY] = measured
@@ -197,19 +217,23 @@ class TrainingExports:
         if self.settings is not None:
             restate_release(self.exports, self.settings, self.sink)
 
-    def _blank_typed(self, day: str, files: Mapping[SplitName, str], pseudonyms: pl.Series) -> int:
-        """Blank the image URLs of `pseudonyms`' rows in the day's typed files; how many."""
+    def _blank_typed(
+        self, day: str, files: Mapping[SplitName, str], pseudonyms: pl.Series
+    ) -> tuple[int, dict[SplitName, str]]:
+        """Blank the image URLs of `pseudonyms`' rows in the day's typed files; how many, and the
+        SHA-256 of each file rewritten, by split."""
         if not files or not self._holds(list(files.values()), day, pseudonyms, parquet=True):
-            return 0
+            return 0, {}
         blanked = 0
+        written: dict[SplitName, str] = {}
         for split, frame in self._read_typed(day, files).items():
             if IMAGE_URL_COLUMN not in frame.columns:
                 continue
             new, found = blank_in_frame(frame, "analysis_hash", pseudonyms)
             if found:
-                write_bytes(self.exports, files[split], typed_bytes(new), sink=self.sink)
+                written[split] = self._write_typed(files[split], new)
                 blanked += found
-        return blanked
+        return blanked, written
 
     def blank_image_urls(self, pseudonyms: CsvPseudonyms, days: Collection[str]) -> dict[str, int]:
         """Blank the image URLs of `pseudonyms(day)`'s rows in the CSVs and typed files of `days`, their
@@ -225,16 +249,21 @@ class TrainingExports:
                     new, blanked = blank_in_csv(data, pseudonyms(day))
                 if blanked:
                     write_bytes(self.exports, name, new, sink=self.sink)
-            typed_blanked = self._blank_typed(day, typed.get(day, {}), pseudonyms(day))
+            typed_blanked, typed_sha256 = self._blank_typed(day, typed.get(day, {}), pseudonyms(day))
             if blanked or typed_blanked:
                 blanked_by_day[day] = blanked or typed_blanked
-                self._restate_manifest(day, name if blanked else None, new if blanked else None, blanked_by_day[day])
+                self._restate_manifest(
+                    day, name if blanked else None, new if blanked else None, blanked_by_day[day], typed_sha256
+                )
         if blanked_by_day:
             self._restate_release()
         return blanked_by_day
 
-    def _restate_manifest(self, day: str, csv_name: str | None, data: bytes | None, blanked: int) -> None:
-        """The manifest of a day whose image URLs were blanked: same rows and counts, its CSV's new SHA-256."""
+    def _restate_manifest(
+        self, day: str, csv_name: str | None, data: bytes | None, blanked: int, typed_sha256: Mapping[SplitName, str]
+    ) -> None:
+        """The manifest of a day whose image URLs were blanked: same rows and counts, the new SHA-256 of
+        its CSV and of each typed file rewritten."""
         name = manifest_name(day)
         if not self.exports.exists(name):
             return
@@ -245,6 +274,9 @@ class TrainingExports:
         manifest = dict(old)
         if csv_name is not None and data is not None:
             manifest.update(csv=csv_name, sha256=hashlib.sha256(data).hexdigest())
+        listed = old.get(MANIFEST_PARQUET)
+        if isinstance(listed, list):
+            manifest[MANIFEST_PARQUET] = [_with_sha256(entry, typed_sha256) for entry in listed]
         previously = old.get("image_urls_blanked_after_export", 0)
         manifest["image_urls_blanked_after_export"] = (previously if isinstance(previously, int) else 0) + blanked
         write_bytes(self.exports, name, _manifest_bytes(manifest), sink=self.sink)

@@ -9,6 +9,7 @@ taken off.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Sequence
@@ -131,13 +132,15 @@ def parquet_name(split: SplitName, partition: str) -> str:
     return f"{PARQUET_DIR}/{split}/feedback_training_{partition.replace('-', '')}.parquet"
 
 
-def write_typed_parquet(exports: Storage, name: str, typed: pl.DataFrame) -> None:
+def write_typed_parquet(exports: Storage, name: str, typed: pl.DataFrame) -> str:
     """Write one typed file atomically (a reader sees the old file or the whole new one), zstd, its
-    directory made with the export dir's mode."""
+    directory made with the export dir's mode; the SHA-256 of what was written, for the manifest."""
     folder, _, file_name = name.rpartition("/")
     directory = exports / folder if folder else exports
     directory.ensure()
-    write_bytes(directory, file_name, typed_bytes(typed))
+    data = typed_bytes(typed)
+    write_bytes(directory, file_name, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def typed_bytes(typed: pl.DataFrame) -> bytes:

@@ -115,6 +115,9 @@ def test_load_dataset_gives_the_three_splits_with_the_csvs_rows_and_cells(
         counts = {name: expected[name][day].height for name in SPLIT_NAMES}
         assert manifest["split_counts"] == counts
         assert [entry["rows"] for entry in manifest["parquet"]] == list(counts.values())
+        assert [entry["sha256"] for entry in manifest["parquet"]] == [
+            hashlib.sha256((export / entry["path"]).read_bytes()).hexdigest() for entry in manifest["parquet"]
+        ]
         assert f"| {day} | {' | '.join(str(n) for n in counts.values())} |" in card
     assert "| last measured k | not measured yet |" not in card
 
@@ -178,6 +181,14 @@ def test_release_lists_every_file_and_its_version_follows_the_rows(
     before = {f["path"]: f["sha256"] for f in files}
     changed = {f["path"] for f in repinned["files"] if before[f["path"]] != f["sha256"]}  # type: ignore[attr-defined]
     assert changed and all("20251030" in path for path in changed)
+
+    # A typed file changed behind its manifest's back is listed as it is, not as the manifest says.
+    [behind, *_] = [f for f in repinned["files"] if f["path"].endswith(".parquet") and f["rows"]]  # type: ignore[attr-defined]
+    path = export / behind["path"]
+    pl.read_parquet(path).head(1).write_parquet(path)
+    listed = {f["path"]: f for f in release_run(tmp_path, instance)["files"]}  # type: ignore[attr-defined]
+    assert listed[behind["path"]]["rows"] == 1 != behind["rows"]
+    assert listed[behind["path"]]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # A text the CSV escapes (`=`), one whose source already began with `'=` (the same cell in the CSV),
@@ -317,6 +328,10 @@ def test_an_erasure_leaves_no_row_of_the_user_in_the_parquet_the_card_or_the_rel
         manifest = json.loads((export / f"{stem}.manifest.json").read_text())
         assert manifest["split_counts"] == counts
         assert [entry["rows"] for entry in manifest["parquet"]] == list(counts.values())
+        # Each rewritten file's SHA-256 follows it, so the release may take the manifest's rows.
+        assert [entry["sha256"] for entry in manifest["parquet"]] == [
+            hashlib.sha256((export / entry["path"]).read_bytes()).hexdigest() for entry in manifest["parquet"]
+        ]
         assert manifest["row_count"] == sum(counts.values()) == pl.read_csv(export / f"{stem}.csv").height
         assert f"| {day} | {' | '.join(str(n) for n in counts.values())} |" in card
     restated: dict[str, Any] = json.loads((export / "release.json").read_text())

@@ -215,6 +215,11 @@ def test_image_consent_withdrawal_blanks_image_urls_everywhere_and_leaves_the_re
         manifest = json.loads(csv.with_suffix(".manifest.json").read_text())
         assert manifest["sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()
         assert manifest["row_count"] == 4 and manifest["image_urls_blanked_after_export"] == 1
+        # The typed files rewritten with them keep their manifest's SHA-256 true, as the CSV does.
+        assert len(manifest["parquet"]) == 3
+        for listed in manifest["parquet"]:
+            typed = tmp_path / "export" / listed["path"]
+            assert listed["sha256"] == hashlib.sha256(typed.read_bytes()).hexdigest()
     [entry] = audit_entries(tmp_path)
     assert entry["cause"] == erasure.IMAGE_CONSENT_WITHDRAWN and entry["subjects"] == 1
     assert entry["image_urls_blanked"] == {
