@@ -5,7 +5,7 @@
 Builds (or reuses) the year benchmark's PostgreSQL source (benchmarks/year.py: 5 million feedback
 rows over 2025, 200,000 users), exports it once through the `feedback_export` job at microsecond
 precision with stable pseudonyms, then derives every other setting's cells from those files with
-the pipeline's own functions (`transforms.exported_time`, `pseudonyms.scoped_pseudonyms`): which
+the pipeline's own functions (`csv_cells.exported_time`, `pseudonyms.scoped_pseudonyms`): which
 rows a file holds depends on neither setting, since deduplication uses the full-precision time and
 the stable pseudonym. It measures
 - per precision, over the whole year with the project's `k_anonymity.measure`: the rows unique on
@@ -35,6 +35,7 @@ import polars as pl
 from benchmarks.harness import BENCH_KEY_HEX, run_export
 from benchmarks.year import add_source_arguments, ensure_source, write_docs
 from feedback_assets import k_anonymity
+from feedback_assets.csv_cells import exported_time
 from feedback_assets.pseudonyms import scoped_pseudonyms
 from feedback_assets.resources import FeedbackSettings
 from feedback_assets.settings import (
@@ -44,7 +45,6 @@ from feedback_assets.settings import (
     PseudonymScope,
     TimestampPrecision,
 )
-from feedback_assets.transforms import exported_time
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PYCANON_PYTHON = REPO_ROOT / ".venv-pycanon" / "bin" / "python"

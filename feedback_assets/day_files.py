@@ -3,7 +3,7 @@ each split, and the manifest that lists them. No Dagster here.
 
 The Parquet is made from the same rows as the CSV, after the same k-anonymity suppression, in the
 same order, but from the cells before the spreadsheet escape, and split by the stable pseudonym
-those rows carry (`transforms.source_columns`), which never reaches a file.
+those rows carry (`csv_cells.source_columns`), which never reaches a file.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Final
 
 import polars as pl
 
+from feedback_assets.csv_cells import EXPORTED_TIMES, STABLE_PSEUDONYM, unescaped, untexted
 from feedback_assets.schemas import TEXT_COLUMNS
 from feedback_assets.splits import SPLIT_NAMES, Split, SplitDraws, SplitName, assign_splits, split_counts
 from feedback_assets.storage import Storage
 from feedback_assets.storage.base import write_bytes
 from feedback_assets.training_csv import csv_bytes, csv_name, manifest_name, training_files
-from feedback_assets.transforms import EXPORTED_TIMES, STABLE_PSEUDONYM, unescaped, untexted
 from feedback_assets.typed_export import (
     PARQUET_DIR,
     parquet_name,
@@ -129,7 +129,7 @@ def write_day(
     """Write the day's CSV, then its Parquet files (one per split, empty or not, so every day has its
     three and a split's glob never misses a day), then the manifest describing them, each atomically.
 
-    `rows` are the CSV's rows in its order with `transforms.source_columns` and their split
+    `rows` are the CSV's rows in its order with `csv_cells.source_columns` and their split
     (`with_splits`) when Parquet is written."""
     exports.ensure()
     manifest: dict[str, object] = {**facts, "export_formats": list(day_formats.formats)}

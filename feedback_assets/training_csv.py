@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from feedback_assets import k_anonymity, transforms
+from feedback_assets import csv_cells, k_anonymity, transforms
 from feedback_assets.settings import ExportSettings
 from feedback_assets.storage import Storage
 from feedback_assets.storage.base import files_matching, write_bytes
@@ -32,8 +32,8 @@ class DayExport:
     counts: dict[str, int]
 
 
-def csv_format_of(settings: ExportSettings) -> transforms.CsvFormat:
-    return transforms.CsvFormat(
+def csv_format_of(settings: ExportSettings) -> csv_cells.CsvFormat:
+    return csv_cells.CsvFormat(
         include_image_urls=settings.include_image_urls,
         timestamp_precision=settings.timestamp_precision,
         pseudonym_scope=settings.pseudonym_scope,
@@ -49,7 +49,7 @@ def export_day(
     suppress_below: int | None,
     quasi_identifiers: Sequence[str],
 ) -> DayExport:
-    """The day's CSV rows (`transforms.training_rows`), small groups suppressed when `suppress_below`
+    """The day's CSV rows (`csv_cells.training_rows`), small groups suppressed when `suppress_below`
     is a threshold, and its counts: `upstream_counts` (anonymized_pairs' and deduplicated_pairs'
     statistics) with the suppressed rows moved out of exported_records. Fails unless every feedback
     row is counted once."""

@@ -1,4 +1,5 @@
-"""The export's rules (docs/contract.md, sections 4 and 5) as pure Polars functions.
+"""The export's rules (docs/contract.md, section 5) as pure Polars functions; the CSV's cells of
+section 4 are `csv_cells`.
 
 Every function takes and returns frames; none reads or writes anything. Frames may span several
 daily partitions: the `partition` column (a UTC date) says which row belongs where, so a ranged
@@ -8,14 +9,12 @@ run computes a year in one pass and still reports each day's own numbers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import polars as pl
 import polars_hash as plh
 
-from feedback_assets.pseudonyms import PseudonymCache, scoped_pseudonyms
-from feedback_assets.schemas import IMAGE_URL_COLUMN, TEXT_COLUMNS, TRAINING_COLUMNS
-from feedback_assets.settings import DedupeScope, PseudonymScope, TimestampPrecision
+from feedback_assets.pseudonyms import PseudonymCache
+from feedback_assets.settings import DedupeScope
 
 RATING_RANGES: dict[str, tuple[int, int]] = {
     "helpful_rating": (1, 5),
@@ -30,7 +29,6 @@ EXCLUDED_REASONS = ("no_consent", "erased")
 SKIPPED_REASON = "too_few_fields"
 ELIGIBLE = "eligible"
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
 KEY_SEPARATOR = "\x1f"
 
@@ -93,7 +91,7 @@ def _without_nul(text: pl.Expr) -> pl.Expr:
     return text.str.replace_all("\x00", "", literal=True)
 
 
-def _nul_free(frame: pl.DataFrame, names: Sequence[str]) -> dict[str, pl.Expr]:
+def nul_free(frame: pl.DataFrame, names: Sequence[str]) -> dict[str, pl.Expr]:
     """`_without_nul` of each of `names` that holds a NUL in `frame`, the column as it is otherwise.
     Looking for a NUL is a memchr; removing one rewrites every value, found or not: a 36-day slice's
     CSV cells took 0.63 s with every text column rewritten, 0.38 s this way (docs/benchmarks.md, lesson 20)."""
@@ -161,7 +159,7 @@ def anonymize(
             "routine_completion_pct",
             "would_recommend",
             pl.col("normalized_conditions").alias("conditions"),
-            _nul_free(eligible, ["rules_applied"])["rules_applied"].str.strip_chars().alias("rules_applied"),
+            nul_free(eligible, ["rules_applied"])["rules_applied"].str.strip_chars().alias("rules_applied"),
             "timeframe",
             age_range(pl.col("age")).alias("age_range"),
             pl.col("created_at").alias("feedback_created_at"),
@@ -222,129 +220,6 @@ def superseded_owners(deduplicated: pl.DataFrame, state_owners: pl.DataFrame) ->
     taken = deduplicated.filter(pl.col("kept")).select("dedupe_key", "partition")
     later = taken.join(state_owners, on="dedupe_key").filter(pl.col("owner") > pl.col("partition"))
     return sorted({day.isoformat() for day in later["owner"].unique().to_list()})
-
-
-def escape_formula(text: pl.Expr) -> pl.Expr:
-    """Prefix a quote to text a spreadsheet would run as a formula (OWASP CSV injection advice)."""
-    starts_like_formula = pl.any_horizontal(text.str.starts_with(prefix) for prefix in FORMULA_PREFIXES)
-    return pl.when(starts_like_formula).then(pl.lit("'") + text).otherwise(text)
-
-
-TRUNCATIONS: dict[TimestampPrecision, str | None] = {
-    "microsecond": None,
-    "second": "1s",
-    "minute": "1m",
-    "hour": "1h",
-    "day": "1d",
-}
-
-
-@dataclass(frozen=True)
-class CsvFormat:
-    """The settings that shape the CSV's cells (docs/contract.md, section 4)."""
-
-    include_image_urls: bool = False
-    timestamp_precision: TimestampPrecision = "day"
-    pseudonym_scope: PseudonymScope = "stable"
-    hmac_key: bytes = field(default=b"", repr=False)
-
-    @property
-    def columns(self) -> list[str]:
-        return [*TRAINING_COLUMNS, IMAGE_URL_COLUMN] if self.include_image_urls else list(TRAINING_COLUMNS)
-
-
-def truncated_time(timestamp: pl.Expr, precision: TimestampPrecision) -> pl.Expr:
-    """A timestamp truncated to `precision`, as a timestamp."""
-    every = TRUNCATIONS[precision]
-    return timestamp if every is None else timestamp.dt.truncate(every)
-
-
-def exported_time(timestamp: pl.Expr, precision: TimestampPrecision) -> pl.Expr:
-    """A timestamp truncated to `precision`, in the CSV's text form (always six fractional digits)."""
-    return truncated_time(timestamp, precision).dt.strftime(TIMESTAMP_FORMAT)
-
-
-def sort_by_cells(rows: pl.DataFrame) -> pl.DataFrame:
-    """Rows ordered by what the file shows and nothing else: feedback_created_at as exported,
-    recommendation_id, analysis_hash, then the other columns in order, each compared as its cell's
-    text (an empty cell first). Rows that tie are equal in every cell, so any order of them gives the
-    same bytes; and no hidden value, such as the time before truncation, leaks through a row's place."""
-    return rows.sort(_cell_order(rows.columns))
-
-
-def _cell_order(columns: Sequence[str]) -> list[pl.Expr]:
-    leading = ["feedback_created_at", "recommendation_id", "analysis_hash"]
-    order = [*leading, *(name for name in columns if name not in leading)]
-    return [pl.col(name).cast(pl.String).fill_null("") for name in order]
-
-
-# Beside the cells, for the typed export (docs/ml.md): the stable pseudonym, which the split is drawn
-# from and a scoped `analysis_hash` no longer is, each text before the spreadsheet escape, and each
-# time as truncated before it became text (parsing the text back cost 0.04 CPU seconds per 33 days).
-STABLE_PSEUDONYM = "__stable_pseudonym"
-EXPORTED_TIMES = ("feedback_created_at", "analysis_created_at")
-
-
-def unescaped(name: str) -> str:
-    return f"__unescaped_{name}"
-
-
-def untexted(name: str) -> str:
-    return f"__untexted_{name}"
-
-
-def source_columns(csv_format: CsvFormat) -> list[str]:
-    """The text columns `with_sources` adds after the cells; the rows are ordered by them too."""
-    return [STABLE_PSEUDONYM, *(unescaped(name) for name in csv_format.columns if name in TEXT_COLUMNS)]
-
-
-def time_sources() -> list[str]:
-    """The timestamps `with_sources` adds after `source_columns`; each is its cell, so no order needs them."""
-    return [untexted(name) for name in EXPORTED_TIMES]
-
-
-def _cells(deduplicated: pl.DataFrame, csv_format: CsvFormat, *, with_sources: bool = False) -> pl.DataFrame:
-    """The kept rows' cells as the file shows them, in the CSV's columns, after their `partition`;
-    with `with_sources`, followed by `source_columns` and `time_sources`."""
-    columns = csv_format.columns
-    text = [name for name in columns if name in TEXT_COLUMNS]
-    kept = deduplicated.filter(pl.col("kept"))
-    texts = _nul_free(kept, text)
-    # Every expression of one with_columns sees the input: analysis_hash here is still the stable one.
-    sources = [
-        pl.col("analysis_hash").alias(STABLE_PSEUDONYM),
-        *(c.alias(unescaped(n)) for n, c in texts.items()),
-        *(truncated_time(pl.col(n), csv_format.timestamp_precision).alias(untexted(n)) for n in EXPORTED_TIMES),
-    ]
-    return kept.with_columns(
-        *(sources if with_sources else []),
-        scoped_pseudonyms(kept, csv_format.pseudonym_scope, csv_format.hmac_key),
-        *(exported_time(pl.col(name), csv_format.timestamp_precision) for name in EXPORTED_TIMES),
-        *(escape_formula(cells).alias(name) for name, cells in texts.items()),
-    ).select("partition", *columns, *([*source_columns(csv_format), *time_sources()] if with_sources else []))
-
-
-def training_rows(deduplicated: pl.DataFrame, csv_format: CsvFormat) -> pl.DataFrame:
-    """The exported rows in the CSV's column order, formats and sort order (docs/contract.md, section 4).
-
-    Deduplication happened before, on the full-precision times; only the exported cells are truncated.
-    """
-    return sort_by_cells(_cells(deduplicated, csv_format).drop("partition"))
-
-
-def training_rows_by_day(
-    deduplicated: pl.DataFrame, csv_format: CsvFormat, days: Sequence[str], *, with_sources: bool = False
-) -> dict[str, pl.DataFrame]:
-    """`training_rows` of each of `days` (YYYY-MM-DD), made in one pass over all their rows: a
-    slice's days formatted and sorted together cost a fraction of one call per day. With
-    `with_sources`, each row also carries `source_columns` and `time_sources`; rows that tie on every cell are then
-    ordered by those too, so the typed file's order is fixed while the CSV's bytes stay the same."""
-    cells = _cells(deduplicated, csv_format, with_sources=with_sources)
-    hidden = [pl.col(name).fill_null("") for name in source_columns(csv_format)] if with_sources else []
-    ordered = cells.sort([pl.col("partition"), *_cell_order(csv_format.columns), *hidden])
-    parts = {key.isoformat(): part for (key,), part in ordered.partition_by("partition", as_dict=True).items()}
-    empty = ordered.clear().drop("partition")
-    return {day: parts[day].drop("partition") if day in parts else empty for day in days}
 
 
 def _zeroes(partitions: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, int]]:

@@ -1,7 +1,7 @@
 """The typed Parquet of a day (issue 25; docs/ml.md): the CSV's rows with their cells as proper types,
 one file per day and split, `parquet/<split>/feedback_training_YYYYMMDD.parquet`. No Dagster here.
 
-Made from the frame the CSV writer writes (`transforms.training_rows`, or a CSV read back as text),
+Made from the frame the CSV writer writes (`csv_cells.training_rows`, or a CSV read back as text),
 so the Parquet holds what the CSV says and nothing more: the same rows in the same order, the
 timestamps as truncated, empty text as empty (null) as the CSV shows it, and the spreadsheet escape
 taken off.
@@ -17,11 +17,12 @@ from typing import Final
 
 import polars as pl
 
+from feedback_assets.csv_cells import EXPORTED_TIMES, FORMULA_PREFIXES, escape_formula
 from feedback_assets.schemas import IMAGE_URL_COLUMN, TEXT_COLUMNS, TRAINING_COLUMNS, UTC_US
 from feedback_assets.splits import SPLIT_NAMES, SplitName
 from feedback_assets.storage import Storage
 from feedback_assets.storage.base import files_matching, write_bytes
-from feedback_assets.transforms import EXPORTED_TIMES, FORMULA_PREFIXES, TIMESTAMP_FORMAT, escape_formula
+from feedback_assets.transforms import TIMESTAMP_FORMAT
 
 # The export is for the ML team's disk and downloads, read many times: zstd, unlike the intermediates' LZ4.
 TYPED_COMPRESSION: Final = "zstd"
@@ -61,7 +62,7 @@ def typed_schema(include_image_urls: bool) -> pl.Schema:
 
 
 def unescape_formula(text: pl.Expr) -> pl.Expr:
-    """The text before `transforms.escape_formula`: a leading `'` before a formula's first character
+    """The text before `csv_cells.escape_formula`: a leading `'` before a formula's first character
     removed. A source text that itself began with `'` and such a character reads the same in the CSV,
     and loses its `'` here too, unless the cells are taken before the escape (docs/ml.md, "Types")."""
     escaped = pl.any_horizontal(text.str.starts_with("'" + prefix) for prefix in FORMULA_PREFIXES)
@@ -75,7 +76,7 @@ def _as_text(name: str) -> pl.Expr:
 def _typed(name: str, dtype: pl.DataType, escaped: bool, given: pl.DataType) -> pl.Expr:
     """One column of the CSV's frame, typed; the cells are parsed strictly, so a cell the CSV could not
     hold in this type fails rather than becoming null. A column the frame already holds as numbers or
-    booleans (as `transforms.training_rows` makes them) or as times (as `day_files.typed_day` takes
+    booleans (as `csv_cells.training_rows` makes them) or as times (as `day_files.typed_day` takes
     them) is cast, not written out and parsed again."""
     if dtype != pl.String and given != pl.String:
         return pl.col(name).cast(dtype, strict=True).alias(name)
@@ -101,7 +102,7 @@ def _typed(name: str, dtype: pl.DataType, escaped: bool, given: pl.DataType) -> 
 def typed_rows(csv_rows: pl.DataFrame, *, escaped: bool = True) -> pl.DataFrame:
     """The typed frame of a day's CSV rows: integers, a boolean, UTC datetimes, text without the
     spreadsheet escape; the same rows in the same order. `csv_rows` has the CSV's 12 columns (13 with
-    `image_url`) in its order, typed as `transforms.training_rows` makes them (or with the times as
+    `image_url`) in its order, typed as `csv_cells.training_rows` makes them (or with the times as
     truncated timestamps, as `day_files.typed_day` gives them) or all text.
     `escaped=False` takes cells the escape has not been applied to, whose text is then exact."""
     columns = list(csv_rows.columns)

@@ -25,7 +25,7 @@ SPLIT = Split(0.6, 0.2, 0.2)
 
 
 def day_rows(day: str, users: range) -> pl.DataFrame:
-    """A day's CSV rows as `transforms.training_rows` makes them, for the stable pseudonym scope."""
+    """A day's CSV rows as `csv_cells.training_rows` makes them, for the stable pseudonym scope."""
     n = len(users)
     return pl.DataFrame(
         {

@@ -27,7 +27,7 @@ from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from feedback_assets import schemas
+from feedback_assets import csv_cells, schemas
 from feedback_assets import source_join as j
 from feedback_assets import transforms as t
 from feedback_assets.settings import (
@@ -219,8 +219,8 @@ class Case:
         return [day.isoformat() for day in self.days]
 
     @property
-    def csv_format(self) -> t.CsvFormat:
-        return t.CsvFormat(self.include_image_urls, self.precision, self.pseudonym_scope, KEY)
+    def csv_format(self) -> csv_cells.CsvFormat:
+        return csv_cells.CsvFormat(self.include_image_urls, self.precision, self.pseudonym_scope, KEY)
 
     @property
     def columns(self) -> list[str]:
@@ -492,11 +492,11 @@ def run_chain(case: Case, frames: j.SourceFrames | None = None) -> Run:
     classified = t.classify(raw, case.min_fields)
     deduplicated = t.deduplicate(t.with_dedupe_key(t.anonymize(classified, KEY, case.include_image_urls), case.scope))
     rows = {
-        day: t.training_rows(part, case.csv_format)
+        day: csv_cells.training_rows(part, case.csv_format)
         for day, part in split_by_partition(deduplicated, case.partitions).items()
     }
     # The asset formats a slice's days in one pass: in every example, exactly the rows of each day alone.
-    by_day = t.training_rows_by_day(deduplicated, case.csv_format, case.partitions)
+    by_day = csv_cells.training_rows_by_day(deduplicated, case.csv_format, case.partitions)
     assert list(by_day) == list(rows)
     for day, frame in rows.items():
         assert_frame_equal(by_day[day], frame)
@@ -859,7 +859,7 @@ def test_the_column_rules_hold_for_any_value(
     assert [cell(value) for value in result["age"].to_list()] == [bucket(age) for age in ages]
     result = pl.DataFrame({"c": conditions}, schema={"c": pl.String}).select(t.normalize_conditions(pl.col("c")))
     assert result.to_series().to_list() == [normalized(value) for value in conditions]
-    result = pl.DataFrame({"x": texts}, schema={"x": pl.String}).select(t.escape_formula(pl.col("x")))
+    result = pl.DataFrame({"x": texts}, schema={"x": pl.String}).select(csv_cells.escape_formula(pl.col("x")))
     assert result.to_series().to_list() == [formula_escaped(text) for text in texts]
 
 

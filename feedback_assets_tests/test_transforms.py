@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from feedback_assets import schemas
+from feedback_assets import csv_cells, schemas
 from feedback_assets import source_join as j
 from feedback_assets import transforms as t
 from feedback_assets.pseudonyms import (
@@ -192,7 +192,7 @@ def test_conditions_are_lowercased_trimmed_deduplicated_and_sorted() -> None:
 
 def test_formula_like_text_gets_a_leading_quote() -> None:
     frame = pl.DataFrame({"x": ["=cmd()", "+1", "-2", "@sum", "\tx", "\rx", "a=b", "", None, "'=kept"]})
-    result = frame.select(t.escape_formula(pl.col("x")).alias("x"))
+    result = frame.select(csv_cells.escape_formula(pl.col("x")).alias("x"))
     expected = ["'=cmd()", "'+1", "'-2", "'@sum", "'\tx", "'\rx", "a=b", "", None, "'=kept"]
     assert_frame_equal(result, pl.DataFrame({"x": expected}))
 
@@ -328,7 +328,7 @@ def test_training_rows_have_the_contract_columns_formats_and_order() -> None:
         analysis_rows=analyses({"analysis_id": 10, "conditions": None}),
         record_rows=records({"recommendation_id": "rec_1", "rules_applied": " a, b "}, {"recommendation_id": "=rec"}),
     )
-    rows = t.training_rows(pipeline(frames, "exact"), t.CsvFormat(timestamp_precision="microsecond"))
+    rows = csv_cells.training_rows(pipeline(frames, "exact"), csv_cells.CsvFormat(timestamp_precision="microsecond"))
     hashed = pseudonym(1, KEY)
     expected = pl.DataFrame(
         {
@@ -356,7 +356,7 @@ def test_training_rows_have_the_contract_columns_formats_and_order() -> None:
     # At the default precision, day, the times are alike and the cells alone order the rows: the
     # escaped "'=rec" first, then the two rec_1 rows by their next differing cell, helpful_rating
     # (empty first). Ordering by the hidden time would put the 00:00 row (helpful_rating 4) first.
-    by_day = t.training_rows(pipeline(frames, "exact"), t.CsvFormat())
+    by_day = csv_cells.training_rows(pipeline(frames, "exact"), csv_cells.CsvFormat())
     assert_frame_equal(
         by_day,
         expected[[1, 2, 0]].with_columns(
@@ -383,7 +383,7 @@ def test_both_exported_times_are_truncated_to_the_precision(
         feedback({"feedback_id": 1, "created_at": utc("2025-10-25 13:47:09.123456")}),
         analysis_rows=analyses({"analysis_id": 10, "analysis_created_at": utc("2025-10-01 23:59:59.999999")}),
     )
-    rows = t.training_rows(pipeline(frames, "exact"), t.CsvFormat(timestamp_precision=precision))
+    rows = csv_cells.training_rows(pipeline(frames, "exact"), csv_cells.CsvFormat(timestamp_precision=precision))
     assert rows.select("feedback_created_at", "analysis_created_at").row(0) == (feedback_time, analysis_time)
 
 

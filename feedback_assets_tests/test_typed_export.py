@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from feedback_assets import schemas
+from feedback_assets import csv_cells, schemas
 from feedback_assets import transforms as t
 from feedback_assets.day_files import typed_day
 from feedback_assets.settings import TimestampPrecision
@@ -34,7 +34,7 @@ ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def csv_frame(**columns: list[object]) -> pl.DataFrame:
-    """Rows as `transforms.training_rows` makes them (ratings Int64, a Boolean, the rest text)."""
+    """Rows as `csv_cells.training_rows` makes them (ratings Int64, a Boolean, the rest text)."""
     n = len(next(iter(columns.values())))
     defaults: dict[str, list[object]] = {
         "analysis_hash": [HASH] * n,
@@ -129,15 +129,15 @@ def test_times_are_utc_datetimes_at_the_exports_precision(
     )
     pairs = t.anonymize(t.classify(join_source(frames), 1), KEY, include_image_urls=False)
     deduplicated = t.deduplicate(t.with_dedupe_key(pairs, "exact"))
-    csv_format = t.CsvFormat(timestamp_precision=precision)
-    exported = t.training_rows(deduplicated, csv_format)
+    csv_format = csv_cells.CsvFormat(timestamp_precision=precision)
+    exported = csv_cells.training_rows(deduplicated, csv_format)
     typed = typed_rows(exported)
     assert typed.schema == TYPED_SCHEMA
     assert typed.row(0, named=True)["feedback_created_at"] == feedback_time
     assert typed.row(0, named=True)["conditions"] == "=acne"
     assert exported.row(0, named=True)["conditions"] == "'=acne"
     # The export's own path takes the times as truncated, before they were text: the same frame.
-    with_sources = t.training_rows_by_day(deduplicated, csv_format, ["2025-10-25"], with_sources=True)
+    with_sources = csv_cells.training_rows_by_day(deduplicated, csv_format, ["2025-10-25"], with_sources=True)
     assert_frame_equal(typed_day(with_sources["2025-10-25"], csv_format.columns), typed)
 
 

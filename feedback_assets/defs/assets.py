@@ -18,7 +18,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from feedback_assets import catalog, k_anonymity, source_join, transforms
+from feedback_assets import catalog, csv_cells, k_anonymity, source_join, transforms
 from feedback_assets.asset_runs import (
     APP_FEEDBACK_SOURCE,
     DEDUPE_STATE_POOL,
@@ -309,7 +309,7 @@ def training_csv(
         with explained_failures():
             deduplicated = store.read("deduplicated_pairs", days)
             rows = with_splits(
-                transforms.training_rows_by_day(
+                csv_cells.training_rows_by_day(
                     deduplicated, csv_format_of(settings), days, with_sources=day_formats.parquet
                 ),
                 day_formats,
