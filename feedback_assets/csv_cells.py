@@ -5,7 +5,7 @@ shape them, the spreadsheet escape, the truncated times, the file's order, and, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -18,10 +18,14 @@ from feedback_assets.transforms import TIMESTAMP_FORMAT, nul_free
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
+def starts_like_formula(text: pl.Expr) -> pl.Expr:
+    """Whether a spreadsheet would run the text as a formula (null for null)."""
+    return pl.any_horizontal(text.str.starts_with(prefix) for prefix in FORMULA_PREFIXES)
+
+
 def escape_formula(text: pl.Expr) -> pl.Expr:
     """Prefix a quote to text a spreadsheet would run as a formula (OWASP CSV injection advice)."""
-    starts_like_formula = pl.any_horizontal(text.str.starts_with(prefix) for prefix in FORMULA_PREFIXES)
-    return pl.when(starts_like_formula).then(pl.lit("'") + text).otherwise(text)
+    return pl.when(starts_like_formula(text)).then(pl.lit("'") + text).otherwise(text)
 
 
 TRUNCATIONS: dict[TimestampPrecision, str | None] = {
@@ -72,11 +76,21 @@ def _cell_order(columns: Sequence[str]) -> list[pl.Expr]:
     return [pl.col(name).cast(pl.String).fill_null("") for name in order]
 
 
-# Beside the cells, for the typed export (docs/ml.md): the stable pseudonym, which the split is drawn
-# from and a scoped `analysis_hash` no longer is, each text before the spreadsheet escape, and each
-# time as truncated before it became text (parsing the text back cost 0.04 CPU seconds per 33 days).
-STABLE_PSEUDONYM = "__stable_pseudonym"
+# Beside the cells, for the typed export (docs/ml.md): each row's split, drawn from the stable
+# pseudonym that a scoped `analysis_hash` no longer is; each text before the spreadsheet escape, and
+# whether the escape changed it; and each time as truncated before it became text (parsing the text
+# back cost 0.04 CPU seconds per 33 days). A small split rather than the 64-character pseudonym, and
+# flags rather than the texts in the slice's sort: the sort's keys and the columns it carries cost
+# CPU seconds and memory on the path every day takes.
+SPLIT_COLUMN = "__split"
 EXPORTED_TIMES = ("feedback_created_at", "analysis_created_at")
+
+# The split of each stable pseudonym, in their order: how the typed export draws (day_files.DayFormats).
+SplitsOf = Callable[[pl.Series], pl.Series]
+
+
+def escaped(name: str) -> str:
+    return f"__escaped_{name}"
 
 
 def unescaped(name: str) -> str:
@@ -87,35 +101,42 @@ def untexted(name: str) -> str:
     return f"__untexted_{name}"
 
 
+def escape_columns(csv_format: CsvFormat) -> list[str]:
+    """Whether the escape changed each text. They order rows that tie on every cell: a text the escape
+    changed and one that already read so are one cell. Nothing else of `source_columns` needs to:
+    rows equal in every cell have one stable pseudonym, so one split, and the same times."""
+    return [escaped(name) for name in csv_format.columns if name in TEXT_COLUMNS]
+
+
 def source_columns(csv_format: CsvFormat) -> list[str]:
-    """The text columns `with_sources` adds after the cells; the rows are ordered by them too."""
-    return [STABLE_PSEUDONYM, *(unescaped(name) for name in csv_format.columns if name in TEXT_COLUMNS)]
+    """The columns `splits` adds after the cells: the split, `escape_columns`, each text before the
+    escape, each time as truncated."""
+    texts = [unescaped(name) for name in csv_format.columns if name in TEXT_COLUMNS]
+    return [SPLIT_COLUMN, *escape_columns(csv_format), *texts, *(untexted(name) for name in EXPORTED_TIMES)]
 
 
-def time_sources() -> list[str]:
-    """The timestamps `with_sources` adds after `source_columns`; each is its cell, so no order needs them."""
-    return [untexted(name) for name in EXPORTED_TIMES]
-
-
-def _cells(deduplicated: pl.DataFrame, csv_format: CsvFormat, *, with_sources: bool = False) -> pl.DataFrame:
+def _cells(deduplicated: pl.DataFrame, csv_format: CsvFormat, splits: SplitsOf | None = None) -> pl.DataFrame:
     """The kept rows' cells as the file shows them, in the CSV's columns, after their `partition`;
-    with `with_sources`, followed by `source_columns` and `time_sources`."""
+    with `splits`, followed by `source_columns`."""
     columns = csv_format.columns
     text = [name for name in columns if name in TEXT_COLUMNS]
     kept = deduplicated.filter(pl.col("kept"))
     texts = nul_free(kept, text)
-    # Every expression of one with_columns sees the input: analysis_hash here is still the stable one.
-    sources = [
-        pl.col("analysis_hash").alias(STABLE_PSEUDONYM),
-        *(c.alias(unescaped(n)) for n, c in texts.items()),
-        *(truncated_time(pl.col(n), csv_format.timestamp_precision).alias(untexted(n)) for n in EXPORTED_TIMES),
-    ]
+    sources: list[pl.Expr | pl.Series] = []
+    if splits is not None:
+        sources = [
+            splits(kept["analysis_hash"]).alias(SPLIT_COLUMN),
+            *(starts_like_formula(c).alias(escaped(n)) for n, c in texts.items()),
+            *(c.alias(unescaped(n)) for n, c in texts.items()),
+            *(truncated_time(pl.col(n), csv_format.timestamp_precision).alias(untexted(n)) for n in EXPORTED_TIMES),
+        ]
+    # Every expression of one with_columns sees the input: the times and texts here are the sources'.
     return kept.with_columns(
-        *(sources if with_sources else []),
+        *sources,
         scoped_pseudonyms(kept, csv_format.pseudonym_scope, csv_format.hmac_key),
         *(exported_time(pl.col(name), csv_format.timestamp_precision) for name in EXPORTED_TIMES),
         *(escape_formula(cells).alias(name) for name, cells in texts.items()),
-    ).select("partition", *columns, *([*source_columns(csv_format), *time_sources()] if with_sources else []))
+    ).select("partition", *columns, *(source_columns(csv_format) if splits is not None else []))
 
 
 def training_rows(deduplicated: pl.DataFrame, csv_format: CsvFormat) -> pl.DataFrame:
@@ -127,14 +148,15 @@ def training_rows(deduplicated: pl.DataFrame, csv_format: CsvFormat) -> pl.DataF
 
 
 def training_rows_by_day(
-    deduplicated: pl.DataFrame, csv_format: CsvFormat, days: Sequence[str], *, with_sources: bool = False
+    deduplicated: pl.DataFrame, csv_format: CsvFormat, days: Sequence[str], *, splits: SplitsOf | None = None
 ) -> dict[str, pl.DataFrame]:
     """`training_rows` of each of `days` (YYYY-MM-DD), made in one pass over all their rows: a
-    slice's days formatted and sorted together cost a fraction of one call per day. With
-    `with_sources`, each row also carries `source_columns` and `time_sources`; rows that tie on every cell are then
-    ordered by those too, so the typed file's order is fixed while the CSV's bytes stay the same."""
-    cells = _cells(deduplicated, csv_format, with_sources=with_sources)
-    hidden = [pl.col(name).fill_null("") for name in source_columns(csv_format)] if with_sources else []
+    slice's days formatted and sorted together cost a fraction of one call per day. With `splits`,
+    each row also carries `source_columns`, its split drawn for the whole slice at once; rows that
+    tie on every cell are then ordered by their escapes too, so the typed file's order is fixed while
+    the CSV's bytes stay the same."""
+    cells = _cells(deduplicated, csv_format, splits)
+    hidden = [pl.col(name).fill_null(False) for name in escape_columns(csv_format)] if splits else []
     ordered = cells.sort([pl.col("partition"), *_cell_order(csv_format.columns), *hidden])
     parts = {key.isoformat(): part for (key,), part in ordered.partition_by("partition", as_dict=True).items()}
     empty = ordered.clear().drop("partition")

@@ -2,8 +2,8 @@
 each split, and the manifest that lists them. No Dagster here.
 
 The Parquet is made from the same rows as the CSV, after the same k-anonymity suppression, in the
-same order, but from the cells before the spreadsheet escape, and split by the stable pseudonym
-those rows carry (`csv_cells.source_columns`), which never reaches a file.
+same order, but from the cells before the spreadsheet escape, and split by the split those rows
+carry, drawn from the stable pseudonym (`csv_cells.source_columns`), which never reaches a file.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Final
 
 import polars as pl
 
-from feedback_assets.csv_cells import EXPORTED_TIMES, STABLE_PSEUDONYM, unescaped, untexted
+from feedback_assets.csv_cells import EXPORTED_TIMES, SPLIT_COLUMN, SplitsOf, unescaped, untexted
 from feedback_assets.schemas import TEXT_COLUMNS
 from feedback_assets.splits import SPLIT_NAMES, Split, SplitDraws, SplitName, assign_splits, split_counts
 from feedback_assets.storage import Storage
@@ -34,8 +34,6 @@ from feedback_assets.typed_export import (
 # The manifest's format: what it lists beyond the CSV's fields of docs/contract.md, section 4.
 MANIFEST_PARQUET: Final = "parquet"
 MANIFEST_SPLIT_COUNTS: Final = "split_counts"
-# The column `with_splits` adds to a day's rows; like the source columns, it never reaches a file.
-SPLIT_COLUMN: Final = "__split"
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,15 @@ class DayFormats:
     @property
     def parquet(self) -> bool:
         return "parquet" in self.formats
+
+    def splits_of(self, stable_pseudonyms: pl.Series) -> pl.Series:
+        """The split of each row by its stable pseudonym (`splits.assign_splits`), with the run's draws."""
+        return assign_splits(stable_pseudonyms, self.split, self.master_key, self.draws)
+
+    @property
+    def sources(self) -> SplitsOf | None:
+        """What `csv_cells.training_rows_by_day` needs to add the typed export's sources: none without Parquet."""
+        return self.splits_of if self.parquet else None
 
 
 @dataclass(frozen=True)
@@ -102,22 +109,6 @@ def typed_day(rows: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
     return typed_rows(rows.select(source(name) for name in columns), escaped=False)
 
 
-def with_splits(rows_by_day: Mapping[str, pl.DataFrame], day_formats: DayFormats) -> dict[str, pl.DataFrame]:
-    """Each day's rows with the split of each row (`SPLIT_COLUMN`) when Parquet is written, decided
-    for all the days of a slice in one join with their users' draws: a join per day cost five times
-    as much (0.69 against 0.13 CPU seconds for 33 days of the benchmark year)."""
-    if not day_formats.parquet or not rows_by_day:
-        return dict(rows_by_day)
-    stable = pl.concat([rows[STABLE_PSEUDONYM] for rows in rows_by_day.values()])
-    splits = assign_splits(stable, day_formats.split, day_formats.master_key, day_formats.draws)
-    with_split: dict[str, pl.DataFrame] = {}
-    offset = 0
-    for day, rows in rows_by_day.items():
-        with_split[day] = rows.with_columns(splits.slice(offset, rows.height).alias(SPLIT_COLUMN))
-        offset += rows.height
-    return with_split
-
-
 def write_day(
     exports: Storage,
     partition: str,
@@ -129,8 +120,7 @@ def write_day(
     """Write the day's CSV, then its Parquet files (one per split, empty or not, so every day has its
     three and a split's glob never misses a day), then the manifest describing them, each atomically.
 
-    `rows` are the CSV's rows in its order with `csv_cells.source_columns` and their split
-    (`with_splits`) when Parquet is written."""
+    `rows` are the CSV's rows in its order, with `csv_cells.source_columns` when Parquet is written."""
     exports.ensure()
     manifest: dict[str, object] = {**facts, "export_formats": list(day_formats.formats)}
     cells = csv_cells(rows, columns)

@@ -171,5 +171,4 @@ def typed_files(exports: Storage) -> dict[str, dict[SplitName, str]]:
 def split_frames(typed: pl.DataFrame, splits: pl.Series, names: Sequence[SplitName]) -> dict[SplitName, pl.DataFrame]:
     """The typed rows of each split of `names`, each in the day's order; a split without rows gets an
     empty frame, so every split has its file for every day."""
-    labelled = typed.with_columns(splits.cast(pl.String).alias("__split"))
-    return {name: labelled.filter(pl.col("__split") == name).drop("__split") for name in names}
+    return {name: typed.filter(splits == name) for name in names}

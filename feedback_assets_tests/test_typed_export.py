@@ -16,6 +16,7 @@ from feedback_assets import transforms as t
 from feedback_assets.day_files import typed_day
 from feedback_assets.settings import TimestampPrecision
 from feedback_assets.source_join import join_source
+from feedback_assets.splits import DEFAULT_SPLIT, assign_splits, parse_split
 from feedback_assets.storage import EXPORT, LocalStorage
 from feedback_assets.training_csv import csv_bytes
 from feedback_assets.typed_export import (
@@ -137,8 +138,33 @@ def test_times_are_utc_datetimes_at_the_exports_precision(
     assert typed.row(0, named=True)["conditions"] == "=acne"
     assert exported.row(0, named=True)["conditions"] == "'=acne"
     # The export's own path takes the times as truncated, before they were text: the same frame.
-    with_sources = csv_cells.training_rows_by_day(deduplicated, csv_format, ["2025-10-25"], with_sources=True)
+    with_sources = csv_cells.training_rows_by_day(deduplicated, csv_format, ["2025-10-25"], splits=splits_of)
     assert_frame_equal(typed_day(with_sources["2025-10-25"], csv_format.columns), typed)
+
+
+def splits_of(stable: pl.Series) -> pl.Series:
+    return assign_splits(stable, parse_split("FEEDBACK_SPLIT", DEFAULT_SPLIT), KEY)
+
+
+def test_rows_one_in_the_csv_but_not_in_their_source_text_keep_one_order_whatever_their_order_before() -> None:
+    """A text the escape changed (`=acne`) and one whose source already read so (`'=acne`) are one
+    cell: the rows tie on every cell, and the typed file still has one order, its bytes one hash."""
+    frames = source(
+        feedback({"feedback_id": 1, "created_at": utc("2025-10-25 13:47:09")}),
+        analysis_rows=analyses({"analysis_id": 10, "conditions": "=acne"}),
+        record_rows=records({"recommendation_id": "rec_1"}),
+    )
+    one = t.deduplicate(t.with_dedupe_key(t.anonymize(t.classify(join_source(frames), 1), KEY, False), "exact"))
+    tied = pl.concat([one, one.with_columns(conditions=pl.lit("'=acne"))])
+    csv_format = csv_cells.CsvFormat()
+    orders = []
+    for rows in (tied, tied.reverse()):
+        [day] = csv_cells.training_rows_by_day(rows, csv_format, ["2025-10-25"], splits=splits_of).values()
+        assert day["conditions"].to_list() == ["'=acne", "'=acne"]
+        assert_frame_equal(day.select(csv_format.columns), csv_cells.training_rows(rows, csv_format))
+        orders.append(typed_day(day, csv_format.columns))
+    assert orders[0]["conditions"].to_list() == ["'=acne", "=acne"]
+    assert_frame_equal(orders[0], orders[1])
 
 
 def test_a_csv_read_back_as_text_gives_the_same_typed_frame() -> None:

@@ -28,7 +28,7 @@ from feedback_assets.asset_runs import (
     SlicedRun,
     export_asset,
 )
-from feedback_assets.day_files import DayFormats, remove_stale_temp_files, with_splits, write_day
+from feedback_assets.day_files import DayFormats, remove_stale_temp_files, write_day
 from feedback_assets.dedupe_state import DedupeStateStore
 from feedback_assets.export_release import MANIFEST_K_ANONYMITY, write_card
 from feedback_assets.failures import explained_failures
@@ -308,11 +308,8 @@ def training_csv(
     def export(days: list[str]) -> int:
         with explained_failures():
             deduplicated = store.read("deduplicated_pairs", days)
-            rows = with_splits(
-                csv_cells.training_rows_by_day(
-                    deduplicated, csv_format_of(settings), days, with_sources=day_formats.parquet
-                ),
-                day_formats,
+            rows = csv_cells.training_rows_by_day(
+                deduplicated, csv_format_of(settings), days, splits=day_formats.sources
             )
             upstream = {
                 key: {**store.read_stats("anonymized_pairs", key), **store.read_stats("deduplicated_pairs", key)}
