@@ -156,7 +156,7 @@ def training_rows_by_day(
     tie on every cell are then ordered by their escapes too, so the typed file's order is fixed while
     the CSV's bytes stay the same."""
     cells = _cells(deduplicated, csv_format, splits)
-    hidden = [pl.col(name).fill_null(False) for name in escape_columns(csv_format)] if splits else []
+    hidden = [pl.col(name).fill_null(False) for name in escape_columns(csv_format)] if splits is not None else []
     ordered = cells.sort([pl.col("partition"), *_cell_order(csv_format.columns), *hidden])
     parts = {key.isoformat(): part for (key,), part in ordered.partition_by("partition", as_dict=True).items()}
     empty = ordered.clear().drop("partition")
